@@ -1,0 +1,208 @@
+"""The `edgekit` command line. Thin: parse, call the stage, print."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from edgekit import __version__
+from edgekit.errors import EdgekitError
+
+app = typer.Typer(
+    name="edgekit",
+    help="Efficient CNNs from a recipe to a verified INT8 model, measured on the device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+# Tables are wide: when the output is a file or pipe, don't squeeze them into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(func: F) -> F:
+    """Turn an EdgekitError into one line on stderr and its exit code, with no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgekitError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`["groups=8", "activation=relu6"]` -> `{"groups": 8, "activation": "relu6"}` (values read as YAML scalars)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EdgekitError(f"option {pair!r} is not KEY=VALUE: write e.g. --option groups=8.")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:,.1f}M"
+
+
+def _progress(items: list[str], label: str, enabled: bool = True) -> Iterator[str]:
+    """Yield items with a transient progress bar on stderr (hidden when stderr is not a terminal)."""
+    if not enabled:
+        yield from items
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[item]}"),
+        console=err_console, transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=len(items), item="")
+        for item in items:
+            progress.update(task, item=item)
+            yield item
+            progress.advance(task)
+
+
+@app.command()
+@_user_errors
+def models(
+    family: Annotated[str | None, typer.Option(help="Only this family, e.g. MobileNetV3 (case-insensitive).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the registered models with their default resolution, params and MACs."""
+    from edgekit.models import get_entry, list_models
+    from edgekit.profile import profile_spec
+
+    names = list_models()
+    if family is not None:
+        names = [n for n in names if get_entry(n).family.lower() == family.lower()]
+        if not names:
+            families = sorted({get_entry(n).family for n in list_models()})
+            raise EdgekitError(f"no family {family!r}: choose one of {', '.join(families)}.")
+    rows = []
+    for name in _progress(names, "profiling models", enabled=not as_json):
+        entry = get_entry(name)
+        prof = profile_spec(name)
+        rows.append(dict(
+            name=name, family=entry.family, resolution=prof.input_shape[-1], params=prof.params, macs=prof.macs,
+            description=entry.description, options=entry.options,
+        ))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="edgekit models (MACs at the default resolution, 1000 classes)")
+    for col, kw in (("name", {}), ("family", {}), ("res", {"justify": "right"}), ("params", {"justify": "right"}),
+                    ("MACs", {"justify": "right"}), ("notes", {"overflow": "fold"})):
+        table.add_column(col, **kw)
+    for r in rows:
+        table.add_row(r["name"], r["family"], str(r["resolution"]), f"{r['params']:,}", _millions(r["macs"]),
+                      r["description"])
+    console.print(table)
+    console.print("Any model takes --width W and --resolution R (or --res-mult RHO); see `edgekit profile --help`.")
+
+
+@app.command()
+@_user_errors
+def profile(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. mobilenet_v2 (see `edgekit models`).")],
+    width: Annotated[float, typer.Option(help="Width multiplier (channels x W, rounded as the family does).")] = 1.0,
+    resolution: Annotated[
+        int | None, typer.Option(help="Input height and width in pixels (default: the model's).")
+    ] = None,
+    res_mult: Annotated[
+        float | None, typer.Option("--res-mult", help="Resolution multiplier rho of the default resolution.")
+    ] = None,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
+    in_channels: Annotated[int, typer.Option(help="Input channels (1 for grayscale).")] = 3,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Family option KEY=VALUE, repeatable, e.g. -o groups=8."),
+    ] = None,
+    all_ops: Annotated[
+        bool, typer.Option("--all-ops", help="One row per operator instead of fusing conv+BN+activation.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (params, macs, layers, ...).")] = False,
+) -> None:
+    """Layer-by-layer params, MACs and activation memory of a model."""
+    from edgekit.profile import profile_spec
+
+    prof = profile_spec(
+        name, width=width, resolution=resolution, res_mult=res_mult, num_classes=num_classes,
+        in_channels=in_channels, fuse=not all_ops, **parse_options(option or []),
+    )
+    if as_json:
+        _print_json(prof.to_dict())
+        return
+    spec = prof.spec or {}
+    table = Table(
+        title=f"{name}  width {spec.get('width', width):g}  input {'x'.join(map(str, prof.input_shape))}",
+        caption="MACs: conv + linear multiply-accumulates (FLOPs = 2 x MACs). Elementwise: other arithmetic ops. "
+        "Memory: each layer's output activations.",
+    )
+    for col in ("layer", "op", "in CxHxW", "out CxHxW", "kernel", "params (K)", "MACs (M)", "elementwise (K)",
+                "fp32 KB", "int8 KB"):
+        justify = "left" if col in ("layer", "op", "kernel") else "right"
+        table.add_column(col, justify=justify, overflow="fold")
+    for layer in prof.layers:
+        table.add_row(
+            layer.name, layer.op, "x".join(map(str, layer.input_shape)), "x".join(map(str, layer.output_shape)),
+            layer.detail, f"{layer.params / 1e3:,.1f}" if layer.params else "",
+            f"{layer.macs / 1e6:,.2f}" if layer.macs else "",
+            f"{layer.elementwise_ops / 1e3:,.1f}" if layer.elementwise_ops else "",
+            f"{layer.activation_bytes_fp32 / 1024:,.1f}", f"{layer.activation_bytes_int8 / 1024:,.1f}",
+        )
+    console.print(table)
+    summary = Table(title="totals", show_header=False)
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    summary.add_row("params", f"{prof.params:,}")
+    summary.add_row("MACs", f"{prof.macs:,} ({_millions(prof.macs)}, {prof.flops / 1e9:.2f} GFLOPs)")
+    summary.add_row("elementwise ops", f"{prof.elementwise_ops:,}")
+    act_mib = prof.activation_bytes_fp32 / 2**20
+    summary.add_row("activation memory (all outputs)", f"{act_mib:,.2f} MiB fp32 / {act_mib / 4:,.2f} MiB int8")
+    summary.add_row("largest layer in+out (fp32)", f"{prof.peak_layer_bytes_fp32 / 2**20:,.2f} MiB")
+    summary.add_row("weights", f"{prof.params * 4 / 2**20:,.2f} MiB fp32 / {prof.params / 2**20:,.2f} MiB int8")
+    console.print(summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The model registry: every architecture edgekit knows, built by one `create()` call."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from edgekit.errors import EdgekitError
+
+MIN_RESOLUTION = 32
+MAX_WIDTH = 4.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: the record that checkpoints and manifests carry."""
+
+    name: str
+    family: str
+    width: float
+    resolution: int
+    num_classes: int
+    in_channels: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.resolution, self.resolution)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered name. `builder(width, num_classes, in_channels, **options)` returns the module.
+
+    `width` handed to the builder is the user's multiplier times the entry's `base_width`, so
+    `shufflenet_v2_x1_0 --width 0.5` is the paper's 0.5x network.
+    """
+
+    name: str
+    family: str
+    default_resolution: int
+    builder: Callable[..., nn.Module]
+    description: str
+    base_width: float = 1.0
+    fixed: dict[str, Any] = field(default_factory=dict)
+    resolution_fn: Callable[[dict[str, Any]], int] | None = None
+
+    def default_resolution_for(self, options: dict[str, Any]) -> int:
+        return self.resolution_fn(options) if self.resolution_fn else self.default_resolution
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Family options a user may set, with their defaults."""
+        params = inspect.signature(self.builder).parameters
+        reserved = {"width", "num_classes", "in_channels"} | set(self.fixed)
+        return {
+            name: p.default for name, p in params.items()
+            if name not in reserved and p.kind is p.KEYWORD_ONLY
+        }
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(
+    name: str,
+    family: str,
+    default_resolution: int,
+    builder: Callable[..., nn.Module],
+    description: str,
+    base_width: float = 1.0,
+    fixed: dict[str, Any] | None = None,
+    resolution_fn: Callable[[dict[str, Any]], int] | None = None,
+) -> None:
+    """Add a model. `fixed` holds the builder arguments that define this name (not user options);
+    a `functools.partial` builder sets defaults a user may still override."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} registered twice")
+    _REGISTRY[name] = ModelEntry(
+        name, family, default_resolution, builder, description, base_width, fixed or {}, resolution_fn
+    )
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered names, in registration order (grouped by family)."""
+    return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "run `edgekit models` for the list."
+        raise EdgekitError(f"unknown model {name!r}: {hint}") from None
+
+
+def resolve_spec(
+    name: str,
+    *,
+    width: float = 1.0,
+    resolution: int | None = None,
+    res_mult: float | None = None,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    **options: Any,
+) -> ModelSpec:
+    """Validate user input and return the full spec (defaults filled in). Raises EdgekitError."""
+    entry = get_entry(name)
+    accepted = entry.options
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "no options"
+        raise EdgekitError(f"{name} does not take option {', '.join(unknown)}; it takes {takes}.")
+    options = {**accepted, **options}
+    default_resolution = entry.default_resolution_for(options)
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH:
+        raise EdgekitError(f"width {width!r} is out of range: use a multiplier in (0, {MAX_WIDTH:g}], e.g. 0.75.")
+    if resolution is not None and res_mult is not None:
+        raise EdgekitError("give either a resolution or a resolution multiplier, not both.")
+    if res_mult is not None:
+        if not res_mult > 0:
+            raise EdgekitError(f"resolution multiplier {res_mult!r} must be > 0, e.g. 0.714 for 160 from 224.")
+        resolution = round(default_resolution * res_mult)
+    if resolution is None:
+        resolution = default_resolution
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
+        raise EdgekitError(
+            f"resolution {resolution!r} is not usable: "
+            f"give an integer >= {MIN_RESOLUTION} (the networks downsample 32x)."
+        )
+    for value, what in ((num_classes, "number of classes"), (in_channels, "number of input channels")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EdgekitError(f"{what} {value!r} must be a positive integer.")
+    return ModelSpec(
+        name=name,
+        family=entry.family,
+        width=float(width),
+        resolution=resolution,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        options=options,
+    )
+
+
+def build(spec: ModelSpec) -> nn.Module:
+    """Build the module a spec describes; the spec is attached as `model.spec`."""
+    entry = get_entry(spec.name)
+    try:
+        model = entry.builder(
+            width=spec.width * entry.base_width,
+            num_classes=spec.num_classes,
+            in_channels=spec.in_channels,
+            **entry.fixed,
+            **spec.options,
+        )
+    except (ValueError, TypeError) as exc:  # a builder's own check of an option value
+        raise EdgekitError(f"{spec.name}: {exc}") from None
+    model.spec = spec
+    return model
+
+
+def create(
+    name: str,
+    *,
+    width: float = 1.0,
+    resolution: int | None = None,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    res_mult: float | None = None,
+    **family_options: Any,
+) -> nn.Module:
+    """Build a registered model, e.g. `create("mobilenet_v2", width=0.75)`.
+
+    `resolution` (or `res_mult`, a multiplier of the family's default) does not change the weights; it is
+    recorded in `model.spec` and used by the profiler and exporters as the input size.
+    """
+    spec = resolve_spec(
+        name, width=width, resolution=resolution, res_mult=res_mult,
+        num_classes=num_classes, in_channels=in_channels, **family_options,
+    )
+    return build(spec)

