@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -198,6 +199,103 @@ def profile(
     summary.add_row("largest layer in+out (fp32)", f"{prof.peak_layer_bytes_fp32 / 2**20:,.2f} MiB")
     summary.add_row("weights", f"{prof.params * 4 / 2**20:,.2f} MiB fp32 / {prof.params / 2**20:,.2f} MiB int8")
     console.print(summary)
+
+
+def _spec_from_cli(name: str, width: float, resolution: int | None, res_mult: float | None, num_classes: int,
+                   in_channels: int, option: list[str] | None) -> Any:
+    from edgekit.models import resolve_spec
+
+    return resolve_spec(name, width=width, resolution=resolution, res_mult=res_mult, num_classes=num_classes,
+                        in_channels=in_channels, **parse_options(option or []))
+
+
+@app.command()
+@_user_errors
+def export(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. mobilenet_v2 (see `edgekit models`).")],
+    width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
+    resolution: Annotated[int | None, typer.Option(help="Input height and width in pixels.")] = None,
+    res_mult: Annotated[float | None, typer.Option("--res-mult", help="Resolution multiplier rho.")] = None,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
+    in_channels: Annotated[int, typer.Option(help="Input channels (1 for grayscale).")] = 3,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Family option KEY=VALUE.")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="An edgekit checkpoint or a torchvision state_dict (loaded strictly).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="Comma-separated: onnx, tflite.")] = "onnx,tflite",
+    nhwc: Annotated[
+        bool, typer.Option("--nhwc", help="TFLite takes channels-last input (no layout TRANSPOSE).")
+    ] = False,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch", help="ONNX input with a dynamic batch axis.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export a model (FP32) to ONNX and TFLite, check numerical parity, write an artifact directory."""
+    from edgekit.export import export_model
+
+    spec = _spec_from_cli(name, width, resolution, res_mult, num_classes, in_channels, option)
+    formats = [f.strip().lower() for f in format.split(",") if f.strip()]
+    if weights is None:
+        err_console.print("[yellow]warning:[/] no --weights: exporting random weights, for plumbing only.")
+    with err_console.status("exporting") as status:
+        result = export_model(
+            spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
+            on_stage=lambda stage: status.update(f"{stage} ..."),
+        )
+    manifest = result.manifest
+    for fmt, report in manifest["ops"].items():
+        for warning in report["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {fmt} graph: {warning}", highlight=False)
+    if as_json:
+        _print_json({"directory": str(result.directory), **manifest})
+        return
+    table = Table(title=f"exported {name} -> {result.directory}")
+    for col in ("format", "file", "size", "params", "MACs", "max rel diff", "cosine", "top-1 agree", "ops", "time"):
+        table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
+    for fmt, record in manifest["files"].items():
+        parity = manifest["parity"]["results"][fmt]
+        ops = ", ".join(f"{op} {n}" for op, n in manifest["ops"][fmt]["histogram"].items())
+        table.add_row(
+            fmt, record["file"], f"{record['bytes'] / 2**20:.2f} MiB", f"{manifest['complexity']['params']:,}",
+            _millions(manifest["complexity"]["macs"]), f"{parity['max_rel_diff']:.1e}",
+            f"{parity['min_cosine']:.6f}", f"{parity['top1_agreement']:.0%}", ops,
+            f"{result.timings.get(f'export {fmt}', 0):.1f}s",
+        )
+    console.print(table)
+
+
+@app.command("inspect")
+@_user_errors
+def inspect_cmd(
+    file: Annotated[Path, typer.Argument(help="An .onnx or .tflite file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Inputs, outputs (shapes, dtypes, quantization), op histogram and size of a model file."""
+    from edgekit.inspect import inspect_file
+
+    info = inspect_file(file)
+    if as_json:
+        _print_json(info)
+        return
+    console.print(f"[bold]{info['file']}[/]  {info['format']}  {info['bytes'] / 2**20:.2f} MiB")
+    io_table = Table(title="inputs and outputs")
+    for col in ("kind", "name", "shape", "dtype", "quantization"):
+        io_table.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = t.get("quantization")
+            io_table.add_row(kind[:-1], t["name"], "x".join(map(str, t["shape"])), t["dtype"],
+                             f"scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else "")
+    console.print(io_table)
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info["ops"].items():
+        ops.add_row(op, str(n))
+    console.print(ops)
 
 
 def main() -> None:

@@ -1,0 +1,77 @@
+"""The two converters: torch.onnx.export and litert-torch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekit.errors import EdgekitError
+
+ONNX_OPSET = 18
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Converters print progress and warnings of their own, some from C++ straight to file descriptors 1 and 2:
+    keep the user's terminal for ours. What they printed is kept and shown if the conversion fails."""
+    loggers = [logging.getLogger(n) for n in ("", "torch", "torch.onnx", "absl", "litert_torch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool = False) -> None:
+    import onnx
+
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+    with quiet():
+        program = torch.onnx.export(
+            model.eval(), (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=["input"],
+            output_names=["logits"], dynamic_shapes=dynamic_shapes, verbose=False,
+        )
+        program.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, nhwc: bool = False) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet():
+        import litert_torch
+
+    model = model.eval()
+    if nhwc:
+        model = litert_torch.to_channel_last_io(model, args=[0]).eval()
+        example = example.permute(0, 2, 3, 1).contiguous()
+    try:
+        with quiet():
+            edge_model = litert_torch.convert(model, (example,))
+            edge_model.export(str(path))
+    except Exception as exc:  # the converter's errors come in many types; name the stage and the cause
+        raise EdgekitError(f"TFLite conversion failed ({type(exc).__name__}: {str(exc)[:200]}).") from exc

@@ -1,0 +1,169 @@
+"""`edgekit export`: build, load weights, convert, check parity, write the artifact directory atomically."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record, staged_directory, write_json_atomic
+from edgekit.checkpoint import load_weights
+from edgekit.errors import EdgekitError
+from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite, quiet
+from edgekit.inspect import inspect_file
+from edgekit.models import ModelSpec, build
+from edgekit.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
+from edgekit.profile import profile_model
+from edgekit.runtime import OnnxRunner, TFLiteRunner, TorchRunner
+
+FORMATS = ("onnx", "tflite")
+PARITY_SAMPLES = 8
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert", "numpy")
+# Ops an FP32 classifier from our families may contain; anything else is reported as unexpected.
+EXPECTED_TFLITE_OPS = {
+    "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "FULLY_CONNECTED",
+    "PAD", "PADV2", "RESHAPE", "TRANSPOSE", "CONCATENATION", "HARD_SWISH", "LOGISTIC", "RELU", "RELU6", "SPLIT",
+    "STRIDED_SLICE", "SLICE", "SQUEEZE", "SUM", "MINIMUM", "MAXIMUM", "DIV", "SUB",
+}
+EXPECTED_ONNX_OPS = {
+    "Conv", "Add", "Mul", "Clip", "Relu", "ReduceMean", "GlobalAveragePool", "AveragePool", "MaxPool", "Gemm",
+    "MatMul", "Reshape", "Flatten", "Transpose", "Concat", "HardSwish", "HardSigmoid", "Sigmoid", "Split", "Slice",
+    "Squeeze", "Unsqueeze", "Identity", "Div", "Sub", "Max", "Min",
+}
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for tool in TOOLS:
+        try:
+            versions[tool] = importlib.metadata.version(tool)
+        except importlib.metadata.PackageNotFoundError:
+            versions[tool] = "not installed"
+    return versions
+
+
+def parity_inputs(spec: ModelSpec, samples: int = PARITY_SAMPLES, seed: int = 0) -> np.ndarray:
+    """Random standard-normal images in the model's normalised input range (no dataset recorded yet)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((samples, *spec.input_shape)).astype(np.float32)
+
+
+def export_model(
+    spec: ModelSpec,
+    *,
+    weights: Path | None = None,
+    formats: Sequence[str] = FORMATS,
+    nhwc: bool = False,
+    out: Path | None = None,
+    force: bool = False,
+    dynamic_batch: bool = False,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> ExportResult:
+    """Export `spec` (FP32) to the given formats; fail, leaving nothing behind, if parity does not hold."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
+    directory = out if out is not None else Path("out") / artifact_name(spec)
+    if directory.exists() and not force:
+        raise EdgekitError(f"{directory} already exists: pass --force to replace it, or --out to write elsewhere.")
+    timings: dict[str, float] = {}
+
+    def stage(name: str) -> Callable[[], None]:
+        on_stage(name)
+        start = time.perf_counter()
+        return lambda: timings.__setitem__(name, round(time.perf_counter() - start, 3))
+
+    done = stage("build")
+    model = build(spec).eval()
+    source: dict[str, Any] = {"weights": None, "sha256": None, "pretrained": False}
+    if weights is not None:
+        load_weights(model, weights)
+        source = {"weights": str(weights), **{k: v for k, v in file_record(weights).items() if k == "sha256"},
+                  "pretrained": True}
+    complexity = profile_model(model)
+    done()
+    example = torch.zeros((1, *spec.input_shape))
+    inputs = parity_inputs(spec)
+    reference = TorchRunner(model).predict(inputs)
+
+    files: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    ops: dict[str, Any] = {}
+    with staged_directory(directory, force=force) as staging:
+        for fmt in formats:
+            path = staging / f"model.{fmt}"
+            done = stage(f"export {fmt}")
+            if fmt == "onnx":
+                export_onnx(model, example, path, dynamic_batch=dynamic_batch)
+                runner = OnnxRunner(path)
+            else:
+                export_tflite(model, example, path, nhwc=nhwc)
+                with quiet():  # the interpreter announces its XNNPACK delegate on stderr
+                    runner = TFLiteRunner(path, layout="nhwc" if nhwc else "nchw")
+            done()
+            done = stage(f"parity {fmt}")
+            result = compare(reference, runner.predict(inputs))
+            done()
+            if not result.fp32_ok:
+                raise EdgekitError(
+                    f"{fmt} output disagrees with torch (max rel diff {result.max_rel_diff:.2e}, "
+                    f"cosine {result.min_cosine:.6f}): no artifact written; please report this model and version."
+                )
+            info = inspect_file(path)
+            files[fmt] = file_record(path)
+            parity[fmt] = result.to_dict()
+            ops[fmt] = _op_report(fmt, info, nhwc)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "spec": spec.to_dict(),
+            "input": {
+                "layout": {fmt: ("nhwc" if nhwc and fmt == "tflite" else "nchw") for fmt in formats},
+                "shape_nchw": [1, *spec.input_shape],
+                "dtype": "float32",
+                "dynamic_batch": {"onnx": dynamic_batch, "tflite": False},
+                "normalization": None,
+            },
+            "source": source,
+            "complexity": {"params": complexity.params, "macs": complexity.macs},
+            "files": files,
+            "parity": {
+                "reference": "torch",
+                "inputs": f"{PARITY_SAMPLES} standard-normal images, seed 0",
+                "tolerance": {"max_rel_diff": FP32_MAX_REL_DIFF, "min_cosine": FP32_MIN_COSINE},
+                "results": parity,
+            },
+            "ops": ops,
+            "export": {"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": timings},
+            "tools": _versions(),
+        }
+        write_json_atomic(staging / MANIFEST, manifest)
+    return ExportResult(directory=directory, manifest=manifest, timings=timings)
+
+
+def _op_report(fmt: str, info: dict[str, Any], nhwc: bool) -> dict[str, Any]:
+    expected = EXPECTED_TFLITE_OPS if fmt == "tflite" else EXPECTED_ONNX_OPS
+    histogram = info["ops"]
+    unexpected = sorted(op for op in histogram if op not in expected)
+    transposes = info.get("layout_transposes", 0)
+    allowed = 0 if (nhwc or fmt == "onnx") else 1
+    warnings = [f"unexpected ops: {', '.join(unexpected)}"] if unexpected else []
+    if transposes > allowed:
+        warnings.append(
+            f"{transposes} NCHW<->NHWC TRANSPOSEs (at most {allowed} expected): the converter wraps reshapes "
+            "such as channel shuffles in layout changes, which cost time on the device"
+        )
+    return {"histogram": histogram, "unexpected": unexpected, "layout_transposes": transposes, "warnings": warnings}
