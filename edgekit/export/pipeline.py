@@ -77,8 +77,6 @@ def export_model(
     if unknown or not formats:
         raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
     directory = out if out is not None else Path("out") / artifact_name(spec)
-    if directory.exists() and not force:
-        raise EdgekitError(f"{directory} already exists: pass --force to replace it, or --out to write elsewhere.")
     timings: dict[str, float] = {}
 
     def stage(name: str) -> Callable[[], None]:
