@@ -77,3 +77,18 @@ def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
             os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise EdgekitError(
+            f"no {MANIFEST} in {directory}: it records the model's preprocessing; export with `edgekit export`."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgekitError(f"{path} is unreadable ({exc}): export the model again.") from None
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise EdgekitError(f"{path} is not an edgekit v{MANIFEST_VERSION} manifest: export the model again.")
+    return manifest

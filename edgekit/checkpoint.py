@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from edgekit.data import Preprocess
 from edgekit.errors import EdgekitError
+from edgekit.models import ModelSpec, build
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state_dict from an edgekit checkpoint ({"model": state_dict, ...}) or a bare state_dict file."""
     if not path.is_file():
         raise EdgekitError(f"weights file {path} does not exist: check the --weights path.")
+    obj = _load(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise EdgekitError(f"{path} holds no state_dict: save one with torch.save(model.state_dict(), path).")
+    return obj
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():
+        raise EdgekitError(f"{path} does not exist: check the path.")
     try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise EdgekitError(
@@ -27,11 +43,6 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise EdgekitError(
             f"{path} is corrupt or not a PyTorch file ({type(exc).__name__}): re-save or re-download it."
         ) from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise EdgekitError(f"{path} holds no state_dict: save one with torch.save(model.state_dict(), path).")
-    return obj
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -52,3 +63,76 @@ def load_weights(model: nn.Module, path: Path) -> None:
             f"({'; '.join(parts)}): pass the model, width and classes the weights were trained with."
         )
     model.load_state_dict(state, strict=True)
+
+
+CHECKPOINT_FORMAT = "edgekit-checkpoint"
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write atomically: a full temp file beside `path`, fsynced, then renamed over it.
+
+    A crash or a full disk leaves the previous checkpoint at `path` intact.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, "version": 1, **checkpoint}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise EdgekitError(
+            f"cannot write checkpoint {path} ({exc.strerror or exc}): free disk space or choose another --out; "
+            "the previous checkpoint is intact."
+        ) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """An edgekit training checkpoint (spec, preprocessing, classes and weights), loaded without pickle code."""
+    obj = _load(path)
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise EdgekitError(
+            f"{path} is not an edgekit checkpoint: train one with `edgekit train RECIPE`, "
+            "or pass a plain state_dict with --weights and the model name."
+        )
+    return obj
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What an edgekit checkpoint says about its model: enough to rebuild, feed and evaluate it."""
+
+    path: Path
+    spec: ModelSpec
+    preprocess: Preprocess
+    classes: list[str]
+    data: str
+    epoch: int
+    val_top1: float | None
+
+    def build(self) -> nn.Module:
+        model = build(self.spec)
+        load_weights(model, self.path)
+        return model.eval()
+
+
+def read_trained(path: Path) -> TrainedModel:
+    ckpt = load_checkpoint(path)
+    try:
+        return TrainedModel(
+            path=path, spec=ModelSpec(**ckpt["spec"]), preprocess=Preprocess.from_dict(ckpt["preprocess"]),
+            classes=list(ckpt["classes"]), data=str(ckpt["data"]), epoch=int(ckpt["epoch"]),
+            val_top1=(ckpt.get("val") or {}).get("top1"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EdgekitError(f"{path} is an incomplete edgekit checkpoint ({exc}): train it again.") from None
+
+
+def is_checkpoint_path(text: str) -> bool:
+    return text.endswith((".pt", ".pth")) or Path(text).is_file()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,11 +211,44 @@ def _spec_from_cli(name: str, width: float, resolution: int | None, res_mult: fl
                         in_channels=in_channels, **parse_options(option or []))
 
 
+def _trained_or_spec(target: str, width: float | None, resolution: int | None, res_mult: float | None,
+                     num_classes: int, in_channels: int, option: list[str] | None, weights: Path | None) -> Any:
+    """`edgekit export` takes a model name or an edgekit checkpoint; returns (spec, weights, TrainedModel | None)."""
+    from edgekit.checkpoint import is_checkpoint_path, read_trained
+
+    if is_checkpoint_path(target):
+        if weights is not None:
+            raise EdgekitError(f"{target} is a checkpoint already: drop --weights, or give a model name instead.")
+        trained = read_trained(Path(target))
+        given = {"width": width, "resolution": resolution, "res_mult": res_mult, "option": option}
+        clash = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+        if clash:
+            raise EdgekitError(
+                f"{', '.join(clash)} cannot change a trained checkpoint's model: export it as trained, "
+                "or train a recipe with the new settings."
+            )
+        return trained.spec, trained.path, trained
+    spec = _spec_from_cli(target, width or 1.0, resolution, res_mult, num_classes, in_channels, option)
+    if weights is not None and weights.is_file():
+        try:
+            trained = read_trained(weights)
+        except EdgekitError:
+            return spec, weights, None  # a plain state_dict: load_weights checks it strictly
+        if trained.spec.name != spec.name:
+            raise EdgekitError(
+                f"{weights} holds a {trained.spec.name}, not a {spec.name}: export it with `edgekit export {weights}`."
+            )
+        return trained.spec, weights, trained
+    return spec, weights, None
+
+
 @app.command()
 @_user_errors
 def export(
-    name: Annotated[str, typer.Argument(help="Model name, e.g. mobilenet_v2 (see `edgekit models`).")],
-    width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
+    target: Annotated[str, typer.Argument(
+        metavar="MODEL|CHECKPOINT",
+        help="A model name (see `edgekit models`) or an edgekit checkpoint such as runs/NAME/best.pt.")],
+    width: Annotated[float | None, typer.Option(help="Width multiplier (default 1.0).")] = None,
     resolution: Annotated[int | None, typer.Option(help="Input height and width in pixels.")] = None,
     res_mult: Annotated[float | None, typer.Option("--res-mult", help="Resolution multiplier rho.")] = None,
     num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
@@ -229,21 +264,42 @@ def export(
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="ONNX input with a dynamic batch axis.")
     ] = False,
+    eval_data: Annotated[str | None, typer.Option(
+        "--eval", help="Also measure top-1 of every format on this data's validation split "
+        "(fashion-mnist, digits, imagefolder:PATH; 'auto' = the checkpoint's own data).")] = None,
     out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Export a model (FP32) to ONNX and TFLite, check numerical parity, write an artifact directory."""
+    """Export a model (FP32) to ONNX and TFLite, check numerical parity, write an artifact directory.
+
+    With an edgekit checkpoint, parity runs on real validation images and the preprocessing is recorded.
+    """
+    from edgekit.data import DataSource, load_split, preprocess_for
     from edgekit.export import export_model
 
-    spec = _spec_from_cli(name, width, resolution, res_mult, num_classes, in_channels, option)
+    spec, weights, trained = _trained_or_spec(target, width, resolution, res_mult, num_classes, in_channels,
+                                              option, weights)
     formats = [f.strip().lower() for f in format.split(",") if f.strip()]
     if weights is None:
         err_console.print("[yellow]warning:[/] no --weights: exporting random weights, for plumbing only.")
+    data = preprocess = None
+    if trained is not None or eval_data not in (None, "auto"):
+        if eval_data in (None, "auto"):
+            if trained is None:
+                raise EdgekitError("--eval auto needs an edgekit checkpoint: name the data, e.g. --eval digits.")
+            source_text = trained.data
+        else:
+            source_text = eval_data
+        source = DataSource.parse(source_text)
+        preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
+        with err_console.status(f"loading {source.label}"):
+            data = load_split(source, "val", spec.resolution, spec.in_channels)
     with err_console.status("exporting") as status:
         result = export_model(
             spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
-            on_stage=lambda stage: status.update(f"{stage} ..."),
+            on_stage=lambda stage: status.update(f"{stage} ..."), preprocess=preprocess, data=data,
+            evaluate_accuracy=eval_data is not None,
         )
     manifest = result.manifest
     for fmt, report in manifest["ops"].items():
@@ -252,19 +308,204 @@ def export(
     if as_json:
         _print_json({"directory": str(result.directory), **manifest})
         return
-    table = Table(title=f"exported {name} -> {result.directory}")
-    for col in ("format", "file", "size", "params", "MACs", "max rel diff", "cosine", "top-1 agree", "ops", "time"):
+    accuracy = manifest.get("accuracy") or {}
+    table = Table(title=f"exported {spec.name} -> {result.directory}")
+    columns = ["format", "file", "size", "params", "MACs", "max rel diff", "cosine", "top-1 agree"]
+    columns += ["val top-1"] if accuracy else []
+    for col in (*columns, "ops", "time"):
         table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
+    if accuracy:
+        table.caption = f"val top-1 on {accuracy['images']:,} images of {accuracy['data']}; torch " \
+                        f"{accuracy['top1']['torch']:.2%}"
     for fmt, record in manifest["files"].items():
         parity = manifest["parity"]["results"][fmt]
         ops = ", ".join(f"{op} {n}" for op, n in manifest["ops"][fmt]["histogram"].items())
-        table.add_row(
+        row = [
             fmt, record["file"], f"{record['bytes'] / 2**20:.2f} MiB", f"{manifest['complexity']['params']:,}",
             _millions(manifest["complexity"]["macs"]), f"{parity['max_rel_diff']:.1e}",
-            f"{parity['min_cosine']:.6f}", f"{parity['top1_agreement']:.0%}", ops,
-            f"{result.timings.get(f'export {fmt}', 0):.1f}s",
-        )
+            f"{parity['min_cosine']:.6f}", f"{parity['top1_agreement']:.0%}",
+        ]
+        row += [f"{accuracy['top1'][fmt]:.2%}"] if accuracy else []
+        table.add_row(*row, ops, f"{result.timings.get(f'export {fmt}', 0):.1f}s")
     console.print(table)
+
+
+RECIPE_HELP = "A recipe YAML, e.g. recipes/mobilenet_v2_fashion.yaml."
+
+
+def _load_recipe_with(path: Path, epochs: int | None, batch_size: int | None, limit_batches: int | None,
+                      data: str | None) -> Any:
+    from edgekit.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("limit_batches", limit_batches)):
+        if value is not None:
+            if value < 1:
+                raise EdgekitError(f"--{key.replace('_', '-')} must be at least 1, got {value}.")
+            setattr(recipe.train, key, value)
+    if data is not None:
+        recipe.data.source = data
+    return recipe
+
+
+@app.command()
+@_user_errors
+def train(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help=RECIPE_HELP)],
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override train.batch_size (per process).")] = None,
+    limit_batches: Annotated[
+        int | None, typer.Option(help="Stop each epoch after N batches (smoke runs).")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Override data.source: fashion-mnist, digits, imagefolder:PATH.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Train a recipe: live progress, best checkpoint by validation accuracy, resumable.
+
+    Writes RUN/best.pt, RUN/last.pt (resume point), RUN/metrics.jsonl (one line per epoch) and
+    RUN/summary.json. Runs unchanged under `torchrun --nproc_per_node N` (DistributedDataParallel).
+    """
+    from edgekit.train import train as train_recipe
+    from edgekit.ui import Reporter
+
+    recipe = _load_recipe_with(recipe_path, epochs, batch_size, limit_batches, data)
+    out = out or Path("runs") / recipe.name
+    try:
+        result = train_recipe(recipe, out, resume=resume, reporter=Reporter(enabled=True, console=err_console))
+    except KeyboardInterrupt:
+        _interrupted(out, f"edgekit train {recipe_path} --resume --out {out}")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    rows = [
+        ("model", f"{result.spec.name} width {result.spec.width:g}, {result.spec.resolution}px, "
+                  f"{result.spec.in_channels} channel(s), {result.params:,} params"),
+        ("data", recipe.data.source),
+        ("epochs", f"{result.epochs}" + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")),
+        ("best val top-1", f"{result.best_top1:.2%} (epoch {result.best_epoch})"),
+        ("final val top-1", f"{result.final_top1:.2%}"),
+        ("time", f"{result.seconds:,.0f} s, {result.images_per_second:,.0f} img/s"),
+        ("checkpoint", str(result.best_checkpoint)),
+    ]
+    _key_value_table(f"trained {recipe.name}", rows)
+
+
+def _interrupted(out: Path, command: str) -> None:
+    from edgekit.checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    where = ""
+    if last.exists():
+        with contextlib.suppress(EdgekitError):
+            where = f" after epoch {load_checkpoint(last)['epoch']}"
+    err_console.print(f"interrupted: the run is saved{where}; continue it with `{command}`", highlight=False)
+    raise typer.Exit(130)
+
+
+def _key_value_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command("eval")
+@_user_errors
+def eval_cmd(
+    target: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="An edgekit checkpoint (.pt), .onnx or .tflite file.")],
+    data: Annotated[str | None, typer.Option(
+        help="fashion-mnist, digits or imagefolder:PATH (default: the data the model was trained on).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    threads: Annotated[int, typer.Option(help="Runtime threads for ONNX Runtime / TFLite.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (top-1, top-5, per-class, confusion).")] = False,
+) -> None:
+    """Top-1, top-5, per-class accuracy and confusion matrix of a checkpoint, ONNX or TFLite model.
+
+    All three formats see exactly the preprocessing recorded with the model.
+    """
+    from edgekit.data import DataSource, load_split
+    from edgekit.evaluate import evaluate
+    from edgekit.runners import open_model
+
+    opened = open_model(target, threads=threads)
+    label = data or opened.data
+    if label is None:
+        raise EdgekitError(f"{target} records no dataset: pass --data.")
+    source = DataSource.parse(label)
+    spec = opened.spec
+    with err_console.status(f"loading {source.label}"):
+        dataset = load_split(source, "val", spec.resolution, spec.in_channels)
+    if opened.classes and len(opened.classes) != len(dataset.classes):
+        raise EdgekitError(
+            f"{target} predicts {len(opened.classes)} classes but {source.label} has {len(dataset.classes)}: "
+            "evaluate on the data the model was trained for."
+        )
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  transient=True, disable=as_json) as progress:
+        task = progress.add_task("eval", total=len(dataset))
+        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size,
+                          progress=lambda n: progress.advance(task, n))
+    if as_json:
+        _print_json({"model": str(target), "runtime": opened.runner.name, "data": source.label, **result.to_dict()})
+        return
+    console.print(f"[bold]{target}[/] ({opened.runner.name}) on {dataset.name}: {result.count:,} images  "
+                  f"top-1 [bold]{result.top1:.2%}[/]  top-5 {result.top5:.2%}", highlight=False)
+    table = Table(title="per class (rows: true class, columns: predicted)")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for i in range(len(result.classes)):
+        table.add_column(str(i), justify="right")
+    for i, (name, acc) in enumerate(result.per_class.items()):
+        table.add_row(f"{i} {name}", f"{acc:.1%}", *(str(n) for n in result.confusion[i]))
+    console.print(table)
+
+
+@app.command("run")
+@_user_errors
+def run_cmd(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help=RECIPE_HELP)],
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    limit_batches: Annotated[int | None, typer.Option(help="Stop each epoch after N batches (smoke runs).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """The whole pipeline: train -> export ONNX/TFLite -> parity -> accuracy check -> report.
+
+    Each stage is skipped when its output is up to date, so running it again is cheap; an interrupted
+    run continues where it stopped. Exits 1 when an accuracy check fails.
+    """
+    from edgekit.run import run_recipe
+    from edgekit.ui import Reporter
+
+    recipe = _load_recipe_with(recipe_path, epochs, None, limit_batches, None)
+    out = out or Path("runs") / recipe.name
+    try:
+        report = run_recipe(recipe, out, reporter=Reporter(enabled=True, console=err_console))
+    except KeyboardInterrupt:
+        _interrupted(out, f"edgekit run {recipe_path}")
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    table = Table(title=f"edgekit run {recipe.name} -> {report.out}")
+    for col in ("stage", "status", "time", "result"):
+        table.add_column(col, justify="right" if col == "time" else "left")
+    for stage in report.stages:
+        table.add_row(stage.name, stage.status, f"{stage.seconds:,.0f}s" if stage.seconds else "", stage.detail)
+    console.print(table)
+    accuracy = Table(title="validation top-1 by format")
+    for col in ("format", "top-1", "drop (pp)"):
+        accuracy.add_column(col, justify="left" if col == "format" else "right")
+    for fmt, top1 in report.accuracy.items():
+        drop = report.check["drop_pp"].get(fmt)
+        accuracy.add_row(fmt, f"{top1:.2%}", "" if drop is None else f"{drop:+.2f}")
+    console.print(accuracy)
 
 
 @app.command("inspect")

@@ -14,7 +14,9 @@ import torch
 
 from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record, staged_directory, write_json_atomic
 from edgekit.checkpoint import load_weights
+from edgekit.data import ImageSet, Preprocess
 from edgekit.errors import EdgekitError
+from edgekit.evaluate import evaluate
 from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite, quiet
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
@@ -23,7 +25,7 @@ from edgekit.profile import profile_model
 from edgekit.runtime import OnnxRunner, TFLiteRunner, TorchRunner
 
 FORMATS = ("onnx", "tflite")
-PARITY_SAMPLES = 8
+PARITY_SAMPLES = 16
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert", "numpy")
 # Ops an FP32 classifier from our families may contain; anything else is reported as unexpected.
 EXPECTED_TFLITE_OPS = {
@@ -56,9 +58,22 @@ def _versions() -> dict[str, str]:
 
 
 def parity_inputs(spec: ModelSpec, samples: int = PARITY_SAMPLES, seed: int = 0) -> np.ndarray:
-    """Random standard-normal images in the model's normalised input range (no dataset recorded yet)."""
+    """Random standard-normal images in the model's normalised input range, when no data is known."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((samples, *spec.input_shape)).astype(np.float32)
+
+
+def _check_data(spec: ModelSpec, preprocess: Preprocess, data: ImageSet) -> None:
+    if preprocess.resolution != spec.resolution or preprocess.channels != spec.in_channels:
+        raise EdgekitError(
+            f"the preprocessing ({preprocess.channels}x{preprocess.resolution}px) does not match the model "
+            f"({spec.in_channels}x{spec.resolution}px): export with the checkpoint's own settings."
+        )
+    if len(data.classes) != spec.num_classes:
+        raise EdgekitError(
+            f"{data.name} has {len(data.classes)} classes but the model has {spec.num_classes} outputs: "
+            "evaluate on the data the model was trained for."
+        )
 
 
 def export_model(
@@ -71,8 +86,16 @@ def export_model(
     force: bool = False,
     dynamic_batch: bool = False,
     on_stage: Callable[[str], None] = lambda stage: None,
+    preprocess: Preprocess | None = None,
+    data: ImageSet | None = None,
+    evaluate_accuracy: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> ExportResult:
-    """Export `spec` (FP32) to the given formats; fail, leaving nothing behind, if parity does not hold."""
+    """Export `spec` (FP32) to the given formats; fail, leaving nothing behind, if parity does not hold.
+
+    With `preprocess` and `data` (real images), parity runs on the first images of `data` and the
+    preprocessing is recorded in the manifest; `evaluate_accuracy` adds top-1 of every format on all of `data`.
+    """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
@@ -94,8 +117,22 @@ def export_model(
     complexity = profile_model(model)
     done()
     example = torch.zeros((1, *spec.input_shape))
-    inputs = parity_inputs(spec)
-    reference = TorchRunner(model).predict(inputs)
+    if data is not None and preprocess is not None:
+        _check_data(spec, preprocess, data)
+        inputs = preprocess(data.images[:PARITY_SAMPLES])
+        parity_source = f"the first {len(inputs)} images of {data.name}"
+    else:
+        data = None
+        inputs = parity_inputs(spec)
+        parity_source = f"{PARITY_SAMPLES} standard-normal images, seed 0"
+    torch_runner = TorchRunner(model)
+    reference = torch_runner.predict(inputs)
+    accuracy: dict[str, Any] | None = None
+    if evaluate_accuracy and data is not None and preprocess is not None:
+        done = stage("accuracy torch")
+        accuracy = {"data": data.name, "images": len(data),
+                    "top1": {"torch": evaluate(torch_runner, data, preprocess).top1}}
+        done()
 
     files: dict[str, Any] = {}
     parity: dict[str, Any] = {}
@@ -120,6 +157,10 @@ def export_model(
                     f"{fmt} output disagrees with torch (max rel diff {result.max_rel_diff:.2e}, "
                     f"cosine {result.min_cosine:.6f}): no artifact written; please report this model and version."
                 )
+            if accuracy is not None and data is not None and preprocess is not None:
+                done = stage(f"accuracy {fmt}")
+                accuracy["top1"][fmt] = evaluate(runner, data, preprocess).top1
+                done()
             info = inspect_file(path)
             files[fmt] = file_record(path)
             parity[fmt] = result.to_dict()
@@ -133,20 +174,24 @@ def export_model(
                 "shape_nchw": [1, *spec.input_shape],
                 "dtype": "float32",
                 "dynamic_batch": {"onnx": dynamic_batch, "tflite": False},
-                "normalization": None,
+                "preprocess": preprocess.to_dict() if preprocess is not None else None,
+                "data": data.source if data is not None else None,
+                "classes": data.classes if data is not None else None,
             },
             "source": source,
             "complexity": {"params": complexity.params, "macs": complexity.macs},
             "files": files,
             "parity": {
                 "reference": "torch",
-                "inputs": f"{PARITY_SAMPLES} standard-normal images, seed 0",
+                "inputs": parity_source,
                 "tolerance": {"max_rel_diff": FP32_MAX_REL_DIFF, "min_cosine": FP32_MIN_COSINE},
                 "results": parity,
             },
             "ops": ops,
+            "accuracy": accuracy,
             "export": {"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": timings},
             "tools": _versions(),
+            **(extra or {}),
         }
         write_json_atomic(staging / MANIFEST, manifest)
     return ExportResult(directory=directory, manifest=manifest, timings=timings)

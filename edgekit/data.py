@@ -1,0 +1,303 @@
+"""Datasets that work offline, and the one preprocessing every consumer applies.
+
+A dataset is loaded once into memory as uint8 images at the model's resolution (`ImageSet`); `Preprocess`
+turns those into the float32 NCHW batches that training, evaluation, calibration, parity checks and the
+device harness all see. Its `to_dict()` record travels in checkpoints and manifests, so a consumer never
+guesses how an artifact's inputs were prepared.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgekit.errors import EdgekitError
+
+FASHION_MNIST_ENV = "EDGEKIT_FASHION_MNIST"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+BUILTIN = ("fashion-mnist", "digits", "synthetic")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 image -> model input: resize (done once at load), scale to [0, 1], normalize, NCHW float32."""
+
+    resolution: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "bilinear-antialias"
+    layout: str = "nchw"
+    range: tuple[float, float] = (0.0, 255.0)
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(N, C, H, W) uint8 at `resolution` -> (N, C, H, W) float32, normalized."""
+        return self.tensor(torch.as_tensor(images)).numpy()
+
+    def tensor(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / self.range[1]
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Preprocess:
+        return cls(
+            resolution=int(record["resolution"]), channels=int(record["channels"]),
+            mean=tuple(record["mean"]), std=tuple(record["std"]),
+            resize=record.get("resize", "bilinear-antialias"), layout=record.get("layout", "nchw"),
+            range=tuple(record.get("range", (0.0, 255.0))),
+        )
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, C, H, W) at the model's resolution, with int64 labels."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    skipped: int = 0
+    source: str = ""  # the DataSource label that loads it again, e.g. fashion-mnist or imagefolder:PATH
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor | np.ndarray, name: str | None = None) -> ImageSet:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(name or self.name, self.images[idx], self.labels[idx], self.classes, source=self.source)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What a recipe's `data:` section or `--data` names, parsed: `fashion-mnist`, `digits`, `imagefolder:PATH`."""
+
+    kind: str
+    path: Path | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    hflip: bool | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"imagefolder:{self.path}" if self.kind == "imagefolder" else self.kind
+
+    @classmethod
+    def parse(cls, text: str) -> DataSource:
+        kind, _, rest = text.partition(":")
+        kind = kind.strip().lower()
+        if kind == "imagefolder":
+            if not rest:
+                raise EdgekitError("imagefolder needs a path: use --data imagefolder:PATH (with train/ and val/).")
+            return cls("imagefolder", Path(rest).expanduser())
+        if kind == "fashion-mnist" and rest:
+            return cls("fashion-mnist", Path(rest).expanduser())
+        if kind in BUILTIN and not rest:
+            return cls(kind)
+        raise EdgekitError(
+            f"unknown dataset {text!r}: use one of {', '.join(BUILTIN)} or imagefolder:PATH."
+        )
+
+
+# Per-source defaults: normalization statistics of the training split and whether mirroring keeps the label.
+_STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,), True),
+    "digits": ((0.3057,), (0.3860,), False),
+    "synthetic": ((0.5,), (0.25,), False),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True),
+}
+
+
+def preprocess_for(source: DataSource, resolution: int, channels: int) -> Preprocess:
+    mean, std, _ = _STATS[source.kind]
+    mean, std = source.mean or mean, source.std or std
+    if len(mean) != channels:  # grayscale stats for a 3-channel model (replicated) or vice versa
+        mean, std = (float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels
+    return Preprocess(resolution=resolution, channels=channels, mean=tuple(mean), std=tuple(std))
+
+
+def default_hflip(source: DataSource) -> bool:
+    return source.hflip if source.hflip is not None else _STATS[source.kind][2]
+
+
+def load_split(source: DataSource, split: str, resolution: int, channels: int,
+               progress: Callable[[int, int], None] | None = None) -> ImageSet:
+    """One split ('train' or 'val') of `source`, as uint8 images at `resolution` with `channels` channels."""
+    if split not in ("train", "val"):
+        raise ValueError(split)
+    loader = {"fashion-mnist": _fashion_mnist, "digits": _digits, "synthetic": _synthetic,
+              "imagefolder": _imagefolder}[source.kind]
+    data = loader(source, split, resolution, progress) if source.kind == "imagefolder" else loader(source, split)
+    data.images = fit_images(data.images, resolution, channels)
+    data.source = source.label
+    return data
+
+
+def fit_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """uint8 (N, C, h, w) -> uint8 (N, channels, resolution, resolution): replicate gray, resize, round."""
+    if images.shape[1] != channels:
+        if images.shape[1] == 1:
+            images = images.expand(-1, channels, -1, -1)
+        elif channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise EdgekitError(f"cannot turn {images.shape[1]}-channel images into {channels} channels.")
+    if images.shape[-2:] != (resolution, resolution):
+        out = []
+        for chunk in images.split(4096):
+            resized = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear",
+                                    align_corners=False, antialias=True)
+            out.append(resized.round().clamp(0, 255).to(torch.uint8))
+        images = torch.cat(out)
+    return images.contiguous()
+
+
+def fashion_mnist_dir(source: DataSource | None = None) -> Path:
+    if source is not None and source.path is not None:
+        return source.path
+    return Path(os.environ.get(FASHION_MNIST_ENV, FASHION_MNIST_DIR))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            raw = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, ValueError, EOFError, struct.error) as exc:
+        raise EdgekitError(f"{path} is corrupt ({exc}): reinstall the dataset.") from None
+
+
+def _fashion_mnist(source: DataSource, split: str) -> ImageSet:
+    root = fashion_mnist_dir(source)
+    prefix = "train" if split == "train" else "t10k"
+    files = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        candidates = [root / f"{prefix}-{kind}.gz", root / f"{prefix}-{kind}"]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise EdgekitError(
+                f"Fashion-MNIST not found in {root}: install it with `apt-get install dataset-fashion-mnist`, "
+                f"or point {FASHION_MNIST_ENV} (or --data fashion-mnist:DIR) at a folder with the IDX files."
+            )
+        files.append(found)
+    images, labels = _read_idx(files[0]), _read_idx(files[1])
+    if len(images) != len(labels):
+        raise EdgekitError(f"{root}: {len(images)} images but {len(labels)} labels: reinstall the dataset.")
+    return ImageSet(f"fashion-mnist/{split}", torch.from_numpy(images.copy())[:, None],
+                    torch.from_numpy(labels.astype(np.int64)), list(FASHION_MNIST_CLASSES))
+
+
+def _digits(source: DataSource, split: str) -> ImageSet:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise EdgekitError("the digits dataset needs scikit-learn: pip install scikit-learn.") from None
+    bunch = load_digits()
+    images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    train, val = seeded_split(len(labels), val_fraction=0.2, seed=0)
+    idx = train if split == "train" else val
+    return ImageSet(f"digits/{split}", images[idx], labels[idx], [str(d) for d in range(10)])
+
+
+def _synthetic(source: DataSource, split: str) -> ImageSet:
+    """Class-dependent blobs: learnable, for plumbing tests only. Never substituted for a real dataset."""
+    n = 512 if split == "train" else 128
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    ys, xs = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    cy, cx = 3 + (labels // 4) * 4, 3 + (labels % 4) * 4
+    blob = torch.exp(-((ys - cy.view(-1, 1, 1)) ** 2 + (xs - cx.view(-1, 1, 1)) ** 2) / 6.0)
+    noise = torch.rand(n, 16, 16, generator=g) * 0.3
+    images = ((blob + noise).clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
+    return ImageSet(f"synthetic/{split}", images, labels, [f"class{i}" for i in range(10)])
+
+
+def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed train/val split of range(n) for datasets that ship without a validation set."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(n * val_fraction))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _imagefolder(source: DataSource, split: str, resolution: int,
+                 progress: Callable[[int, int], None] | None) -> ImageSet:
+    from PIL import Image, UnidentifiedImageError
+
+    root = source.path
+    assert root is not None
+    if not root.is_dir():
+        raise EdgekitError(f"image folder {root} does not exist: give a folder with train/ and val/ inside.")
+    folder = root / split
+    if not folder.is_dir():
+        raise EdgekitError(f"{root} has no {split}/ folder: lay it out as {root}/{split}/CLASS_NAME/image.jpg.")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if split == "val":
+        train_folder = root / "train"
+        if train_folder.is_dir():
+            classes = sorted(p.name for p in train_folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = [(path, label) for label, name in enumerate(classes)
+             for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise EdgekitError(f"{folder} holds no images: put JPEG/PNG files in one sub-folder per class.")
+    images, labels, skipped = [], [], 0
+    for i, (path, label) in enumerate(files):
+        try:
+            with Image.open(path) as img, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = img.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
+                images.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+                labels.append(label)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            skipped += 1
+        if progress:
+            progress(i + 1, len(files))
+    if not images:
+        raise EdgekitError(f"none of the {len(files)} images in {folder} could be read: check the files.")
+    data = ImageSet(f"{root.name}/{split}", torch.from_numpy(np.stack(images)),
+                    torch.tensor(labels, dtype=torch.long), classes, skipped=skipped)
+    return data
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int, hflip: bool) -> torch.Tensor:
+    """Random crop after zero padding, and a random mirror: a batch at a time, driven by `generator`."""
+    n, c, h, w = images.shape
+    if padding:
+        padded = F.pad(images, (padding,) * 4)
+        dy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator)
+        rows = (dy + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * padding)
+        cols = (dx + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
+        images = padded.gather(2, rows).gather(3, cols)
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        images = torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
+    return images

@@ -1,0 +1,223 @@
+"""Recipes: one YAML file that says what to build, train, quantize, export, check and measure.
+
+The schema is the dataclasses below; a bad key or value is reported with its file and line
+(`recipes/x.yaml:12: train.optimzer: unknown key; did you mean 'optimizer'?`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgekit.errors import EdgekitError
+
+
+def _choice(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclass
+class ModelSection:
+    name: str
+    width: float = field(default=1.0, metadata=_range(0.0))
+    resolution: int | None = field(default=None, metadata=_range(32))
+    num_classes: int | None = field(default=None, metadata=_range(2))
+    in_channels: int = field(default=3, metadata=_choice(1, 3))
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    source: str = "fashion-mnist"
+    hflip: bool | None = None
+    crop_padding: int | None = field(default=None, metadata=_range(0))
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class TrainSection:
+    epochs: int = field(default=10, metadata=_range(1))
+    batch_size: int = field(default=128, metadata=_range(1))
+    optimizer: str = field(default="sgd", metadata=_choice("sgd", "adamw"))
+    lr: float = field(default=0.1, metadata=_range(0.0))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    nesterov: bool = True
+    weight_decay: float = field(default=4e-5, metadata=_range(0.0))
+    warmup_epochs: float = field(default=1.0, metadata=_range(0.0))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    ema_decay: float | None = field(default=None, metadata=_range(0.0, 1.0))
+    seed: int = 0
+    limit_batches: int | None = field(default=None, metadata=_range(1))
+
+
+@dataclass
+class Int8Section:
+    calib_size: int = field(default=512, metadata=_range(1))
+    calib_method: str = field(default="minmax", metadata=_choice("minmax", "percentile", "mse"))
+    per_tensor: bool = False
+    int8_io: bool = False
+    max_drop: float | None = field(default=None, metadata=_range(0.0))
+    qat_epochs: int = field(default=0, metadata=_range(0))
+
+
+@dataclass
+class ExportSection:
+    formats: list[str] = field(default_factory=lambda: ["onnx", "tflite"])
+    nhwc: bool = False
+    int8: bool = False
+
+
+@dataclass
+class CheckSection:
+    max_drop: float = field(default=1.0, metadata=_range(0.0))
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelSection
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    int8: Int8Section = field(default_factory=Int8Section)
+    export: ExportSection = field(default_factory=ExportSection)
+    check: CheckSection = field(default_factory=CheckSection)
+    devices: list[str] = field(default_factory=lambda: ["local"])
+    source: str | None = field(default=None, metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+    def training_hash(self) -> str:
+        """Identifies a training run: the sections that change the trained weights."""
+        data = self.to_dict()
+        relevant = {k: data[k] for k in ("model", "data", "train")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_recipe(path: Path) -> Recipe:
+    if not path.is_file():
+        raise EdgekitError(f"recipe {path} does not exist: see recipes/ for the shipped ones.")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgekitError(f"cannot read recipe {path} ({exc}): give a UTF-8 YAML file.") from None
+    return parse_recipe(text, str(path))
+
+
+def parse_recipe(text: str, origin: str = "<recipe>") -> Recipe:
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark else origin
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EdgekitError(f"{where}: not valid YAML ({problem}): fix the syntax.") from None
+    if not isinstance(data, dict):
+        raise EdgekitError(f"{origin}: a recipe is a YAML mapping with name: and model: keys.")
+    lines = _line_map(node)
+    recipe = _build(Recipe, data, "", lines, origin)
+    recipe.source = origin
+    return recipe
+
+
+def _line_map(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """Dotted key path -> 1-based line of its value, for every key in the document."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}.{key.value}" if prefix else str(key.value)
+            out[path] = key.start_mark.line + 1
+            _line_map(value, path, out)
+    return out
+
+
+def _fail(origin: str, lines: dict[str, int], path: str, message: str) -> typing.NoReturn:
+    line = lines.get(path)
+    if line is None and "." in path:
+        line = lines.get(path.rsplit(".", 1)[0])
+    where = f"{origin}:{line}" if line else origin
+    raise EdgekitError(f"{where}: {path}: {message}")
+
+
+def _build(cls: type, data: Any, prefix: str, lines: dict[str, int], origin: str) -> Any:
+    if not isinstance(data, dict):
+        _fail(origin, lines, prefix, f"expected a mapping of keys, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}."
+            _fail(origin, lines, path, f"unknown key; {hint}")
+        kwargs[key] = _value(hints[key], fields[key], value, path, lines, origin)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            _fail(origin, lines, prefix, f"missing required key {name!r}.")
+    return cls(**kwargs)
+
+
+def _value(hint: Any, f: dataclasses.Field, value: Any, path: str, lines: dict[str, int], origin: str) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        _fail(origin, lines, path, "needs a value.")
+    target = next(t for t in allowed if t is not type(None))
+    if dataclasses.is_dataclass(target):
+        return _build(target, value, path, lines, origin)
+    origin_type = typing.get_origin(target) or target
+    if origin_type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if origin_type is float and isinstance(value, str):  # YAML 1.1 reads 4e-5 as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if not isinstance(value, origin_type) or (origin_type in (int, float) and isinstance(value, bool)):
+        _fail(origin, lines, path, f"expected {_type_name(target)}, got {value!r}.")
+    if origin_type is list:
+        (item_type,) = typing.get_args(target)
+        for item in value:
+            if item_type is float and isinstance(item, int | float) and not isinstance(item, bool):
+                continue
+            if not isinstance(item, item_type):
+                _fail(origin, lines, path, f"expected a list of {item_type.__name__}, got {item!r}.")
+        value = [float(v) for v in value] if item_type is float else list(value)
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        _fail(origin, lines, path, f"{value!r} is not one of {', '.join(map(str, meta['choices']))}.")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        _fail(origin, lines, path, f"{value!r} is out of range: use a value {bounds}.")
+    return value
+
+
+def _type_name(t: Any) -> str:
+    origin = typing.get_origin(t)
+    if origin is list:
+        return f"a list of {typing.get_args(t)[0].__name__}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
+        t, getattr(t, "__name__", str(t)))

@@ -1,0 +1,143 @@
+"""`edgekit run RECIPE`: the whole pipeline, each stage skipped when its output is already up to date.
+
+train -> export (ONNX, TFLite, parity on real images) -> accuracy check -> report. A stage is up to date
+when the record it wrote names the same inputs: the checkpoint carries the recipe's training hash, the
+manifest carries the checkpoint's sha256 and the export settings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.artifact import MANIFEST, read_manifest, sha256_file, write_json_atomic
+from edgekit.checkpoint import load_checkpoint, read_trained
+from edgekit.data import DataSource, load_split
+from edgekit.errors import EdgekitError
+from edgekit.export import export_model
+from edgekit.recipe import Recipe
+from edgekit.train import BEST, LAST, train
+from edgekit.ui import Reporter
+
+REPORT = "report.json"
+
+
+class CheckFailed(EdgekitError):
+    """The pipeline ran, but an accuracy budget was missed: CI should fail (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # "ran", "up to date"
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class RunReport:
+    recipe: str
+    out: Path
+    stages: list[StageRecord] = field(default_factory=list)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    check: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe, "out": str(self.out),
+            "stages": [vars(s) for s in self.stages], "accuracy": self.accuracy, "check": self.check,
+        }
+
+
+def training_state(out: Path, recipe: Recipe) -> str:
+    """'absent', 'partial' (resumable), 'complete', or 'other' (trained from a different recipe)."""
+    last = out / LAST
+    if not last.exists():
+        return "absent"
+    saved = load_checkpoint(last)
+    if saved.get("recipe_hash") != recipe.training_hash():
+        return "other"
+    return "complete" if int(saved["epoch"]) >= recipe.train.epochs and (out / BEST).exists() else "partial"
+
+
+def _export_settings(recipe: Recipe) -> dict[str, Any]:
+    return {"formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc}
+
+
+def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | None = None) -> RunReport:
+    reporter = reporter or Reporter(enabled=False)
+    out = (out or Path("runs") / recipe.name).resolve()
+    report = RunReport(recipe.source or recipe.name, out)
+
+    start = time.perf_counter()
+    state = training_state(out, recipe)
+    if state == "other":
+        raise EdgekitError(
+            f"{out} holds a run of a different recipe (model, data or train settings changed): "
+            "pass --out DIR for this one, or move the old run away."
+        )
+    if state == "complete":
+        trained = read_trained(out / BEST)
+        reporter.note(f"train: up to date ({out / BEST}, val top-1 {trained.val_top1:.2%})")
+        report.stages.append(StageRecord("train", "up to date", 0.0, f"val top-1 {trained.val_top1:.2%}"))
+    else:
+        result = train(recipe, out, resume=state == "partial", reporter=reporter)
+        report.stages.append(StageRecord(
+            "train", "ran", time.perf_counter() - start,
+            f"best val top-1 {result.best_top1:.2%} at epoch {result.best_epoch}"))
+    trained = read_trained(out / BEST)
+
+    start = time.perf_counter()
+    export_dir = out / "export"
+    checkpoint_hash = sha256_file(out / BEST)
+    settings = _export_settings(recipe)
+    manifest = _current_manifest(export_dir, checkpoint_hash, settings)
+    if manifest is not None:
+        reporter.note(f"export: up to date ({export_dir})")
+        report.stages.append(StageRecord("export", "up to date", 0.0, ", ".join(manifest["files"])))
+    else:
+        data = load_split(DataSource.parse(trained.data), "val", trained.spec.resolution, trained.spec.in_channels)
+        with reporter.status("exporting ONNX and TFLite, checking parity and accuracy"):
+            result = export_model(
+                trained.spec, weights=out / BEST, formats=settings["formats"], nhwc=settings["nhwc"],
+                out=export_dir, force=True, preprocess=trained.preprocess, data=data, evaluate_accuracy=True,
+                extra={"run": {"checkpoint_sha256": checkpoint_hash, "settings": settings}},
+            )
+        manifest = result.manifest
+        report.stages.append(StageRecord("export", "ran", time.perf_counter() - start, ", ".join(manifest["files"])))
+
+    accuracy = manifest["accuracy"]["top1"]
+    report.accuracy = dict(accuracy)
+    reference = accuracy["torch"]
+    drops = {fmt: round((reference - top1) * 100, 3) for fmt, top1 in accuracy.items() if fmt != "torch"}
+    budget = recipe.check.max_drop
+    failed = [fmt for fmt, drop in drops.items() if drop > budget]
+    report.check = {"reference": "torch", "max_drop_pp": budget, "drop_pp": drops, "passed": not failed}
+    report.stages.append(StageRecord(
+        "check", "ran", 0.0, "passed" if not failed else f"failed: {', '.join(failed)} over {budget} pp"))
+    write_json_atomic(out / REPORT, report.to_dict())
+    if failed:
+        raise CheckFailed(
+            f"accuracy drop over budget ({', '.join(f'{f} {drops[f]:.2f} pp' for f in failed)} > {budget} pp): "
+            f"see {out / REPORT}."
+        )
+    return report
+
+
+def _current_manifest(directory: Path, checkpoint_hash: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    if not (directory / MANIFEST).is_file():
+        return None
+    try:
+        manifest = read_manifest(directory)
+    except EdgekitError:
+        return None
+    run = manifest.get("run") or {}
+    files_present = all((directory / rec["file"]).is_file() for rec in manifest.get("files", {}).values())
+    if run.get("checkpoint_sha256") == checkpoint_hash and run.get("settings") == settings and files_present \
+            and manifest.get("accuracy"):
+        return manifest
+    return None

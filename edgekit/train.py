@@ -1,0 +1,417 @@
+"""Training: a recipe in, the best checkpoint by validation accuracy out.
+
+One loop serves one CPU, one GPU and `torchrun --nproc_per_node N` (DistributedDataParallel over gloo or
+nccl). Every epoch ends with an atomic `last.pt`; `--resume` continues from it and, for a fixed seed,
+reaches the same weights as an uninterrupted run because every source of randomness is seeded per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from edgekit.artifact import write_json_atomic
+from edgekit.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip, load_split, preprocess_for
+from edgekit.errors import EdgekitError
+from edgekit.evaluate import Evaluation, evaluate
+from edgekit.models import build, resolve_spec
+from edgekit.models._registry import ModelSpec
+from edgekit.recipe import Recipe
+from edgekit.ui import Reporter
+
+LAST, BEST, METRICS, SUMMARY = "last.pt", "best.pt", "metrics.jsonl", "summary.json"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the torchrun process group when launched by torchrun, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return Distributed(rank, world, torch.device("cuda", local))
+    return Distributed(rank, world, torch.device("cpu"))
+
+
+class _Batches(Dataset):
+    """An ImageSet as a map-style dataset that DataLoader fetches a whole batch at a time."""
+
+    def __init__(self, data: ImageSet) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.images[i], self.data.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.data.images[idx], self.data.labels[idx]
+
+
+class ModelEma:
+    """Exponential moving average of weights and buffers, with TF's warm-up of the decay."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.state[key].lerp_(value.detach(), 1 - decay)
+            else:
+                self.state[key].copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "state": self.state}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.updates = int(saved["updates"])
+        for key, value in saved["state"].items():
+            self.state[key].copy_(value)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only; BatchNorm parameters and biases are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):  # noqa: ANN201 (a LambdaLR factor)
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
+
+
+class _DeviceRunner:
+    """A Runner over a live module on the training device (numpy in, numpy out)."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
+            return self.model(x).float().cpu().numpy()
+
+
+def evaluate_sharded(model: nn.Module, data: ImageSet, preprocess: Preprocess, ctx: Distributed) -> Evaluation:
+    """Each rank evaluates its share of the validation set; the counts are summed across ranks."""
+    model.eval()
+    shard = data.subset(torch.arange(ctx.rank, len(data), ctx.world)) if ctx.world > 1 else data
+    result = evaluate(_DeviceRunner(model, ctx.device), shard, preprocess)
+    if ctx.world > 1:
+        counts = torch.tensor(np.append(result.confusion.ravel(), result.top5_correct))
+        dist.all_reduce(counts)
+        n = len(data.classes)
+        result = Evaluation(counts[:-1].view(n, n).numpy(), int(counts[-1]), result.classes)
+    return result
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_checkpoint: Path
+    best_epoch: int
+    best_top1: float
+    final_top1: float
+    epochs: int
+    seconds: float
+    images_per_second: float
+    params: int
+    spec: ModelSpec
+    resumed_from: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rank_weight_sha256: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out), "best_checkpoint": str(self.best_checkpoint), "best_epoch": self.best_epoch,
+            "best_top1": self.best_top1, "final_top1": self.final_top1, "epochs": self.epochs,
+            "seconds": round(self.seconds, 2), "images_per_second": round(self.images_per_second, 1),
+            "params": self.params, "model": self.spec.to_dict(), "resumed_from": self.resumed_from,
+            "world_size": len(self.rank_weight_sha256), "rank_weight_sha256": self.rank_weight_sha256,
+        }
+
+
+@dataclass
+class Prepared:
+    """What a recipe resolves to before any training: the spec, data and preprocessing."""
+
+    spec: ModelSpec
+    source: DataSource
+    preprocess: Preprocess
+    train: ImageSet
+    val: ImageSet
+
+
+def prepare(recipe: Recipe, data_override: str | None = None) -> Prepared:
+    source = DataSource.parse(data_override or recipe.data.source)
+    source = DataSource(source.kind, source.path,
+                        tuple(recipe.data.mean) if recipe.data.mean else None,
+                        tuple(recipe.data.std) if recipe.data.std else None, recipe.data.hflip)
+    m = recipe.model
+    probe = resolve_spec(m.name, width=m.width, resolution=m.resolution, num_classes=m.num_classes or 10,
+                         in_channels=m.in_channels, **m.options)
+    train_set = load_split(source, "train", probe.resolution, probe.in_channels)
+    val_set = load_split(source, "val", probe.resolution, probe.in_channels)
+    classes = len(train_set.classes)
+    if m.num_classes is not None and m.num_classes != classes:
+        raise EdgekitError(
+            f"{recipe.source}: model.num_classes is {m.num_classes} but {source.label} has {classes} classes: "
+            "set num_classes to match the data (or leave it out)."
+        )
+    spec = resolve_spec(m.name, width=m.width, resolution=probe.resolution, num_classes=classes,
+                        in_channels=m.in_channels, **m.options)
+    return Prepared(spec, source, preprocess_for(source, spec.resolution, spec.in_channels), train_set, val_set)
+
+
+def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str | None = None,
+          reporter: Reporter | None = None) -> TrainResult:
+    ctx = init_distributed()
+    reporter = reporter or Reporter(enabled=False)
+    if not ctx.main:
+        reporter = Reporter(enabled=False)
+    out = out.resolve()
+    last_path = out / LAST
+    start_epoch, saved = 0, None
+    if last_path.exists():
+        saved = load_checkpoint(last_path)
+        if not resume:
+            raise EdgekitError(
+                f"{out} already holds a training run (epoch {saved['epoch']}/{saved['epochs']}): "
+                "pass --resume to continue it, or --out DIR to train elsewhere."
+            )
+        if saved.get("recipe_hash") != recipe.training_hash():
+            raise EdgekitError(
+                f"{out} was trained from a different recipe (model, data or train settings changed): "
+                "use --out DIR for the new recipe, or restore the old one to resume."
+            )
+        start_epoch = int(saved["epoch"])
+        if start_epoch >= recipe.train.epochs:
+            reporter.note(f"{out} is already trained for all {recipe.train.epochs} epochs: nothing to resume")
+    elif resume:
+        reporter.note(f"nothing to resume in {out}: starting a new run")
+
+    cfg = recipe.train
+    with reporter.status("loading data"):
+        prep = prepare(recipe, data_override)
+    spec, pre = prep.spec, prep.preprocess
+    hflip = default_hflip(prep.source)
+    padding = recipe.data.crop_padding if recipe.data.crop_padding is not None else spec.resolution // 8
+    if prep.train.skipped or prep.val.skipped:
+        reporter.warn(f"skipped {prep.train.skipped + prep.val.skipped} unreadable image(s) in {prep.source.label}")
+
+    torch.manual_seed(cfg.seed)
+    # channels-last doubles CPU training throughput for these depthwise-heavy nets (tools/bench_train.py)
+    model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    sampler = DistributedSampler(_Batches(prep.train), num_replicas=ctx.world, rank=ctx.rank, shuffle=True,
+                                 seed=cfg.seed)
+    loader = DataLoader(_Batches(prep.train), batch_size=cfg.batch_size, sampler=sampler,
+                        collate_fn=lambda batch: batch)
+    steps = len(loader) if cfg.limit_batches is None else min(len(loader), cfg.limit_batches)
+    if cfg.limit_batches is not None:  # a smoke run: validate on as many images as it trains on
+        prep.val = prep.val.subset(torch.arange(min(len(prep.val), cfg.limit_batches * cfg.batch_size)))
+    total_steps = steps * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(round(cfg.warmup_epochs * steps), total_steps))
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    best = {"top1": -1.0, "epoch": 0}
+    if saved is not None:
+        state = saved["state"]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        best = dict(state["best"])
+    ddp = nn.parallel.DistributedDataParallel(model) if ctx.world > 1 else model
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    params = sum(p.numel() for p in model.parameters())
+    record = {"spec": spec.to_dict(), "preprocess": pre.to_dict(), "classes": prep.train.classes,
+              "data": prep.source.label, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(),
+              "epochs": cfg.epochs, "augment": {"crop_padding": padding, "hflip": hflip}}
+
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+        _trim_metrics(out / METRICS, start_epoch)
+    reporter.header(spec, params, prep, ctx.world, start_epoch, cfg.epochs)
+    history = _read_metrics(out / METRICS) if ctx.main else []
+    started = time.perf_counter()
+    images_seen = 0
+    train_seconds = 0.0
+    with reporter.progress(cfg.epochs, steps) as bar:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch, ctx.rank))
+            generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed + 1, epoch, ctx.rank))
+            sampler.set_epoch(epoch)
+            ddp.train()
+            bar.start_epoch(epoch)
+            loss_sum, correct, seen = 0.0, 0, 0
+            epoch_start = time.perf_counter()
+            for step, (images, labels) in enumerate(loader):
+                if step >= steps:
+                    break
+                x = pre.tensor(augment(images, generator, padding, hflip)).to(
+                    ctx.device, memory_format=torch.channels_last)
+                y = labels.to(ctx.device)
+                logits = ddp(x)
+                loss = criterion(logits, y)
+                if not torch.isfinite(loss):
+                    raise EdgekitError(
+                        f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}: "
+                        "lower train.lr or raise train.warmup_epochs in the recipe."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                bar.step(loss_sum / seen, correct / seen, seen * ctx.world / (time.perf_counter() - epoch_start))
+            seconds = time.perf_counter() - epoch_start
+            train_seconds += seconds
+            if ctx.world > 1:  # BN statistics drift per rank after the last forward: adopt rank 0's
+                _broadcast_from_main([b for b in model.buffers()] + (list(ema.state.values()) if ema else []))
+            images_seen += seen * ctx.world
+            val = evaluate_sharded(model, prep.val, pre, ctx)
+            weights, chosen = "raw", val
+            ema_val = None
+            if ema is not None:
+                ema_model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+                ema_model.load_state_dict(ema.state)
+                ema_val = evaluate_sharded(ema_model, prep.val, pre, ctx)
+                if ema_val.top1 >= val.top1:
+                    weights, chosen = "ema", ema_val
+            row = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
+                   "val_top1": val.top1, "val_top5": val.top5, "ema_top1": ema_val.top1 if ema_val else None,
+                   "lr": optimizer.param_groups[0]["lr"], "images_per_second": seen * ctx.world / seconds,
+                   "seconds": seconds}
+            improved = chosen.top1 > best["top1"]
+            if improved:
+                best = {"top1": chosen.top1, "epoch": epoch}
+            if ctx.main:
+                final_weights = ema.state if weights == "ema" else model.state_dict()
+                checkpoint = {**record, "epoch": epoch, "model": final_weights, "weights": weights,
+                              "val": chosen.to_dict(confusion=False)}
+                if improved:
+                    save_checkpoint(checkpoint, out / BEST)
+                save_checkpoint({**checkpoint, "state": {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
+                    "best": best}}, last_path)
+                _append_metrics(out / METRICS, row)
+                history.append(row)
+            bar.end_epoch(row, chosen.top1, weights, improved)
+    rank_hashes = _rank_weight_hashes(model, ctx)
+    elapsed = time.perf_counter() - started
+    final = history[-1]["val_top1"] if history else best["top1"]
+    result = TrainResult(out, out / BEST, best["epoch"], best["top1"], final, cfg.epochs, elapsed,
+                         images_seen / train_seconds if train_seconds else 0.0, params, spec, start_epoch, history,
+                         rank_hashes)
+    if ctx.main:
+        write_json_atomic(out / SUMMARY, result.to_dict())
+    return result
+
+
+def _broadcast_from_main(tensors: list[torch.Tensor]) -> None:
+    for tensor in tensors:
+        dist.broadcast(tensor, src=0)
+
+
+def _rank_weight_hashes(model: nn.Module, ctx: Distributed) -> list[str]:
+    """sha256 of every rank's final weights: DDP keeps replicas identical, and this records that it did."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    mine = digest.hexdigest()
+    if ctx.world == 1:
+        return [mine]
+    gathered: list[Any] = [None] * ctx.world
+    dist.all_gather_object(gathered, mine)
+    return [str(h) for h in gathered]
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
+def _trim_metrics(path: Path, last_epoch: int) -> None:
+    """Drop metric lines past the checkpoint we resume from (a kill can land between the two writes)."""
+    rows = [r for r in _read_metrics(path) if r.get("epoch", 0) <= last_epoch]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
