@@ -12,6 +12,7 @@ first reached --target. These are the figures the docs quote; they are never ass
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,17 +57,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="Override each recipe's epochs.")
     parser.add_argument("--throughput-only", action="store_true")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     table = Table(title="training benchmark")
-    for col in ("recipe", "NCHW img/s", "channels-last img/s", "epochs", "best val top-1", "train time",
-                f"time to {args.target:.0%}"):
+    columns = ["recipe", "NCHW img/s", "channels-last img/s"]
+    if not args.throughput_only:
+        columns += ["epochs", "best val top-1", "train time", f"time to {args.target:.0%}"]
+    for col in columns:
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for path in args.recipes:
         nchw, nhwc = throughput(path, False), throughput(path, True)
         row = [path.stem, f"{nchw:,.0f}", f"{nhwc:,.0f}"]
         if args.throughput_only:
-            table.add_row(*row, "", "", "", "")
+            table.add_row(*row)
             continue
         recipe = load_recipe(path)
         if args.epochs:
@@ -78,8 +81,9 @@ def main() -> None:
             elapsed += epoch["seconds"]
             if reached is None and max(epoch["val_top1"], epoch["ema_top1"] or 0) >= args.target:
                 reached = f"{elapsed:,.0f} s (epoch {epoch['epoch']})"
-        table.add_row(*row, str(result.epochs), f"{result.best_top1:.2%}", f"{result.seconds:,.0f} s",
-                      reached or "not reached")
+        row += [str(result.epochs), f"{result.best_top1:.2%}", f"{result.seconds:,.0f} s", reached or "not reached"]
+        console.print("  ".join(row), highlight=False)  # each result as soon as it is known
+        table.add_row(*row)
     console.print(table)
 
 
