@@ -267,16 +267,32 @@ def export(
     eval_data: Annotated[str | None, typer.Option(
         "--eval", help="Also measure top-1 of every format on this data's validation split "
         "(fashion-mnist, digits, imagefolder:PATH; 'auto' = the checkpoint's own data).")] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Also write full-integer model_int8.onnx and model_int8.tflite (post-training).")] = False,
+    calib: Annotated[str | None, typer.Option(
+        help="Calibration data (its training split; default: the checkpoint's own data).")] = None,
+    calib_size: Annotated[int, typer.Option(help="Calibration images, drawn with a fixed seed.")] = 512,
+    calib_method: Annotated[str, typer.Option(
+        help="Activation ranges: minmax, percentile (99.99th) or mse (histogram L2 search).")] = "minmax",
+    per_tensor: Annotated[bool, typer.Option(
+        "--per-tensor", help="One weight scale per tensor instead of per channel (to see why per-channel "
+        "matters).")] = False,
+    int8_io: Annotated[bool, typer.Option(
+        "--int8-io", help="INT8 TFLite takes and returns int8 tensors (scale and zero point in the manifest).")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Export a model (FP32) to ONNX and TFLite, check numerical parity, write an artifact directory.
+    """Export a model to ONNX and TFLite (FP32, and INT8 with --int8), check numerical parity, write an
+    artifact directory.
 
-    With an edgekit checkpoint, parity runs on real validation images and the preprocessing is recorded.
+    With an edgekit checkpoint, parity runs on real validation images, the preprocessing is recorded and
+    --int8 calibrates on the checkpoint's training data.
     """
     from edgekit.data import DataSource, load_split, preprocess_for
     from edgekit.export import export_model
+    from edgekit.export.int8 import Int8Options
 
     spec, weights, trained = _trained_or_spec(target, width, resolution, res_mult, num_classes, in_channels,
                                               option, weights)
@@ -295,11 +311,19 @@ def export(
         preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
         with err_console.status(f"loading {source.label}"):
             data = load_split(source, "val", spec.resolution, spec.in_channels)
+    int8_options = calibration = None
+    if int8:
+        int8_options = Int8Options(calib_size=calib_size, method=calib_method, per_channel=not per_tensor,
+                                   int8_io=int8_io)
+        int8_options.settings()  # a bad --calib-method fails before any work
+        calibration, preprocess = _calibration_data(calib, trained, spec, preprocess)
+    elif calib is not None or int8_io or per_tensor:
+        raise EdgekitError("--calib, --per-tensor and --int8-io apply to INT8 export: add --int8.")
     with err_console.status("exporting") as status:
         result = export_model(
             spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
             on_stage=lambda stage: status.update(f"{stage} ..."), preprocess=preprocess, data=data,
-            evaluate_accuracy=eval_data is not None,
+            evaluate_accuracy=eval_data is not None, int8=int8_options, calibration_data=calibration,
         )
     manifest = result.manifest
     for fmt, report in manifest["ops"].items():
@@ -318,6 +342,8 @@ def export(
         table.caption = f"val top-1 on {accuracy['images']:,} images of {accuracy['data']}; torch " \
                         f"{accuracy['top1']['torch']:.2%}"
     for fmt, record in manifest["files"].items():
+        if fmt not in manifest["parity"]["results"]:
+            continue
         parity = manifest["parity"]["results"][fmt]
         ops = ", ".join(f"{op} {n}" for op, n in manifest["ops"][fmt]["histogram"].items())
         row = [
@@ -328,6 +354,64 @@ def export(
         row += [f"{accuracy['top1'][fmt]:.2%}"] if accuracy else []
         table.add_row(*row, ops, f"{result.timings.get(f'export {fmt}', 0):.1f}s")
     console.print(table)
+    if manifest.get("int8"):
+        _print_int8(manifest, result.timings)
+
+
+def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
+    section = manifest["int8"]
+    for warning in section["warnings"]:
+        err_console.print(f"[yellow]warning:[/] int8: {warning}", highlight=False)
+    calibration = section["calibration"]
+    table = Table(title=f"INT8 ({section['scheme']['weights']} weights, {calibration['method']} calibration on "
+                        f"{calibration['images']:,} images of {calibration.get('data') or 'noise'})")
+    accuracy = section.get("accuracy")
+    columns = ["format", "file", "size", "vs torch int8 (cosine)", "full integer", "ops"]
+    columns[4:4] = ["val top-1", "drop"] if accuracy else []
+    for col in (*columns, "time"):
+        table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
+    results = section["parity"]["results"]
+    for fmt in ("onnx", "tflite"):
+        record = manifest["files"].get(f"{fmt}_int8")
+        if record is None:
+            continue
+        graph = section["graph"][fmt]
+        histogram = graph["onnxruntime_fused"] if fmt == "onnx" else graph["histogram"]
+        full = graph.get("full_integer")
+        row = [f"{fmt} int8", record["file"], f"{record['bytes'] / 2**20:.2f} MiB",
+               f"{results[f'{fmt}_int8_vs_torch_int8']['min_cosine']:.4f}"]
+        if accuracy:
+            row += [f"{accuracy['top1'][f'{fmt}_int8']:.2%}", f"{accuracy['drop_pp'][f'{fmt}_int8']:+.2f} pp"]
+        row += ["yes" if full else ("n/a" if full is None else "no"),
+                ", ".join(f"{op} {n}" for op, n in histogram.items()),
+                f"{timings.get(f'int8 export {fmt}', 0):.1f}s"]
+        table.add_row(*row)
+    if accuracy:
+        table.caption = (f"FP32 torch {accuracy['top1']['torch_fp32']:.2%} on {accuracy['images']:,} images; "
+                         f"ONNX/TFLite top-1 agreement {accuracy.get('onnx_tflite_top1_agreement', 1.0):.2%}; "
+                         "ONNX ops as ONNX Runtime runs them")
+    console.print(table)
+
+
+def _calibration_data(calib: str | None, trained: Any, spec: Any, preprocess: Any) -> tuple[Any, Any]:
+    """The training split of --calib (or the checkpoint's data), and the preprocessing to apply to it."""
+    from edgekit.data import DataSource, load_split, preprocess_for
+
+    if calib is None and trained is None:
+        err_console.print("[yellow]warning:[/] --int8 without a checkpoint or --calib: calibrating on random "
+                          "noise, for plumbing only.")
+        return None, preprocess
+    source = DataSource.parse(calib if calib is not None else trained.data)
+    if preprocess is None:
+        preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
+    with err_console.status(f"loading calibration data {source.label}"):
+        data = load_split(source, "train", spec.resolution, spec.in_channels)
+    if len(data.classes) != spec.num_classes:
+        raise EdgekitError(
+            f"calibration data {source.label} has {len(data.classes)} classes but the model has "
+            f"{spec.num_classes} outputs: calibrate on the data the model was trained for."
+        )
+    return data, preprocess
 
 
 RECIPE_HELP = "A recipe YAML, e.g. recipes/mobilenet_v2_fashion.yaml."

@@ -17,6 +17,7 @@ from edgekit.checkpoint import load_checkpoint, read_trained
 from edgekit.data import DataSource, load_split
 from edgekit.errors import EdgekitError
 from edgekit.export import export_model
+from edgekit.export.int8 import Int8Options
 from edgekit.recipe import Recipe
 from edgekit.train import BEST, LAST, train
 from edgekit.ui import Reporter
@@ -65,13 +66,30 @@ def training_state(out: Path, recipe: Recipe) -> str:
 
 
 def _export_settings(recipe: Recipe) -> dict[str, Any]:
-    return {"formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc}
+    int8 = recipe.int8
+    if int8.qat_epochs or int8.max_drop is not None:
+        raise EdgekitError(
+            "int8.qat_epochs and int8.max_drop are not implemented in this version of edgekit: remove them from "
+            f"{recipe.source or 'the recipe'} (post-training INT8 runs without them)."
+        )
+    return {
+        "formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc,
+        "int8": {"calib_size": int8.calib_size, "calib_method": int8.calib_method, "per_tensor": int8.per_tensor,
+                 "int8_io": int8.int8_io},
+    }
+
+
+def _int8_options(settings: dict[str, Any]) -> Int8Options:
+    int8 = settings["int8"]
+    return Int8Options(calib_size=int8["calib_size"], method=int8["calib_method"],
+                       per_channel=not int8["per_tensor"], int8_io=int8["int8_io"])
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | None = None) -> RunReport:
     reporter = reporter or Reporter(enabled=False)
     out = (out or Path("runs") / recipe.name).resolve()
     report = RunReport(recipe.source or recipe.name, out)
+    settings = _export_settings(recipe)  # refuses unsupported settings before any work
 
     start = time.perf_counter()
     state = training_state(out, recipe)
@@ -94,23 +112,29 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     start = time.perf_counter()
     export_dir = out / "export"
     checkpoint_hash = sha256_file(out / BEST)
-    settings = _export_settings(recipe)
     manifest = _current_manifest(export_dir, checkpoint_hash, settings)
     if manifest is not None:
         reporter.note(f"export: up to date ({export_dir})")
         report.stages.append(StageRecord("export", "up to date", 0.0, ", ".join(manifest["files"])))
     else:
-        data = load_split(DataSource.parse(trained.data), "val", trained.spec.resolution, trained.spec.in_channels)
-        with reporter.status("exporting ONNX and TFLite, checking parity and accuracy"):
+        source, spec = DataSource.parse(trained.data), trained.spec
+        data = load_split(source, "val", spec.resolution, spec.in_channels)
+        calibration = load_split(source, "train", spec.resolution, spec.in_channels)
+        with reporter.status("exporting FP32 and INT8 ONNX and TFLite, checking parity and accuracy"):
             result = export_model(
-                trained.spec, weights=out / BEST, formats=settings["formats"], nhwc=settings["nhwc"],
+                spec, weights=out / BEST, formats=settings["formats"], nhwc=settings["nhwc"],
                 out=export_dir, force=True, preprocess=trained.preprocess, data=data, evaluate_accuracy=True,
                 extra={"run": {"checkpoint_sha256": checkpoint_hash, "settings": settings}},
+                int8=_int8_options(settings), calibration_data=calibration,
             )
         manifest = result.manifest
         report.stages.append(StageRecord("export", "ran", time.perf_counter() - start, ", ".join(manifest["files"])))
 
-    accuracy = manifest["accuracy"]["top1"]
+    accuracy = dict(manifest["accuracy"]["top1"])
+    int8_accuracy = (manifest.get("int8") or {}).get("accuracy") or {"top1": {}}
+    accuracy.update({fmt: top1 for fmt, top1 in int8_accuracy["top1"].items() if fmt != "torch_fp32"})
+    for warning in (manifest.get("int8") or {}).get("warnings", []):
+        reporter.note(f"warning: int8: {warning}")
     report.accuracy = dict(accuracy)
     reference = accuracy["torch"]
     drops = {fmt: round((reference - top1) * 100, 3) for fmt, top1 in accuracy.items() if fmt != "torch"}

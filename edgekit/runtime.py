@@ -76,7 +76,23 @@ class TFLiteRunner:
         outputs = []
         for x in batch:
             x = x.transpose(1, 2, 0) if self.nhwc else x
-            self.interpreter.set_tensor(self.input["index"], x[None].astype(np.float32))
+            self.interpreter.set_tensor(self.input["index"], quantize(x[None], self.input))
             self.interpreter.invoke()
-            outputs.append(self.interpreter.get_tensor(self.output["index"])[0].copy())
+            outputs.append(dequantize(self.interpreter.get_tensor(self.output["index"])[0], self.output))
         return np.stack(outputs)
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input for a TFLite tensor: as is for a float tensor, else with the tensor's scale and zero point."""
+    if detail["dtype"] == np.float32:
+        return x.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
+
+
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y.copy()
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)

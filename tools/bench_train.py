@@ -3,6 +3,7 @@
     python tools/bench_train.py                                # the default recipe, full training
     python tools/bench_train.py recipes/*.yaml --target 0.90   # every shipped recipe
     python tools/bench_train.py --throughput-only              # images/s only, a few seconds
+    python tools/bench_train.py recipes/x.yaml --keep runs     # keep the checkpoints (runs/x/best.pt)
 
 For each recipe it prints training images/s with contiguous (NCHW) and channels-last tensors, then trains the
 recipe from scratch in a temporary directory and prints its best validation top-1, total time, and when it
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.92, help="Validation top-1 to time (default 0.92).")
     parser.add_argument("--epochs", type=int, help="Override each recipe's epochs.")
     parser.add_argument("--throughput-only", action="store_true")
+    parser.add_argument("--keep", type=Path, help="Keep each run's directory (checkpoints) under this folder.")
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -75,7 +77,8 @@ def main() -> None:
         if args.epochs:
             recipe.train.epochs = args.epochs
         with tempfile.TemporaryDirectory() as tmp:
-            result = train(recipe, Path(tmp) / "run", reporter=Reporter())
+            run_dir = args.keep / path.stem if args.keep else Path(tmp) / "run"
+            result = train(recipe, run_dir, reporter=Reporter())
         elapsed, reached = 0.0, None
         for epoch in result.history:
             elapsed += epoch["seconds"]

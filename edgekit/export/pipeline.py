@@ -18,6 +18,7 @@ from edgekit.data import ImageSet, Preprocess
 from edgekit.errors import EdgekitError
 from edgekit.evaluate import evaluate
 from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite, quiet
+from edgekit.export.int8 import Int8Options, build_int8, calibration_set
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
 from edgekit.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
@@ -90,11 +91,15 @@ def export_model(
     data: ImageSet | None = None,
     evaluate_accuracy: bool = False,
     extra: dict[str, Any] | None = None,
+    int8: Int8Options | None = None,
+    calibration_data: ImageSet | None = None,
 ) -> ExportResult:
     """Export `spec` (FP32) to the given formats; fail, leaving nothing behind, if parity does not hold.
 
     With `preprocess` and `data` (real images), parity runs on the first images of `data` and the
     preprocessing is recorded in the manifest; `evaluate_accuracy` adds top-1 of every format on all of `data`.
+    With `int8`, model_int8.onnx and model_int8.tflite are calibrated on `calibration_data` (the training split)
+    and described in the manifest's `int8` section.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -165,6 +170,16 @@ def export_model(
             files[fmt] = file_record(path)
             parity[fmt] = result.to_dict()
             ops[fmt] = _op_report(fmt, info, nhwc)
+        int8_section = None
+        if int8 is not None:
+            calibration = calibration_set(spec, int8.calib_size, calibration_data, preprocess)
+            fp32_top1 = accuracy["top1"]["torch"] if accuracy is not None else None
+            int8_section, int8_files = build_int8(
+                model, spec, int8, calibration, staging, formats=formats, nhwc=nhwc, parity_inputs=inputs,
+                fp32_reference=reference, data=data if evaluate_accuracy else None, preprocess=preprocess,
+                fp32_top1=fp32_top1, stage=stage,
+            )
+            files.update(int8_files)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -189,6 +204,7 @@ def export_model(
             },
             "ops": ops,
             "accuracy": accuracy,
+            "int8": int8_section,
             "export": {"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": timings},
             "tools": _versions(),
             **(extra or {}),

@@ -2,7 +2,7 @@
 
 import importlib
 
-from edgekit.models._layers import make_divisible
+from edgekit.models._layers import batchnorm_statistics_from_noise, make_divisible
 from edgekit.models._registry import ModelEntry, ModelSpec, build, create, get_entry, list_models, resolve_spec
 
 # Importing a family module registers its models; this order is the order `edgekit models` lists them in.
@@ -13,5 +13,6 @@ for _module in FAMILY_MODULES:
     importlib.import_module(f"edgekit.models.{_module}")
 
 __all__ = [
-    "ModelEntry", "ModelSpec", "build", "create", "get_entry", "list_models", "make_divisible", "resolve_spec",
+    "ModelEntry", "ModelSpec", "batchnorm_statistics_from_noise", "build", "create", "get_entry", "list_models",
+    "make_divisible", "resolve_spec",
 ]

@@ -119,3 +119,19 @@ def init_weights(model: nn.Module, linear: str = "normal") -> None:
             else:
                 nn.init.normal_(module.weight, 0, 0.01)
             nn.init.zeros_(module.bias)
+
+
+def batchnorm_statistics_from_noise(model: nn.Module, steps: int = 4, batch_size: int = 16, seed: int = 0
+                                    ) -> nn.Module:
+    """Give a randomly initialised model the BatchNorm statistics of its own activations on noise, and return
+    it in eval mode. Its layers then have realistic ranges: what latency benchmarks and INT8 graph tests of
+    untrained models need (with the default statistics, activations shrink towards zero layer after layer)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the steps
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.randn((batch_size, *model.spec.input_shape), generator=generator))
+    return model.eval()

@@ -39,7 +39,9 @@ class ShuffleUnit(nn.Module):
             out = channel_shuffle(out, self.groups)
         out = self.branch.gconv2(self.branch.dwconv(out))
         if self.stride == 2:
-            return self.relu(torch.cat((self.shortcut(x), out), 1))
+            # relu(cat(avgpool(x), out)) written as cat(avgpool(x), relu(out)): the same values, since x comes out
+            # of a ReLU, but the ReLU now fuses into the convolution and an INT8 concat needs no requantization.
+            return torch.cat((self.shortcut(x), self.relu(out)), 1)
         return self.relu(x + out)
 
 

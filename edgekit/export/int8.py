@@ -1,0 +1,246 @@
+"""The INT8 stage of `edgekit export --int8`: calibrate once, write model_int8.onnx and model_int8.tflite,
+check both against each other and the fake-quantized torch graph, and describe it all in the manifest."""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekit.artifact import file_record
+from edgekit.data import ImageSet, Preprocess
+from edgekit.errors import EdgekitError
+from edgekit.export.converters import quiet
+from edgekit.inspect import inspect_file
+from edgekit.models import ModelSpec
+from edgekit.parity import compare
+from edgekit.quantize.annotator import CALIBRATION_METHODS, QuantSettings
+from edgekit.quantize.int8 import (
+    QuantizedModel,
+    export_int8_onnx,
+    export_int8_tflite,
+    quantize_ptq,
+    tflite_int8_report,
+)
+from edgekit.runtime import OnnxRunner, Runner, TFLiteRunner
+
+DEFAULT_CALIBRATION_SIZE = 512
+MIN_FORMAT_AGREEMENT = 0.99  # top-1 agreement between the ONNX and TFLite INT8 files on the evaluation set
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    calib_size: int = DEFAULT_CALIBRATION_SIZE
+    method: str = "minmax"
+    per_channel: bool = True
+    int8_io: bool = False
+
+    def settings(self) -> QuantSettings:
+        if self.method not in CALIBRATION_METHODS:
+            raise EdgekitError(
+                f"unknown calibration method {self.method!r}: choose from {', '.join(CALIBRATION_METHODS)}."
+            )
+        return QuantSettings(method=self.method, per_channel=self.per_channel)
+
+
+@dataclass
+class Calibration:
+    images: np.ndarray  # preprocessed float32 NCHW, what the model sees
+    source: dict[str, Any]
+
+
+def calibration_set(spec: ModelSpec, size: int, data: ImageSet | None, preprocess: Preprocess | None,
+                    seed: int = 0) -> Calibration:
+    """`size` images drawn (seeded) from `data`, preprocessed; random normal images only when there is no data."""
+    if size < 1:
+        raise EdgekitError(f"--calib-size {size} must be a positive number of images, e.g. 512.")
+    if data is None or preprocess is None:
+        rng = np.random.default_rng(seed)
+        images = rng.standard_normal((size, *spec.input_shape)).astype(np.float32)
+        return Calibration(images, {"data": None, "images": size, "note": "standard-normal noise: plumbing only"})
+    if len(data) == 0:
+        raise EdgekitError(f"{data.name} has no images to calibrate on: give --calib with real data.")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:size]
+    images = preprocess(data.images[order.sort().values])
+    return Calibration(images, {"data": data.source or data.name, "split": data.name, "images": len(images),
+                                "seed": seed})
+
+
+class FakeQuantRunner:
+    """The converted PT2E graph in torch: the int8 arithmetic the files should reproduce."""
+
+    name = "torch-int8"
+
+    def __init__(self, quantized: QuantizedModel) -> None:
+        self.quantized = quantized
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.quantized(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
+
+def _predictions(runner: Runner, data: ImageSet, preprocess: Preprocess, batch_size: int = 256) -> np.ndarray:
+    return np.concatenate([runner.predict(preprocess(images)).argmax(-1) for images, _ in data.batches(batch_size)])
+
+
+def ort_fused_histogram(path: Path) -> dict[str, int]:
+    """The op histogram after ONNX Runtime's CPU graph optimizations: what actually runs."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    return dict(collections.Counter(n.op_type for n in graph.node).most_common())
+
+
+def _quantization_summary(quantized: QuantizedModel) -> dict[str, Any]:
+    """Scales of the activation quantization points and the count of quantized weights."""
+    scales, weights = [], 0
+    for node in quantized.graph.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(node.target)
+        if "quantize_per_tensor" in name and "dequantize" not in name:
+            scales.append(float(node.args[1]))
+        elif "quantize_per_channel" in name and "dequantize" not in name:
+            weights += 1
+    values = np.array(scales) if scales else np.zeros(1)
+    return {
+        "activation_quantizers": len(scales),
+        "weight_tensors_per_channel": weights,
+        "activation_scale": {"min": float(values.min()), "median": float(np.median(values)),
+                             "max": float(values.max())},
+    }
+
+
+def _io_quantization(path: Path) -> dict[str, Any]:
+    info = inspect_file(path)
+    return {"input": info["inputs"][0].get("quantization"), "output": info["outputs"][0].get("quantization")}
+
+
+def build_int8(
+    model: nn.Module,
+    spec: ModelSpec,
+    options: Int8Options,
+    calibration: Calibration,
+    staging: Path,
+    *,
+    formats: Sequence[str],
+    nhwc: bool,
+    parity_inputs: np.ndarray,
+    fp32_reference: np.ndarray,
+    data: ImageSet | None,
+    preprocess: Preprocess | None,
+    fp32_top1: float | None,
+    stage: Callable[[str], Callable[[], None]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write model_int8.<format> into `staging`. Returns the manifest section (warnings included) and the
+    file records."""
+    settings = options.settings()
+    done = stage("int8 calibrate")
+    quantized = quantize_ptq(model, calibration.images, settings)
+    done()
+    paths = {fmt: staging / f"model_int8.{fmt}" for fmt in formats}
+    runners: dict[str, Runner] = {"torch_int8": FakeQuantRunner(quantized)}
+    graph: dict[str, Any] = {}
+    if "onnx" in paths:
+        done = stage("int8 export onnx")
+        onnx_changes = export_int8_onnx(quantized, spec.input_shape, paths["onnx"])
+        graph["onnx"] = {"histogram": inspect_file(paths["onnx"])["ops"], "tidy": onnx_changes,
+                         "onnxruntime_fused": ort_fused_histogram(paths["onnx"])}
+        runners["onnx_int8"] = OnnxRunner(paths["onnx"])
+        done()
+    if "tflite" in paths:
+        done = stage("int8 export tflite")
+        export_int8_tflite(quantized, spec.input_shape, paths["tflite"], int8_io=options.int8_io, nhwc=nhwc)
+        graph["tflite"] = {"histogram": inspect_file(paths["tflite"])["ops"],
+                           **tflite_int8_report(paths["tflite"], options.int8_io)}
+        with quiet():
+            runners["tflite_int8"] = TFLiteRunner(paths["tflite"], layout="nhwc" if nhwc else "nchw")
+        done()
+
+    done = stage("int8 parity")
+    logits = {name: runner.predict(parity_inputs) for name, runner in runners.items()}
+    parity = {"torch_int8_vs_fp32": compare(fp32_reference, logits["torch_int8"]).to_dict()}
+    for name in ("onnx_int8", "tflite_int8"):
+        if name in logits:
+            parity[f"{name}_vs_torch_int8"] = compare(logits["torch_int8"], logits[name]).to_dict()
+    if len(paths) == 2:
+        parity["onnx_vs_tflite"] = compare(logits["onnx_int8"], logits["tflite_int8"]).to_dict()
+    for record in parity.values():
+        record.pop("passed", None)  # the FP32 tolerance does not apply to int8 rounding
+    done()
+
+    accuracy = None
+    warnings: list[str] = []
+    if data is not None and preprocess is not None and fp32_top1 is not None:
+        labels = data.labels.numpy()
+        predictions = {}
+        for name, runner in runners.items():
+            done = stage(f"accuracy {name}")
+            predictions[name] = _predictions(runner, data, preprocess)
+            done()
+        top1 = {name: float((p == labels).mean()) for name, p in predictions.items()}
+        accuracy = {
+            "data": data.source or data.name,
+            "images": len(labels),
+            "top1": {"torch_fp32": fp32_top1, **top1},
+            "drop_pp": {name: round(100 * (fp32_top1 - value), 3) for name, value in top1.items()},
+        }
+        if len(paths) == 2:
+            agreement = float((predictions["onnx_int8"] == predictions["tflite_int8"]).mean())
+            accuracy["onnx_tflite_top1_agreement"] = agreement
+            if agreement < MIN_FORMAT_AGREEMENT:
+                warnings.append(
+                    f"the ONNX and TFLite INT8 files agree on only {agreement:.2%} of top-1 predictions "
+                    f"(expected >= {MIN_FORMAT_AGREEMENT:.0%}): please report this model and version"
+                )
+
+    tflite_graph = graph.get("tflite")
+    if tflite_graph is not None and not tflite_graph["full_integer"]:
+        warnings.append(
+            f"the TFLite INT8 graph is not full-integer: {', '.join(tflite_graph['float_ops']) or 'no op'} runs in "
+            f"float, with {tflite_graph['interior_quantize_dequantize']} QUANTIZE/DEQUANTIZE inside the graph"
+        )
+    if "onnx" in graph:
+        fused = graph["onnx"]["onnxruntime_fused"]
+        in_float = {op: n for op, n in fused.items() if op in ("Conv", "Gemm", "MatMul", "Add", "Mul")}
+        # ORT has no quantized HardSwish: it runs it as float HardSigmoid * x between its Q/DQ, by design
+        in_float["Mul"] = in_float.get("Mul", 0) - fused.get("HardSigmoid", 0)
+        in_float = {op: n for op, n in in_float.items() if n > 0}
+        if in_float:
+            warnings.append("ONNX Runtime leaves " + ", ".join(f"{n} {op}" for op, n in in_float.items())
+                            + " in float")
+    section = {
+        "scheme": {
+            "weights": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor"),
+            "activations": "int8 asymmetric per-tensor (uint8 with zero point + 128 in ONNX: the same values)",
+            "bias": "int32 (input scale x weight scale)",
+            "batch_norm": "folded into the convolutions",
+            "fused_activations": "ReLU and ReLU6 observed after the clamp and fused into the producing op",
+        },
+        "method": "post-training",
+        "calibration": {"method": options.method, **calibration.source},
+        "layers": _quantization_summary(quantized),
+        "float_layers": [],
+        "io": {"dtype": "int8" if options.int8_io else "float32",
+               "tflite": _io_quantization(paths["tflite"]) if options.int8_io and "tflite" in paths else None},
+        "graph": graph,
+        "parity": {"inputs": len(parity_inputs), "results": parity},
+        "accuracy": accuracy,
+        "warnings": warnings,
+    }
+    files = {f"{fmt}_int8": file_record(path) for fmt, path in paths.items()}
+    return section, files

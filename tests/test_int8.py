@@ -1,0 +1,228 @@
+"""INT8: full-integer graphs for every family, ReLU6 fused with its range kept, formats that agree, bad input."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import DIGITS_RECIPE, run_edgekit, write_recipe
+from onnx import numpy_helper
+from torch import nn
+
+from edgekit.errors import EdgekitError
+from edgekit.export.int8 import ort_fused_histogram
+from edgekit.inspect import inspect_file
+from edgekit.models import batchnorm_statistics_from_noise, create
+from edgekit.parity import compare
+from edgekit.quantize.annotator import QuantSettings
+from edgekit.quantize.int8 import export_int8_onnx, export_int8_tflite, quantize_ptq, tflite_int8_report
+from edgekit.runtime import OnnxRunner, TFLiteRunner
+
+RESOLUTION = 32
+FULL_INTEGER = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+                "efficientnet_lite0", "regnet_x_200mf", "regnet_y_200mf", "shufflenet_v1", "shufflenet_v2_x0_5"]
+WITHOUT_RELU = {"efficientnet_b0"}  # SiLU throughout: nothing to fuse
+FLOAT_IN_ORT = ("Conv", "Gemm", "MatMul", "Add")
+
+
+def _model_with_statistics(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return batchnorm_statistics_from_noise(create(name, resolution=RESOLUTION, num_classes=10))
+
+
+def _calibration(n: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+
+
+def _export_both(name: str, tmp_path: Path, **tflite_options: bool) -> tuple[Path, Path, dict]:
+    quantized = quantize_ptq(_model_with_statistics(name), _calibration(), QuantSettings())
+    onnx_path, tflite_path = tmp_path / "m.onnx", tmp_path / "m.tflite"
+    export_int8_onnx(quantized, (3, RESOLUTION, RESOLUTION), onnx_path)
+    export_int8_tflite(quantized, (3, RESOLUTION, RESOLUTION), tflite_path, **tflite_options)
+    return onnx_path, tflite_path, tflite_int8_report(tflite_path, tflite_options.get("int8_io", False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FULL_INTEGER)
+def test_every_family_exports_full_integer_graphs(name: str, tmp_path: Path) -> None:
+    onnx_path, tflite_path, report = _export_both(name, tmp_path)
+    ops = inspect_file(tflite_path)["ops"]
+    assert report["full_integer"], report
+    assert report["interior_quantize_dequantize"] == 0
+    assert ops.get("QUANTIZE") == 1 and ops.get("DEQUANTIZE") == 1  # float input and output only
+    assert report["separate_clamp_ops"] == 0
+    assert sum(report["fused_activations"].values()) > 0 or name in WITHOUT_RELU
+    assert report["relu6_range_wasted_max"] == 0.0
+    fused = ort_fused_histogram(onnx_path)
+    assert not [op for op in FLOAT_IN_ORT if op in fused], fused
+    assert fused.get("QLinearConv", 0) > 0
+
+
+
+class _Block(nn.Module):
+    """One op pattern of the families between two convolutions, small enough that the formats' rounding can be
+    compared step by step (whole random networks amplify one-step differences into noise)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.stem, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 10, 1)
+        self.reduce, self.expand = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.inner = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+
+    def _excite(self, y: torch.Tensor, gate: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return y * gate(self.expand(torch.relu(self.reduce(y.mean((2, 3), keepdim=True)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        if self.kind == "residual_relu6":
+            y = nn.functional.relu6(y)
+            y = y + nn.functional.relu6(self.inner(y))
+        elif self.kind == "shuffle_concat":
+            a, b = torch.relu(y).chunk(2, dim=1)
+            y = torch.cat([a, torch.relu(self.inner(y))[:, 8:]], dim=1)
+            y = y.view(-1, 2, 8, *y.shape[2:]).transpose(1, 2).reshape(y.shape)
+        elif self.kind == "silu":
+            y = nn.functional.silu(y)
+        elif self.kind == "sigmoid":
+            y = torch.sigmoid(y)
+        elif self.kind == "squeeze_excite":
+            y = self._excite(torch.relu(y), torch.sigmoid)
+        elif self.kind == "hardsigmoid":
+            y = nn.functional.hardsigmoid(y)
+        elif self.kind == "hard_squeeze_excite":
+            y = self._excite(nn.functional.hardswish(y), nn.functional.hardsigmoid)
+        return self.head(y).mean((2, 3))
+
+
+# The two runtimes round a requantization, a sigmoid lookup or an ADD rescale independently, so an output may
+# sit a few quantization steps from the torch int8 reference; a wrong scale, layout or op is off by hundreds.
+MAX_STEPS_OFF = 4.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["residual_relu6", "shuffle_concat", "silu", "sigmoid", "squeeze_excite",
+                                  "hardsigmoid", "hard_squeeze_excite"])
+def test_onnx_and_tflite_compute_the_torch_int8_block(kind: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    images = np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)
+    quantized = quantize_ptq(_Block(kind).eval(), images, QuantSettings())
+    onnx_path, tflite_path = tmp_path / "b.onnx", tmp_path / "b.tflite"
+    export_int8_onnx(quantized, (3, 16, 16), onnx_path)
+    export_int8_tflite(quantized, (3, 16, 16), tflite_path)
+    assert tflite_int8_report(tflite_path, False)["full_integer"]
+    reference = quantized(torch.from_numpy(images[:8])).detach().numpy()
+    output_step = np.diff(np.unique(reference)).min()
+    assert np.ptp(reference) > 20 * output_step  # the block's output is not degenerate
+    for path, runner in ((onnx_path, OnnxRunner), (tflite_path, TFLiteRunner)):
+        steps_off = np.abs(runner(path).predict(images[:8]) - reference).max() / output_step
+        assert steps_off <= MAX_STEPS_OFF, f"{path.suffix}: {steps_off:.1f} output steps from the torch int8 model"
+
+
+@pytest.mark.slow
+def test_relu6_is_fused_and_calibrated_after_the_clamp(tmp_path: Path) -> None:
+    """Ours keeps the whole int8 range for [0, 6]; litert-torch's own quantizer observes before the clamp and
+    wastes part of it: the measurement tells the two apart."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgekit.quantize.int8 import QuantizedModel, capture
+
+    _, _, ours = _export_both("mobilenet_v2", tmp_path)
+    assert ours["fused_activations"]["RELU6"] == 35 and ours["relu6_range_wasted_max"] == 0.0
+
+    model = _model_with_statistics("mobilenet_v2")
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(capture(model, (3, RESOLUTION, RESOLUTION)), quantizer)
+    prepared(torch.from_numpy(_calibration()))
+    theirs_model = QuantizedModel(convert_pt2e(prepared, fold_quantize=False), QuantSettings(), 32)
+    export_int8_tflite(theirs_model, (3, RESOLUTION, RESOLUTION), tmp_path / "theirs.tflite")
+    theirs = tflite_int8_report(tmp_path / "theirs.tflite", False)
+    assert theirs["relu6_range_wasted_max"] > 0.05
+
+
+@pytest.mark.slow
+def test_int8_io_has_no_quantize_ops_and_matches_float_io(tmp_path: Path) -> None:
+    (tmp_path / "f").mkdir()
+    (tmp_path / "i").mkdir()
+    _, float_io, _ = _export_both("mobilenet_v2", tmp_path / "f")
+    _, int8_io, report = _export_both("mobilenet_v2", tmp_path / "i", int8_io=True)
+    info = inspect_file(int8_io)
+    assert "QUANTIZE" not in info["ops"] and "DEQUANTIZE" not in info["ops"]
+    assert info["inputs"][0]["dtype"] == "int8" and "quantization" in info["inputs"][0]
+    assert report["io_types_ok"] and report["full_integer"]
+    batch = _calibration(8)
+    a, b = TFLiteRunner(float_io).predict(batch), TFLiteRunner(int8_io).predict(batch)
+    assert compare(a, b).max_abs_diff <= info["outputs"][0]["quantization"]["scale"] * 1.01
+
+
+def test_bad_calibration_input_is_refused() -> None:
+    model = create("mobilenet_v2", width=0.35, resolution=RESOLUTION, num_classes=10).eval()
+    with pytest.raises(EdgekitError, match="model takes"):
+        quantize_ptq(model, np.zeros((16, 1, RESOLUTION, RESOLUTION), np.float32), QuantSettings())
+    with pytest.raises(EdgekitError, match="at least"):
+        quantize_ptq(model, _calibration(3), QuantSettings())
+    bad = _calibration(16)
+    bad[3, 0, 0, 0] = np.nan
+    with pytest.raises(EdgekitError, match="NaN"):
+        quantize_ptq(model, bad, QuantSettings())
+    with torch.no_grad():
+        model.features[0][0].weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(EdgekitError, match="features.0.0.weight"):
+        quantize_ptq(model, _calibration(16), QuantSettings())
+
+
+@pytest.fixture(scope="module")
+def digits_mobilenet_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("int8")
+    recipe = DIGITS_RECIPE.replace("name: mobilenet_v1\n  width: 0.5", "name: mobilenet_v2\n  width: 0.5")
+    recipe = recipe.replace("epochs: 3", "epochs: 4")
+    write_recipe(root / "mv2.yaml", recipe)
+    result = run_edgekit("train", str(root / "mv2.yaml"), "--out", str(root / "run"))
+    assert result.returncode == 0, result.stderr
+    return root / "run" / "best.pt"
+
+
+@pytest.mark.slow
+def test_export_int8_from_checkpoint(digits_mobilenet_v2: Path, tmp_path: Path, edgekit_cli) -> None:
+    out = tmp_path / "art"
+    result = edgekit_cli("export", str(digits_mobilenet_v2), "--int8", "--eval", "auto", "--calib-size", "256",
+                         "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    section = manifest["int8"]
+    assert section["calibration"] == {"method": "minmax", "data": "digits", "split": "digits/train",
+                                      "images": 256, "seed": 0}
+    for key in ("onnx_int8", "tflite_int8"):
+        record = manifest["files"][key]
+        assert (out / record["file"]).stat().st_size == record["bytes"]
+    accuracy = section["accuracy"]
+    assert accuracy["top1"]["torch_fp32"] > 0.8
+    assert max(accuracy["drop_pp"].values()) <= 2.0, accuracy
+    assert accuracy["onnx_tflite_top1_agreement"] >= 0.99
+    assert section["graph"]["tflite"]["full_integer"] and not section["warnings"]
+    onnx_model = onnx.load(str(out / "model_int8.onnx"))
+    weights = [i for i in onnx_model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 50  # every conv and the classifier hold int8 weights
+    sizes = {i.name: numpy_helper.to_array(i).nbytes for i in onnx_model.graph.initializer}
+    assert sum(sizes[w.name] for w in weights) > 0.9 * sum(sizes.values())  # no float copy of them left
+    runner = OnnxRunner(out / "model_int8.onnx")
+    assert runner.predict(np.zeros((1, 1, RESOLUTION, RESOLUTION), np.float32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--int8", "--calib-method", "entropy"], "unknown calibration method"),
+    (["--int8-io"], "add --int8"),
+    (["--int8", "--calib-size", "0"], "positive number"),
+    (["--int8", "--calib", "nonsense"], "nonsense"),
+])
+def test_int8_cli_bad_input(args: list[str], message: str, tmp_path: Path, edgekit_cli) -> None:
+    out = tmp_path / "art"
+    result = edgekit_cli("export", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--num-classes", "10",
+                         "--format", "onnx", "--out", str(out), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()

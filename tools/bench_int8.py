@@ -1,0 +1,105 @@
+"""INT8 benchmark: FP32 vs INT8 latency in ONNX Runtime and the TFLite interpreter, and INT8 accuracy drop.
+
+    python tools/bench_int8.py                                   # MobileNetV2 1.0 at 224 px, one thread
+    python tools/bench_int8.py --model mobilenet_v2 --width 0.75 --resolution 160 --threads 2
+    python tools/bench_int8.py --checkpoint runs/NAME/best.pt    # also FP32 vs INT8 top-1 on its validation data
+
+Latency: median of --runs single-image inferences after --warmup, ONNX Runtime CPU provider and the TFLite
+interpreter with XNNPACK. The models are exported by edgekit's own pipeline (random weights with BatchNorm
+statistics for speed; the checkpoint's weights and data for accuracy). Figures for the docs, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgekit.export import export_model  # noqa: E402
+from edgekit.export.converters import quiet  # noqa: E402
+from edgekit.export.int8 import Int8Options  # noqa: E402
+from edgekit.models import ModelSpec, batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
+from edgekit.runtime import OnnxRunner, TFLiteRunner  # noqa: E402
+
+
+def _median_ms(runner: object, x: np.ndarray, warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        runner.predict(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.predict(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _weights_with_statistics(spec: ModelSpec, path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save(batchnorm_statistics_from_noise(build(spec)).state_dict(), path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--checkpoint", type=Path, help="Measure accuracy too, on the checkpoint's own data.")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "artifact"
+        if args.checkpoint is not None:
+            from edgekit.checkpoint import read_trained
+            from edgekit.data import DataSource, load_split
+
+            trained = read_trained(args.checkpoint)
+            spec, weights, preprocess = trained.spec, args.checkpoint, trained.preprocess
+            source = DataSource.parse(trained.data)
+            val = load_split(source, "val", spec.resolution, spec.in_channels)
+            train = load_split(source, "train", spec.resolution, spec.in_channels)
+        else:
+            spec = resolve_spec(args.model, width=args.width, resolution=args.resolution)
+            weights, preprocess, val, train = _weights_with_statistics(spec, Path(tmp) / "w.pt"), None, None, None
+        print(f"{spec.name} width {spec.width:g} at {spec.resolution}px, {args.threads} thread(s), "
+              f"torch {torch.__version__}", flush=True)
+        result = export_model(spec, weights=weights, out=out, preprocess=preprocess, data=val,
+                              evaluate_accuracy=val is not None, int8=Int8Options(), calibration_data=train)
+        x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)
+        rows = []
+        for runtime, make in (("onnxruntime", lambda p: OnnxRunner(p, threads=args.threads)),
+                              ("tflite", lambda p: TFLiteRunner(p, threads=args.threads))):
+            suffix = "onnx" if runtime == "onnxruntime" else "tflite"
+            with quiet():
+                fp32 = _median_ms(make(out / f"model.{suffix}"), x, args.warmup, args.runs)
+                int8 = _median_ms(make(out / f"model_int8.{suffix}"), x, args.warmup, args.runs)
+            rows.append((runtime, fp32, int8))
+        print(f"{'runtime':<12} {'FP32 ms':>8} {'INT8 ms':>8} {'speed-up':>9}")
+        for runtime, fp32, int8 in rows:
+            print(f"{runtime:<12} {fp32:8.2f} {int8:8.2f} {fp32 / int8:8.2f}x")
+        section = result.manifest["int8"]
+        accuracy = section["accuracy"]
+        if accuracy:
+            top1 = accuracy["top1"]
+            print(f"top-1 on {accuracy['images']:,} images of {accuracy['data']}: FP32 {top1['torch_fp32']:.2%}, "
+                  + ", ".join(f"{k} {v:.2%} ({accuracy['drop_pp'][k]:+.2f} pp)" for k, v in top1.items()
+                              if k != "torch_fp32")
+                  + f"; ONNX/TFLite agreement {accuracy['onnx_tflite_top1_agreement']:.2%}")
+        for warning in section["warnings"]:
+            print(f"warning: {warning}")
+
+
+if __name__ == "__main__":
+    main()
