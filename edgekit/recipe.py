@@ -111,7 +111,8 @@ class Recipe:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_recipe(path: Path) -> Recipe:
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"recipe {path} does not exist: see recipes/ for the shipped ones.")
     try:

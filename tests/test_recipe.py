@@ -19,6 +19,17 @@ def test_recipes_cover_every_family():
     assert families == {get_entry(n).family for n in list_models()}
 
 
+def test_sweep_variants_load_and_differ_from_the_shipped_recipe():
+    # docs/training.md quotes these runs; the command there must keep working.
+    sweeps = sorted((RECIPES[0].parents[1] / "tools" / "sweeps").rglob("*.yaml"))
+    assert sweeps
+    for path in sweeps:
+        variant = load_recipe(path)
+        shipped = load_recipe(RECIPES[0].parent / f"{variant.model.name}_fashion.yaml")
+        assert variant.name != shipped.name
+        assert variant.model.name == shipped.model.name and variant.data == shipped.data
+
+
 def test_defaults_fill_missing_sections():
     recipe = parse_recipe("name: r\nmodel:\n  name: mobilenet_v2\n")
     assert recipe.train.optimizer == "sgd" and recipe.export.formats == ["onnx", "tflite"]
