@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,8 @@ class TrainedModel:
     data: str
     epoch: int
     val_top1: float | None
+    augment: dict[str, Any] = field(default_factory=dict)  # {crop_padding, hflip} of the training run
+    label_smoothing: float = 0.0
 
     def build(self) -> nn.Module:
         model = build(self.spec)
@@ -129,6 +131,8 @@ def read_trained(path: Path) -> TrainedModel:
             path=path, spec=ModelSpec(**ckpt["spec"]), preprocess=Preprocess.from_dict(ckpt["preprocess"]),
             classes=list(ckpt["classes"]), data=str(ckpt["data"]), epoch=int(ckpt["epoch"]),
             val_top1=(ckpt.get("val") or {}).get("top1"),
+            augment=dict(ckpt.get("augment") or {}),
+            label_smoothing=float(((ckpt.get("recipe") or {}).get("train") or {}).get("label_smoothing", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgekitError(f"{path} is an incomplete edgekit checkpoint ({exc}): train it again.") from None

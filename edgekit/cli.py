@@ -19,6 +19,7 @@ from rich.table import Table
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
+from edgekit.recipe import DEFAULT_QAT_LR
 
 app = typer.Typer(
     name="edgekit",
@@ -268,7 +269,8 @@ def export(
         "--eval", help="Also measure top-1 of every format on this data's validation split "
         "(fashion-mnist, digits, imagefolder:PATH; 'auto' = the checkpoint's own data).")] = None,
     int8: Annotated[bool, typer.Option(
-        "--int8", help="Also write full-integer model_int8.onnx and model_int8.tflite (post-training).")] = False,
+        "--int8", help="Also write full-integer model_int8.onnx and model_int8.tflite (post-training, or "
+        "quantization-aware with --qat-epochs).")] = False,
     calib: Annotated[str | None, typer.Option(
         help="Calibration data (its training split; default: the checkpoint's own data).")] = None,
     calib_size: Annotated[int, typer.Option(help="Calibration images, drawn with a fixed seed.")] = 512,
@@ -280,6 +282,11 @@ def export(
     int8_io: Annotated[bool, typer.Option(
         "--int8-io", help="INT8 TFLite takes and returns int8 tensors (scale and zero point in the manifest).")
     ] = False,
+    qat_epochs: Annotated[int, typer.Option(
+        "--qat-epochs", help="Quantization-aware: fine-tune the fake-quantized model this many epochs on the "
+        "training data before export (0 = post-training only).")] = 0,
+    qat_lr: Annotated[float, typer.Option(
+        "--qat-lr", help="Quantization-aware learning rate (SGD, cosine decay).")] = DEFAULT_QAT_LR,
     out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -293,6 +300,7 @@ def export(
     from edgekit.data import DataSource, load_split, preprocess_for
     from edgekit.export import export_model
     from edgekit.export.int8 import Int8Options
+    from edgekit.quantize.qat import schedule_for
 
     spec, weights, trained = _trained_or_spec(target, width, resolution, res_mult, num_classes, in_channels,
                                               option, weights)
@@ -313,12 +321,20 @@ def export(
             data = load_split(source, "val", spec.resolution, spec.in_channels)
     int8_options = calibration = None
     if int8:
+        schedule = None
+        if qat_epochs:
+            if calib is None and trained is None:
+                raise EdgekitError("--qat-epochs fine-tunes on training data: give --weights CKPT from "
+                                   "`edgekit train`, or name the data with --calib.")
+            source = DataSource.parse(calib if calib is not None else trained.data)
+            schedule = schedule_for(qat_epochs, qat_lr, spec, source, trained)
+            schedule.check()
         int8_options = Int8Options(calib_size=calib_size, method=calib_method, per_channel=not per_tensor,
-                                   int8_io=int8_io)
+                                   int8_io=int8_io, qat=schedule)
         int8_options.settings()  # a bad --calib-method fails before any work
         calibration, preprocess = _calibration_data(calib, trained, spec, preprocess)
-    elif calib is not None or int8_io or per_tensor:
-        raise EdgekitError("--calib, --per-tensor and --int8-io apply to INT8 export: add --int8.")
+    elif calib is not None or int8_io or per_tensor or qat_epochs:
+        raise EdgekitError("--calib, --per-tensor, --int8-io and --qat-epochs apply to INT8 export: add --int8.")
     with err_console.status("exporting") as status:
         result = export_model(
             spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
@@ -363,8 +379,10 @@ def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
     for warning in section["warnings"]:
         err_console.print(f"[yellow]warning:[/] int8: {warning}", highlight=False)
     calibration = section["calibration"]
+    qat = section.get("qat")
+    tuned = f", then {qat['epochs']} quantization-aware epoch(s) in {qat['seconds']:.0f} s" if qat else ""
     table = Table(title=f"INT8 ({section['scheme']['weights']} weights, {calibration['method']} calibration on "
-                        f"{calibration['images']:,} images of {calibration.get('data') or 'noise'})")
+                        f"{calibration['images']:,} images of {calibration.get('data') or 'noise'}{tuned})")
     accuracy = section.get("accuracy")
     columns = ["format", "file", "size", "vs torch int8 (cosine)", "full integer", "ops"]
     columns[4:4] = ["val top-1", "drop"] if accuracy else []

@@ -65,6 +65,9 @@ class TrainSection:
     limit_batches: int | None = field(default=None, metadata=_range(1))
 
 
+DEFAULT_QAT_LR = 1e-4  # fine-tuning from a trained checkpoint: far below training rates
+
+
 @dataclass
 class Int8Section:
     calib_size: int = field(default=512, metadata=_range(1))
@@ -73,13 +76,14 @@ class Int8Section:
     int8_io: bool = False
     max_drop: float | None = field(default=None, metadata=_range(0.0))
     qat_epochs: int = field(default=0, metadata=_range(0))
+    qat_lr: float = field(default=DEFAULT_QAT_LR, metadata=_range(0.0, 1.0))
 
 
 @dataclass
 class ExportSection:
     formats: list[str] = field(default_factory=lambda: ["onnx", "tflite"])
     nhwc: bool = False
-    int8: bool = False
+    int8: bool = True  # edgekit run's INT8 stage, configured by the int8 section
 
 
 @dataclass

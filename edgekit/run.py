@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import MANIFEST, read_manifest, sha256_file, write_json_atomic
-from edgekit.checkpoint import load_checkpoint, read_trained
+from edgekit.checkpoint import TrainedModel, load_checkpoint, read_trained
 from edgekit.data import DataSource, load_split
 from edgekit.errors import EdgekitError
 from edgekit.export import export_model
 from edgekit.export.int8 import Int8Options
+from edgekit.quantize.qat import schedule_for
 from edgekit.recipe import Recipe
 from edgekit.train import BEST, LAST, train
 from edgekit.ui import Reporter
@@ -67,22 +68,30 @@ def training_state(out: Path, recipe: Recipe) -> str:
 
 def _export_settings(recipe: Recipe) -> dict[str, Any]:
     int8 = recipe.int8
-    if int8.qat_epochs or int8.max_drop is not None:
+    if not recipe.export.int8:
+        return {"formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc, "int8": None}
+    if int8.max_drop is not None:
         raise EdgekitError(
-            "int8.qat_epochs and int8.max_drop are not implemented in this version of edgekit: remove them from "
-            f"{recipe.source or 'the recipe'} (post-training INT8 runs without them)."
+            "int8.max_drop is not implemented in this version of edgekit: remove it from "
+            f"{recipe.source or 'the recipe'} (INT8 runs without it)."
         )
     return {
         "formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc,
         "int8": {"calib_size": int8.calib_size, "calib_method": int8.calib_method, "per_tensor": int8.per_tensor,
-                 "int8_io": int8.int8_io},
+                 "int8_io": int8.int8_io, "qat_epochs": int8.qat_epochs, "qat_lr": int8.qat_lr},
     }
 
 
-def _int8_options(settings: dict[str, Any]) -> Int8Options:
+def _int8_options(settings: dict[str, Any], trained: TrainedModel) -> Int8Options | None:
     int8 = settings["int8"]
+    if int8 is None:
+        return None
+    schedule = None
+    if int8["qat_epochs"]:
+        schedule = schedule_for(int8["qat_epochs"], int8["qat_lr"], trained.spec, DataSource.parse(trained.data),
+                                trained)
     return Int8Options(calib_size=int8["calib_size"], method=int8["calib_method"],
-                       per_channel=not int8["per_tensor"], int8_io=int8["int8_io"])
+                       per_channel=not int8["per_tensor"], int8_io=int8["int8_io"], qat=schedule)
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | None = None) -> RunReport:
@@ -120,12 +129,14 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
         source, spec = DataSource.parse(trained.data), trained.spec
         data = load_split(source, "val", spec.resolution, spec.in_channels)
         calibration = load_split(source, "train", spec.resolution, spec.in_channels)
-        with reporter.status("exporting FP32 and INT8 ONNX and TFLite, checking parity and accuracy"):
+        what = "FP32" if not settings["int8"] else (
+            "FP32 and quantization-aware INT8" if settings["int8"]["qat_epochs"] else "FP32 and INT8")
+        with reporter.status(f"exporting {what} ONNX and TFLite, checking parity and accuracy"):
             result = export_model(
                 spec, weights=out / BEST, formats=settings["formats"], nhwc=settings["nhwc"],
                 out=export_dir, force=True, preprocess=trained.preprocess, data=data, evaluate_accuracy=True,
                 extra={"run": {"checkpoint_sha256": checkpoint_hash, "settings": settings}},
-                int8=_int8_options(settings), calibration_data=calibration,
+                int8=_int8_options(settings, trained), calibration_data=calibration,
             )
         manifest = result.manifest
         report.stages.append(StageRecord("export", "ran", time.perf_counter() - start, ", ".join(manifest["files"])))

@@ -54,3 +54,15 @@ train:
 @pytest.fixture
 def digits_recipe(tmp_path: Path) -> Path:
     return write_recipe(tmp_path / "digits.yaml", DIGITS_RECIPE)
+
+
+@pytest.fixture(scope="session")
+def digits_mobilenet_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MobileNetV2 trained on digits by `edgekit train`, shared by the INT8 tests."""
+    root = tmp_path_factory.mktemp("int8")
+    recipe = DIGITS_RECIPE.replace("name: mobilenet_v1\n  width: 0.5", "name: mobilenet_v2\n  width: 0.5")
+    recipe = recipe.replace("epochs: 3", "epochs: 4")
+    write_recipe(root / "mv2.yaml", recipe)
+    result = run_edgekit("train", str(root / "mv2.yaml"), "--out", str(root / "run"))
+    assert result.returncode == 0, result.stderr
+    return root / "run" / "best.pt"

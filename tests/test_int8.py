@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import DIGITS_RECIPE, run_edgekit, write_recipe
 from onnx import numpy_helper
 from torch import nn
 
@@ -173,17 +172,6 @@ def test_bad_calibration_input_is_refused() -> None:
         model.features[0][0].weight[0, 0, 0, 0] = float("inf")
     with pytest.raises(EdgekitError, match="features.0.0.weight"):
         quantize_ptq(model, _calibration(16), QuantSettings())
-
-
-@pytest.fixture(scope="module")
-def digits_mobilenet_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("int8")
-    recipe = DIGITS_RECIPE.replace("name: mobilenet_v1\n  width: 0.5", "name: mobilenet_v2\n  width: 0.5")
-    recipe = recipe.replace("epochs: 3", "epochs: 4")
-    write_recipe(root / "mv2.yaml", recipe)
-    result = run_edgekit("train", str(root / "mv2.yaml"), "--out", str(root / "run"))
-    assert result.returncode == 0, result.stderr
-    return root / "run" / "best.pt"
 
 
 @pytest.mark.slow

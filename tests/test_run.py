@@ -51,17 +51,28 @@ def test_run_trains_exports_checks_and_skips_what_is_up_to_date(tmp_path, edgeki
     assert "accuracy drop over budget (onnx 3.00 pp > 1.5 pp)" in gated.stderr
     assert json.loads((out / "report.json").read_text())["check"]["passed"] is False
 
-    # a changed export setting re-exports
-    recipe.write_text(recipe.read_text() + "export:\n  formats: [onnx]\n")
+    # changed export settings re-export: ONNX only, INT8 fine-tuned quantization-aware for one epoch
+    recipe.write_text(recipe.read_text() + "export:\n  formats: [onnx]\nint8:\n  qat_epochs: 1\n  qat_lr: 0.001\n")
     third = edgekit_cli("run", str(recipe), "--out", str(out), "--json")
     assert third.returncode == 0, third.stderr
     assert {s["name"]: s["status"] for s in json.loads(third.stdout)["stages"]}["export"] == "ran"
     assert not (out / "export" / "model.tflite").exists() and not (out / "export" / "model_int8.tflite").exists()
     assert (out / "export" / "model_int8.onnx").is_file()
+    section = json.loads((out / "export" / "manifest.json").read_text())["int8"]
+    assert section["method"] == "quantization-aware" and section["qat"]["epochs"] == 1
+    assert json.loads(third.stdout)["check"]["drop_pp"]["onnx_int8"] <= 1.5
+
+    # export.int8: false skips the INT8 stage; the new artifact holds no INT8 file
+    recipe.write_text(recipe.read_text().replace("  formats: [onnx]\n", "  formats: [onnx]\n  int8: false\n"))
+    fourth = edgekit_cli("run", str(recipe), "--out", str(out), "--json")
+    assert fourth.returncode == 0, fourth.stderr
+    assert {s["name"]: s["status"] for s in json.loads(fourth.stdout)["stages"]}["export"] == "ran"
+    assert set(json.loads(fourth.stdout)["accuracy"]) == {"torch", "onnx"}
+    assert not (out / "export" / "model_int8.onnx").exists()
 
 
 def test_run_refuses_int8_settings_it_does_not_implement_yet(tmp_path, edgekit_cli):
-    recipe = write_recipe(tmp_path / "r.yaml", DIGITS_RECIPE + "int8:\n  qat_epochs: 2\n")
+    recipe = write_recipe(tmp_path / "r.yaml", DIGITS_RECIPE + "int8:\n  max_drop: 0.5\n")
     result = edgekit_cli("run", str(recipe), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "not implemented in this version" in result.stderr
     assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@
     python tools/bench_int8.py                                   # MobileNetV2 1.0 at 224 px, one thread
     python tools/bench_int8.py --model mobilenet_v2 --width 0.75 --resolution 160 --threads 2
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt    # also FP32 vs INT8 top-1 on its validation data
+    python tools/bench_int8.py --checkpoint runs/NAME/best.pt --qat-epochs 1   # INT8 fine-tuned quantization-aware
 
 Latency: median of --runs single-image inferences after --warmup, ONNX Runtime CPU provider and the TFLite
 interpreter with XNNPACK. The models are exported by edgekit's own pipeline (random weights with BatchNorm
@@ -27,6 +28,8 @@ from edgekit.export import export_model  # noqa: E402
 from edgekit.export.converters import quiet  # noqa: E402
 from edgekit.export.int8 import Int8Options  # noqa: E402
 from edgekit.models import ModelSpec, batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
+from edgekit.quantize.qat import schedule_for  # noqa: E402
+from edgekit.recipe import DEFAULT_QAT_LR  # noqa: E402
 from edgekit.runtime import OnnxRunner, TFLiteRunner  # noqa: E402
 
 
@@ -56,6 +59,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--checkpoint", type=Path, help="Measure accuracy too, on the checkpoint's own data.")
+    parser.add_argument("--qat-epochs", type=int, default=0, help="Quantization-aware epochs (needs --checkpoint).")
+    parser.add_argument("--qat-lr", type=float, default=DEFAULT_QAT_LR)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -75,8 +80,14 @@ def main() -> None:
             weights, preprocess, val, train = _weights_with_statistics(spec, Path(tmp) / "w.pt"), None, None, None
         print(f"{spec.name} width {spec.width:g} at {spec.resolution}px, {args.threads} thread(s), "
               f"torch {torch.__version__}", flush=True)
+        schedule = None
+        if args.qat_epochs:
+            if args.checkpoint is None:
+                parser.error("--qat-epochs needs --checkpoint (it fine-tunes on the checkpoint's data)")
+            schedule = schedule_for(args.qat_epochs, args.qat_lr, spec, source, trained)
         result = export_model(spec, weights=weights, out=out, preprocess=preprocess, data=val,
-                              evaluate_accuracy=val is not None, int8=Int8Options(), calibration_data=train)
+                              evaluate_accuracy=val is not None, int8=Int8Options(qat=schedule),
+                              calibration_data=train)
         x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)
         rows = []
         for runtime, make in (("onnxruntime", lambda p: OnnxRunner(p, threads=args.threads)),
@@ -90,6 +101,9 @@ def main() -> None:
         for runtime, fp32, int8 in rows:
             print(f"{runtime:<12} {fp32:8.2f} {int8:8.2f} {fp32 / int8:8.2f}x")
         section = result.manifest["int8"]
+        if section["qat"]:
+            print(f"quantization-aware: {section['qat']['epochs']} epoch(s) at lr {section['qat']['lr']:g}, "
+                  f"{section['qat']['seconds']:.0f} s, loss per epoch {section['qat']['loss']}")
         accuracy = section["accuracy"]
         if accuracy:
             top1 = accuracy["top1"]

@@ -29,6 +29,7 @@ from edgekit.quantize.int8 import (
     quantize_ptq,
     tflite_int8_report,
 )
+from edgekit.quantize.qat import QatSchedule, quantize_qat
 from edgekit.runtime import OnnxRunner, Runner, TFLiteRunner
 
 DEFAULT_CALIBRATION_SIZE = 512
@@ -41,6 +42,7 @@ class Int8Options:
     method: str = "minmax"
     per_channel: bool = True
     int8_io: bool = False
+    qat: QatSchedule | None = None  # quantization-aware fine-tuning after calibration; None: post-training
 
     def settings(self) -> QuantSettings:
         if self.method not in CALIBRATION_METHODS:
@@ -145,12 +147,31 @@ def build_int8(
     preprocess: Preprocess | None,
     fp32_top1: float | None,
     stage: Callable[[str], Callable[[], None]],
+    train_data: ImageSet | None = None,
+    on_progress: Callable[[str], None] = lambda text: None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write model_int8.<format> into `staging`. Returns the manifest section (warnings included) and the
-    file records."""
+    file records. Quantization-aware fine-tuning (`options.qat`) trains on `train_data`."""
     settings = options.settings()
-    done = stage("int8 calibrate")
-    quantized = quantize_ptq(model, calibration.images, settings)
+    qat_record = None
+    if options.qat is None:
+        done = stage("int8 calibrate")
+        quantized = quantize_ptq(model, calibration.images, settings)
+    else:
+        if train_data is None or preprocess is None:
+            raise EdgekitError(
+                "--qat-epochs fine-tunes on the model's training data: export a checkpoint from `edgekit train` "
+                "(--weights) or name the data with --calib."
+            )
+        done = stage("int8 quantization-aware training")
+
+        def report(epoch: int, step: int, steps: int, loss: float) -> None:
+            if step % 10 == 0 or step == steps:
+                on_progress(f"int8 quantization-aware training: epoch {epoch}/{options.qat.epochs}, "
+                            f"step {step}/{steps}, loss {loss:.4f}")
+
+        quantized, qat_record = quantize_qat(model, calibration.images, train_data, preprocess, settings,
+                                             options.qat, on_step=report)
     done()
     paths = {fmt: staging / f"model_int8.{fmt}" for fmt in formats}
     runners: dict[str, Runner] = {"torch_int8": FakeQuantRunner(quantized)}
@@ -231,7 +252,8 @@ def build_int8(
             "batch_norm": "folded into the convolutions",
             "fused_activations": "ReLU and ReLU6 observed after the clamp and fused into the producing op",
         },
-        "method": "post-training",
+        "method": "post-training" if qat_record is None else "quantization-aware",
+        "qat": qat_record.to_dict() if qat_record is not None else None,
         "calibration": {"method": options.method, **calibration.source},
         "layers": _quantization_summary(quantized),
         "float_layers": [],

@@ -177,7 +177,7 @@ def export_model(
             int8_section, int8_files = build_int8(
                 model, spec, int8, calibration, staging, formats=formats, nhwc=nhwc, parity_inputs=inputs,
                 fp32_reference=reference, data=data if evaluate_accuracy else None, preprocess=preprocess,
-                fp32_top1=fp32_top1, stage=stage,
+                fp32_top1=fp32_top1, stage=stage, train_data=calibration_data, on_progress=on_stage,
             )
             files.update(int8_files)
         manifest = {

@@ -5,6 +5,7 @@ The converted PT2E graph is also the fake-quantized torch reference both files a
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,23 +66,44 @@ def capture(model: nn.Module, input_shape: tuple[int, ...]) -> GraphModule:
     return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},)).module()
 
 
-def quantize_ptq(model: nn.Module, images: np.ndarray, settings: QuantSettings) -> QuantizedModel:
-    """Fold BN, observe the calibration images, convert: int8 weights and activations as `settings` say."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+def prepare(model: nn.Module, images: np.ndarray, settings: QuantSettings) -> GraphModule:
+    """Check the inputs, capture the model with its BatchNorm folded, insert observers (or, with
+    `settings.qat`, fake-quantizers) and let them see the calibration images."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
     input_shape = tuple(int(d) for d in images.shape[1:])
     spec = getattr(model, "spec", None)
     _check_images(images, spec.input_shape if spec is not None else input_shape)
     _check_weights(model)
+    # the captured graph shares its parameters with `model`: fine-tuning would change the caller's model
+    graph = capture(copy.deepcopy(model), input_shape)
     with quiet():
-        prepared = prepare_pt2e(capture(model, input_shape), EdgeQuantizer(settings))
+        if settings.qat:
+            # BN folded once with its running statistics, as post-training does, so the fine-tuned graph is the
+            # exported one: no train/eval BN switch and no re-folding after training
+            _fuse_conv_bn_(graph)
+            prepared = prepare_qat_pt2e(graph, EdgeQuantizer(settings))
+        else:
+            prepared = prepare_pt2e(graph, EdgeQuantizer(settings))
     with torch.no_grad():
         for start in range(0, len(images), CALIBRATION_BATCH):
             prepared(torch.from_numpy(np.ascontiguousarray(images[start:start + CALIBRATION_BATCH])))
+    return prepared
+
+
+def convert(prepared: GraphModule, settings: QuantSettings, calibration_images: int) -> QuantizedModel:
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
     with quiet():
         converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
-    return QuantizedModel(graph=converted, settings=settings, calibration_images=len(images))
+    return QuantizedModel(graph=converted, settings=settings, calibration_images=calibration_images)
+
+
+def quantize_ptq(model: nn.Module, images: np.ndarray, settings: QuantSettings) -> QuantizedModel:
+    """Fold BN, observe the calibration images, convert: int8 weights and activations as `settings` say."""
+    return convert(prepare(model, images, settings), settings, len(images))
 
 
 def export_int8_onnx(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path) -> dict[str, int]:
