@@ -287,6 +287,9 @@ def export(
         "training data before export (0 = post-training only).")] = 0,
     qat_lr: Annotated[float, typer.Option(
         "--qat-lr", help="Quantization-aware learning rate (SGD, cosine decay).")] = DEFAULT_QAT_LR,
+    max_drop: Annotated[float | None, typer.Option(
+        "--max-drop", help="Accuracy-aware: keep the most sensitive layers in float until the INT8 top-1 drop "
+        "on --eval data is at most this many percentage points.")] = None,
     out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -322,6 +325,8 @@ def export(
     int8_options = calibration = None
     if int8:
         schedule = None
+        if qat_epochs and max_drop is not None:
+            raise EdgekitError("--max-drop and --qat-epochs are two ways to the same end: choose one.")
         if qat_epochs:
             if calib is None and trained is None:
                 raise EdgekitError("--qat-epochs fine-tunes on training data: give --weights CKPT from "
@@ -329,12 +334,16 @@ def export(
             source = DataSource.parse(calib if calib is not None else trained.data)
             schedule = schedule_for(qat_epochs, qat_lr, spec, source, trained)
             schedule.check()
+        if max_drop is not None and (max_drop < 0 or eval_data is None):
+            raise EdgekitError("--max-drop takes a budget >= 0 in percentage points and evaluation data: "
+                               "add --eval auto (a checkpoint's own data) or --eval DATA.")
         int8_options = Int8Options(calib_size=calib_size, method=calib_method, per_channel=not per_tensor,
-                                   int8_io=int8_io, qat=schedule)
+                                   int8_io=int8_io, qat=schedule, max_drop=max_drop)
         int8_options.settings()  # a bad --calib-method fails before any work
         calibration, preprocess = _calibration_data(calib, trained, spec, preprocess)
-    elif calib is not None or int8_io or per_tensor or qat_epochs:
-        raise EdgekitError("--calib, --per-tensor, --int8-io and --qat-epochs apply to INT8 export: add --int8.")
+    elif calib is not None or int8_io or per_tensor or qat_epochs or max_drop is not None:
+        raise EdgekitError("--calib, --per-tensor, --int8-io, --qat-epochs and --max-drop apply to INT8 export: "
+                           "add --int8.")
     with err_console.status("exporting") as status:
         result = export_model(
             spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
@@ -409,6 +418,16 @@ def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
                          f"ONNX/TFLite top-1 agreement {accuracy.get('onnx_tflite_top1_agreement', 1.0):.2%}; "
                          "ONNX ops as ONNX Runtime runs them")
     console.print(table)
+    aware = section.get("accuracy_aware")
+    if aware:
+        layers = aware["float_layers"]
+        chosen = [layer["module"] for layer in layers if layer["why"].startswith("chosen")]
+        console.print(
+            f"accuracy-aware (--max-drop {aware['budget_pp']:g} pp): "
+            + (f"{len(chosen)} layer(s) kept in float ({', '.join(chosen)}); {len(layers)} run in float with "
+               f"their producers, {aware['float_macs_share']:.1%} of MACs. See "
+               "manifest.json int8.accuracy_aware." if layers else "full INT8 is within budget, no layer in float."),
+            highlight=False)
 
 
 def _calibration_data(calib: str | None, trained: Any, spec: Any, preprocess: Any) -> tuple[Any, Any]:

@@ -70,15 +70,16 @@ def _export_settings(recipe: Recipe) -> dict[str, Any]:
     int8 = recipe.int8
     if not recipe.export.int8:
         return {"formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc, "int8": None}
-    if int8.max_drop is not None:
+    if int8.max_drop is not None and int8.qat_epochs:
         raise EdgekitError(
-            "int8.max_drop is not implemented in this version of edgekit: remove it from "
-            f"{recipe.source or 'the recipe'} (INT8 runs without it)."
+            f"{recipe.source or 'the recipe'}: int8.max_drop and int8.qat_epochs are two ways to the same end: "
+            "keep one."
         )
     return {
         "formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc,
         "int8": {"calib_size": int8.calib_size, "calib_method": int8.calib_method, "per_tensor": int8.per_tensor,
-                 "int8_io": int8.int8_io, "qat_epochs": int8.qat_epochs, "qat_lr": int8.qat_lr},
+                 "int8_io": int8.int8_io, "qat_epochs": int8.qat_epochs, "qat_lr": int8.qat_lr,
+                 "max_drop": int8.max_drop},
     }
 
 
@@ -91,7 +92,8 @@ def _int8_options(settings: dict[str, Any], trained: TrainedModel) -> Int8Option
         schedule = schedule_for(int8["qat_epochs"], int8["qat_lr"], trained.spec, DataSource.parse(trained.data),
                                 trained)
     return Int8Options(calib_size=int8["calib_size"], method=int8["calib_method"],
-                       per_channel=not int8["per_tensor"], int8_io=int8["int8_io"], qat=schedule)
+                       per_channel=not int8["per_tensor"], int8_io=int8["int8_io"], qat=schedule,
+                       max_drop=int8["max_drop"])
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | None = None) -> RunReport:

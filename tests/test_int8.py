@@ -1,15 +1,14 @@
 """INT8: full-integer graphs for every family, ReLU6 fused with its range kept, formats that agree, bad input."""
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from blocks import MAX_STEPS_OFF, Block, steps_off
 from onnx import numpy_helper
-from torch import nn
 
 from edgekit.errors import EdgekitError
 from edgekit.export.int8 import ort_fused_histogram
@@ -61,64 +60,21 @@ def test_every_family_exports_full_integer_graphs(name: str, tmp_path: Path) -> 
 
 
 
-class _Block(nn.Module):
-    """One op pattern of the families between two convolutions, small enough that the formats' rounding can be
-    compared step by step (whole random networks amplify one-step differences into noise)."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self.stem, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 10, 1)
-        self.reduce, self.expand = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
-        self.inner = nn.Conv2d(16, 16, 3, padding=1, groups=16)
-
-    def _excite(self, y: torch.Tensor, gate: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return y * gate(self.expand(torch.relu(self.reduce(y.mean((2, 3), keepdim=True)))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.stem(x)
-        if self.kind == "residual_relu6":
-            y = nn.functional.relu6(y)
-            y = y + nn.functional.relu6(self.inner(y))
-        elif self.kind == "shuffle_concat":
-            a, b = torch.relu(y).chunk(2, dim=1)
-            y = torch.cat([a, torch.relu(self.inner(y))[:, 8:]], dim=1)
-            y = y.view(-1, 2, 8, *y.shape[2:]).transpose(1, 2).reshape(y.shape)
-        elif self.kind == "silu":
-            y = nn.functional.silu(y)
-        elif self.kind == "sigmoid":
-            y = torch.sigmoid(y)
-        elif self.kind == "squeeze_excite":
-            y = self._excite(torch.relu(y), torch.sigmoid)
-        elif self.kind == "hardsigmoid":
-            y = nn.functional.hardsigmoid(y)
-        elif self.kind == "hard_squeeze_excite":
-            y = self._excite(nn.functional.hardswish(y), nn.functional.hardsigmoid)
-        return self.head(y).mean((2, 3))
-
-
-# The two runtimes round a requantization, a sigmoid lookup or an ADD rescale independently, so an output may
-# sit a few quantization steps from the torch int8 reference; a wrong scale, layout or op is off by hundreds.
-MAX_STEPS_OFF = 4.5
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["residual_relu6", "shuffle_concat", "silu", "sigmoid", "squeeze_excite",
                                   "hardsigmoid", "hard_squeeze_excite"])
 def test_onnx_and_tflite_compute_the_torch_int8_block(kind: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     images = np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)
-    quantized = quantize_ptq(_Block(kind).eval(), images, QuantSettings())
+    quantized = quantize_ptq(Block(kind).eval(), images, QuantSettings())
     onnx_path, tflite_path = tmp_path / "b.onnx", tmp_path / "b.tflite"
     export_int8_onnx(quantized, (3, 16, 16), onnx_path)
     export_int8_tflite(quantized, (3, 16, 16), tflite_path)
     assert tflite_int8_report(tflite_path, False)["full_integer"]
     reference = quantized(torch.from_numpy(images[:8])).detach().numpy()
-    output_step = np.diff(np.unique(reference)).min()
-    assert np.ptp(reference) > 20 * output_step  # the block's output is not degenerate
     for path, runner in ((onnx_path, OnnxRunner), (tflite_path, TFLiteRunner)):
-        steps_off = np.abs(runner(path).predict(images[:8]) - reference).max() / output_step
-        assert steps_off <= MAX_STEPS_OFF, f"{path.suffix}: {steps_off:.1f} output steps from the torch int8 model"
+        off = steps_off(reference, runner(path).predict(images[:8]))
+        assert off <= MAX_STEPS_OFF, f"{path.suffix}: {off:.1f} output steps from the torch int8 model"
 
 
 @pytest.mark.slow
@@ -206,6 +162,10 @@ def test_export_int8_from_checkpoint(digits_mobilenet_v2: Path, tmp_path: Path, 
     (["--int8-io"], "add --int8"),
     (["--int8", "--calib-size", "0"], "positive number"),
     (["--int8", "--calib", "nonsense"], "nonsense"),
+    (["--int8", "--max-drop", "0.5"], "add --eval"),
+    (["--int8", "--max-drop", "-1", "--eval", "digits"], "budget >= 0"),
+    (["--max-drop", "0.5"], "add --int8"),
+    (["--int8", "--max-drop", "0.5", "--qat-epochs", "1"], "choose one"),
 ])
 def test_int8_cli_bad_input(args: list[str], message: str, tmp_path: Path, edgekit_cli) -> None:
     out = tmp_path / "art"

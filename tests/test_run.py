@@ -71,10 +71,10 @@ def test_run_trains_exports_checks_and_skips_what_is_up_to_date(tmp_path, edgeki
     assert not (out / "export" / "model_int8.onnx").exists()
 
 
-def test_run_refuses_int8_settings_it_does_not_implement_yet(tmp_path, edgekit_cli):
-    recipe = write_recipe(tmp_path / "r.yaml", DIGITS_RECIPE + "int8:\n  max_drop: 0.5\n")
+def test_run_refuses_conflicting_int8_settings_before_any_work(tmp_path, edgekit_cli):
+    recipe = write_recipe(tmp_path / "r.yaml", DIGITS_RECIPE + "int8:\n  max_drop: 0.5\n  qat_epochs: 1\n")
     result = edgekit_cli("run", str(recipe), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2 and "not implemented in this version" in result.stderr
+    assert result.returncode == 2 and "two ways to the same end" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -4,6 +4,7 @@
     python tools/bench_int8.py --model mobilenet_v2 --width 0.75 --resolution 160 --threads 2
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt    # also FP32 vs INT8 top-1 on its validation data
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --qat-epochs 1   # INT8 fine-tuned quantization-aware
+    python tools/bench_int8.py --checkpoint runs/NAME/best.pt --per-tensor --max-drop 0.5   # float fallback's cost
 
 Latency: median of --runs single-image inferences after --warmup, ONNX Runtime CPU provider and the TFLite
 interpreter with XNNPACK. The models are exported by edgekit's own pipeline (random weights with BatchNorm
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="Measure accuracy too, on the checkpoint's own data.")
     parser.add_argument("--qat-epochs", type=int, default=0, help="Quantization-aware epochs (needs --checkpoint).")
     parser.add_argument("--qat-lr", type=float, default=DEFAULT_QAT_LR)
+    parser.add_argument("--per-tensor", action="store_true", help="Per-tensor weight scales.")
+    parser.add_argument("--max-drop", type=float, help="Accuracy-aware float fallback (needs --checkpoint).")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -79,15 +82,17 @@ def main() -> None:
             spec = resolve_spec(args.model, width=args.width, resolution=args.resolution)
             weights, preprocess, val, train = _weights_with_statistics(spec, Path(tmp) / "w.pt"), None, None, None
         print(f"{spec.name} width {spec.width:g} at {spec.resolution}px, {args.threads} thread(s), "
-              f"torch {torch.__version__}", flush=True)
+              f"{'per-tensor' if args.per_tensor else 'per-channel'} weights, torch {torch.__version__}", flush=True)
         schedule = None
         if args.qat_epochs:
             if args.checkpoint is None:
                 parser.error("--qat-epochs needs --checkpoint (it fine-tunes on the checkpoint's data)")
             schedule = schedule_for(args.qat_epochs, args.qat_lr, spec, source, trained)
+        if args.max_drop is not None and args.checkpoint is None:
+            parser.error("--max-drop needs --checkpoint (it measures the drop on the checkpoint's data)")
+        options = Int8Options(qat=schedule, per_channel=not args.per_tensor, max_drop=args.max_drop)
         result = export_model(spec, weights=weights, out=out, preprocess=preprocess, data=val,
-                              evaluate_accuracy=val is not None, int8=Int8Options(qat=schedule),
-                              calibration_data=train)
+                              evaluate_accuracy=val is not None, int8=options, calibration_data=train)
         x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)
         rows = []
         for runtime, make in (("onnxruntime", lambda p: OnnxRunner(p, threads=args.threads)),
@@ -104,6 +109,11 @@ def main() -> None:
         if section["qat"]:
             print(f"quantization-aware: {section['qat']['epochs']} epoch(s) at lr {section['qat']['lr']:g}, "
                   f"{section['qat']['seconds']:.0f} s, loss per epoch {section['qat']['loss']}")
+        aware = section["accuracy_aware"]
+        if aware:
+            print(f"accuracy-aware (--max-drop {aware['budget_pp']:g} pp): {len(aware['float_layers'])} layer(s) "
+                  f"in float, {aware['float_macs_share']:.1%} of MACs: "
+                  + ", ".join(layer["module"] for layer in aware["float_layers"]))
         accuracy = section["accuracy"]
         if accuracy:
             top1 = accuracy["top1"]

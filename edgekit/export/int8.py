@@ -22,6 +22,7 @@ from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec
 from edgekit.parity import compare
 from edgekit.quantize.annotator import CALIBRATION_METHODS, QuantSettings
+from edgekit.quantize.fallback import quantize_within_budget
 from edgekit.quantize.int8 import (
     QuantizedModel,
     export_int8_onnx,
@@ -43,6 +44,7 @@ class Int8Options:
     per_channel: bool = True
     int8_io: bool = False
     qat: QatSchedule | None = None  # quantization-aware fine-tuning after calibration; None: post-training
+    max_drop: float | None = None  # accuracy-aware: layers go back to float until the top-1 drop fits (pp)
 
     def settings(self) -> QuantSettings:
         if self.method not in CALIBRATION_METHODS:
@@ -127,6 +129,17 @@ def _quantization_summary(quantized: QuantizedModel) -> dict[str, Any]:
     }
 
 
+def _write_onnx(quantized: QuantizedModel, spec: ModelSpec, path: Path) -> tuple[dict[str, int], Runner]:
+    changes = export_int8_onnx(quantized, spec.input_shape, path)
+    return changes, OnnxRunner(path)
+
+
+def _write_tflite(quantized: QuantizedModel, spec: ModelSpec, path: Path, int8_io: bool, nhwc: bool) -> Runner:
+    export_int8_tflite(quantized, spec.input_shape, path, int8_io=int8_io, nhwc=nhwc)
+    with quiet():
+        return TFLiteRunner(path, layout="nhwc" if nhwc else "nchw")
+
+
 def _io_quantization(path: Path) -> dict[str, Any]:
     info = inspect_file(path)
     return {"input": info["inputs"][0].get("quantization"), "output": info["outputs"][0].get("quantization")}
@@ -153,8 +166,30 @@ def build_int8(
     """Write model_int8.<format> into `staging`. Returns the manifest section (warnings included) and the
     file records. Quantization-aware fine-tuning (`options.qat`) trains on `train_data`."""
     settings = options.settings()
-    qat_record = None
-    if options.qat is None:
+    if options.max_drop is not None and options.qat is not None:
+        raise EdgekitError("--max-drop and --qat-epochs are two ways to the same end: choose one.")
+    qat_record = fallback = None
+    if options.max_drop is not None:
+        if data is None or preprocess is None or fp32_top1 is None:
+            raise EdgekitError("--max-drop measures the accuracy drop: give evaluation data with --eval "
+                               "(--eval auto for a checkpoint's own data).")
+        done = stage("int8 accuracy-aware calibration")
+
+        def deployed_top1(candidate: QuantizedModel) -> dict[str, float]:
+            with tempfile.TemporaryDirectory() as scratch:
+                found = {}
+                for fmt in formats:
+                    path = Path(scratch) / f"model_int8.{fmt}"
+                    runner = (_write_onnx(candidate, spec, path)[1] if fmt == "onnx"
+                              else _write_tflite(candidate, spec, path, options.int8_io, nhwc))
+                    found[f"{fmt}_int8"] = float((_predictions(runner, data, preprocess) == labels).mean())
+                return found
+
+        labels = data.labels.numpy()
+        fallback = quantize_within_budget(model, calibration.images, preprocess(data.images), labels, settings,
+                                          options.max_drop, deployed_top1=deployed_top1, on_progress=on_progress)
+        quantized = fallback.quantized
+    elif options.qat is None:
         done = stage("int8 calibrate")
         quantized = quantize_ptq(model, calibration.images, settings)
     else:
@@ -178,18 +213,15 @@ def build_int8(
     graph: dict[str, Any] = {}
     if "onnx" in paths:
         done = stage("int8 export onnx")
-        onnx_changes = export_int8_onnx(quantized, spec.input_shape, paths["onnx"])
+        onnx_changes, runners["onnx_int8"] = _write_onnx(quantized, spec, paths["onnx"])
         graph["onnx"] = {"histogram": inspect_file(paths["onnx"])["ops"], "tidy": onnx_changes,
                          "onnxruntime_fused": ort_fused_histogram(paths["onnx"])}
-        runners["onnx_int8"] = OnnxRunner(paths["onnx"])
         done()
     if "tflite" in paths:
         done = stage("int8 export tflite")
-        export_int8_tflite(quantized, spec.input_shape, paths["tflite"], int8_io=options.int8_io, nhwc=nhwc)
+        runners["tflite_int8"] = _write_tflite(quantized, spec, paths["tflite"], options.int8_io, nhwc)
         graph["tflite"] = {"histogram": inspect_file(paths["tflite"])["ops"],
                            **tflite_int8_report(paths["tflite"], options.int8_io)}
-        with quiet():
-            runners["tflite_int8"] = TFLiteRunner(paths["tflite"], layout="nhwc" if nhwc else "nchw")
         done()
 
     done = stage("int8 parity")
@@ -230,12 +262,12 @@ def build_int8(
                 )
 
     tflite_graph = graph.get("tflite")
-    if tflite_graph is not None and not tflite_graph["full_integer"]:
+    if tflite_graph is not None and not tflite_graph["full_integer"] and not (fallback and fallback.float_layers):
         warnings.append(
             f"the TFLite INT8 graph is not full-integer: {', '.join(tflite_graph['float_ops']) or 'no op'} runs in "
             f"float, with {tflite_graph['interior_quantize_dequantize']} QUANTIZE/DEQUANTIZE inside the graph"
         )
-    if "onnx" in graph:
+    if "onnx" in graph and not (fallback and fallback.float_layers):  # float layers there were asked for
         fused = graph["onnx"]["onnxruntime_fused"]
         in_float = {op: n for op, n in fused.items() if op in ("Conv", "Gemm", "MatMul", "Add", "Mul")}
         # ORT has no quantized HardSwish: it runs it as float HardSigmoid * x between its Q/DQ, by design
@@ -256,7 +288,8 @@ def build_int8(
         "qat": qat_record.to_dict() if qat_record is not None else None,
         "calibration": {"method": options.method, **calibration.source},
         "layers": _quantization_summary(quantized),
-        "float_layers": [],
+        "float_layers": fallback.float_layers if fallback is not None else [],
+        "accuracy_aware": fallback.to_dict() if fallback is not None else None,
         "io": {"dtype": "int8" if options.int8_io else "float32",
                "tflite": _io_quantization(paths["tflite"]) if options.int8_io and "tflite" in paths else None},
         "graph": graph,

@@ -121,7 +121,7 @@ def _is_relu6_or_relu(node: Node) -> bool:
     return False
 
 
-def _fused_activation(node: Node) -> Node | None:
+def fused_activation(node: Node) -> Node | None:
     """The ReLU/ReLU6 that consumes `node` alone, if any: the quantized op takes it as its fused activation."""
     users = list(node.users)
     if len(users) == 1 and users[0].target in FUSABLE_ACTIVATIONS and _is_relu6_or_relu(users[0]):
@@ -192,8 +192,9 @@ class EdgeQuantizer(Quantizer):
         return model
 
     def annotate(self, model: GraphModule) -> GraphModule:
+        in_float = self._float_nodes(model)
         for node in model.graph.nodes:
-            if node.op != "call_function" or _annotated(node) or self.skip(node):
+            if node.op != "call_function" or _annotated(node) or node in in_float:
                 continue
             target = node.target
             if target in WEIGHTED:
@@ -210,14 +211,37 @@ class EdgeQuantizer(Quantizer):
                 self._cat(node)
             elif target in MULTI_OUTPUT:
                 self._multi_output(node)
+        self._float_inputs(in_float)
         return model
+
+    def _float_nodes(self, model: GraphModule) -> set[Node]:
+        """The nodes `skip` keeps in float, with their fused ReLU/ReLU6 (no Q/DQ may sit between the two)."""
+        in_float = set()
+        for node in model.graph.nodes:
+            if node.op == "call_function" and self.skip(node):
+                in_float.add(node)
+                activation = fused_activation(node)
+                if activation is not None:
+                    in_float.add(activation)
+        return in_float
+
+    @staticmethod
+    def _float_inputs(in_float: set[Node]) -> None:
+        """A float layer also takes a float input. Runtimes quantize any op found between a DEQUANTIZE and a
+        QUANTIZE (ONNX Runtime's weight quantization, the TFLite converter's QDQ mode), float weights and all, so
+        the producer's output quantization goes; its other consumers quantize that edge on their own inputs."""
+        for node in in_float:
+            for producer in node.all_input_nodes:
+                annotation = producer.meta.get("quantization_annotation")
+                if annotation is not None and producer not in in_float:
+                    annotation.output_qspec = None
 
     def validate(self, model: GraphModule) -> None:
         pass
 
     def _output(self, node: Node) -> QuantizationSpec | None:
         """Observe the output after a fused ReLU/ReLU6 when there is one."""
-        activation = _fused_activation(node)
+        activation = fused_activation(node)
         if activation is not None and not self.skip(activation):
             _annotate(activation, {}, self.act)
             return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
-from torch.fx import GraphModule
+from torch.fx import GraphModule, Node
 
 from edgekit.errors import EdgekitError
 from edgekit.export.converters import ONNX_OPSET, quiet
@@ -66,26 +67,33 @@ def capture(model: nn.Module, input_shape: tuple[int, ...]) -> GraphModule:
     return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},)).module()
 
 
-def prepare(model: nn.Module, images: np.ndarray, settings: QuantSettings) -> GraphModule:
+def prepare(model: nn.Module, images: np.ndarray, settings: QuantSettings,
+            skip: Callable[[Node], bool] | None = None) -> GraphModule:
     """Check the inputs, capture the model with its BatchNorm folded, insert observers (or, with
-    `settings.qat`, fake-quantizers) and let them see the calibration images."""
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
-    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
-
+    `settings.qat`, fake-quantizers) and let them see the calibration images. Nodes for which `skip` is true
+    stay in float."""
     input_shape = tuple(int(d) for d in images.shape[1:])
     spec = getattr(model, "spec", None)
     _check_images(images, spec.input_shape if spec is not None else input_shape)
     _check_weights(model)
     # the captured graph shares its parameters with `model`: fine-tuning would change the caller's model
-    graph = capture(copy.deepcopy(model), input_shape)
+    return prepare_captured(capture(copy.deepcopy(model), input_shape), images, settings, skip)
+
+
+def prepare_captured(graph: GraphModule, images: np.ndarray, settings: QuantSettings,
+                     skip: Callable[[Node], bool] | None = None) -> GraphModule:
+    """`prepare` on a graph from `capture`, which it changes in place: pass a copy to prepare one twice."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
     with quiet():
         if settings.qat:
             # BN folded once with its running statistics, as post-training does, so the fine-tuned graph is the
             # exported one: no train/eval BN switch and no re-folding after training
             _fuse_conv_bn_(graph)
-            prepared = prepare_qat_pt2e(graph, EdgeQuantizer(settings))
+            prepared = prepare_qat_pt2e(graph, EdgeQuantizer(settings, skip))
         else:
-            prepared = prepare_pt2e(graph, EdgeQuantizer(settings))
+            prepared = prepare_pt2e(graph, EdgeQuantizer(settings, skip))
     with torch.no_grad():
         for start in range(0, len(images), CALIBRATION_BATCH):
             prepared(torch.from_numpy(np.ascontiguousarray(images[start:start + CALIBRATION_BATCH])))
