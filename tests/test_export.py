@@ -74,9 +74,9 @@ def test_onnx_dynamic_batch_and_checker(tmp_path):
 
 
 def test_torchvision_weights_export_with_their_hash(tmp_path):
-    from test_torchvision_weights import _weights_file
+    from edgekit.pretrained import torchvision_mobilenet_v2
 
-    weights = _weights_file()
+    weights = torchvision_mobilenet_v2()
     spec = resolve_spec("mobilenet_v2", resolution=96)
     manifest = export_model(spec, weights=weights, formats=["onnx"], out=tmp_path / "a").manifest
     assert manifest["source"]["sha256"] == sha256_file(weights)
