@@ -279,6 +279,10 @@ def export(
     per_tensor: Annotated[bool, typer.Option(
         "--per-tensor", help="One weight scale per tensor instead of per channel (to see why per-channel "
         "matters).")] = False,
+    equalize: Annotated[bool, typer.Option(
+        "--equalize", help="Cross-layer equalization before calibration: rescale convolution pairs joined by a "
+        "ReLU (or nothing) so that per-tensor weight scales fit every channel. Exact; ReLU6 pairs are left alone.")
+    ] = False,
     int8_io: Annotated[bool, typer.Option(
         "--int8-io", help="INT8 TFLite takes and returns int8 tensors (scale and zero point in the manifest).")
     ] = False,
@@ -338,12 +342,12 @@ def export(
             raise EdgekitError("--max-drop takes a budget >= 0 in percentage points and evaluation data: "
                                "add --eval auto (a checkpoint's own data) or --eval DATA.")
         int8_options = Int8Options(calib_size=calib_size, method=calib_method, per_channel=not per_tensor,
-                                   int8_io=int8_io, qat=schedule, max_drop=max_drop)
+                                   equalize=equalize, int8_io=int8_io, qat=schedule, max_drop=max_drop)
         int8_options.settings()  # a bad --calib-method fails before any work
         calibration, preprocess = _calibration_data(calib, trained, spec, preprocess)
-    elif calib is not None or int8_io or per_tensor or qat_epochs or max_drop is not None:
-        raise EdgekitError("--calib, --per-tensor, --int8-io, --qat-epochs and --max-drop apply to INT8 export: "
-                           "add --int8.")
+    elif calib is not None or int8_io or per_tensor or equalize or qat_epochs or max_drop is not None:
+        raise EdgekitError("--calib, --per-tensor, --equalize, --int8-io, --qat-epochs and --max-drop apply to "
+                           "INT8 export: add --int8.")
     with err_console.status("exporting") as status:
         result = export_model(
             spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,

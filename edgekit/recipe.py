@@ -73,6 +73,7 @@ class Int8Section:
     calib_size: int = field(default=512, metadata=_range(1))
     calib_method: str = field(default="minmax", metadata=_choice("minmax", "percentile", "mse"))
     per_tensor: bool = False
+    equalize: bool = False
     int8_io: bool = False
     max_drop: float | None = field(default=None, metadata=_range(0.0))
     qat_epochs: int = field(default=0, metadata=_range(0))

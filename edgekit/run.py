@@ -78,8 +78,8 @@ def _export_settings(recipe: Recipe) -> dict[str, Any]:
     return {
         "formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc,
         "int8": {"calib_size": int8.calib_size, "calib_method": int8.calib_method, "per_tensor": int8.per_tensor,
-                 "int8_io": int8.int8_io, "qat_epochs": int8.qat_epochs, "qat_lr": int8.qat_lr,
-                 "max_drop": int8.max_drop},
+                 "equalize": int8.equalize, "int8_io": int8.int8_io, "qat_epochs": int8.qat_epochs,
+                 "qat_lr": int8.qat_lr, "max_drop": int8.max_drop},
     }
 
 
@@ -92,8 +92,8 @@ def _int8_options(settings: dict[str, Any], trained: TrainedModel) -> Int8Option
         schedule = schedule_for(int8["qat_epochs"], int8["qat_lr"], trained.spec, DataSource.parse(trained.data),
                                 trained)
     return Int8Options(calib_size=int8["calib_size"], method=int8["calib_method"],
-                       per_channel=not int8["per_tensor"], int8_io=int8["int8_io"], qat=schedule,
-                       max_drop=int8["max_drop"])
+                       per_channel=not int8["per_tensor"], equalize=int8["equalize"], int8_io=int8["int8_io"],
+                       qat=schedule, max_drop=int8["max_drop"])
 
 
 def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | None = None) -> RunReport:

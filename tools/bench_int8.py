@@ -5,6 +5,7 @@
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt    # also FP32 vs INT8 top-1 on its validation data
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --qat-epochs 1   # INT8 fine-tuned quantization-aware
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --per-tensor --max-drop 0.5   # float fallback's cost
+    python tools/bench_int8.py --checkpoint runs/NAME/best.pt --per-tensor --equalize       # cross-layer equalization
 
 Latency: median of --runs single-image inferences after --warmup, ONNX Runtime CPU provider and the TFLite
 interpreter with XNNPACK. The models are exported by edgekit's own pipeline (random weights with BatchNorm
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=0, help="Quantization-aware epochs (needs --checkpoint).")
     parser.add_argument("--qat-lr", type=float, default=DEFAULT_QAT_LR)
     parser.add_argument("--per-tensor", action="store_true", help="Per-tensor weight scales.")
+    parser.add_argument("--equalize", action="store_true", help="Cross-layer equalization before calibration.")
     parser.add_argument("--max-drop", type=float, help="Accuracy-aware float fallback (needs --checkpoint).")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -82,7 +84,8 @@ def main() -> None:
             spec = resolve_spec(args.model, width=args.width, resolution=args.resolution)
             weights, preprocess, val, train = _weights_with_statistics(spec, Path(tmp) / "w.pt"), None, None, None
         print(f"{spec.name} width {spec.width:g} at {spec.resolution}px, {args.threads} thread(s), "
-              f"{'per-tensor' if args.per_tensor else 'per-channel'} weights, torch {torch.__version__}", flush=True)
+              f"{'per-tensor' if args.per_tensor else 'per-channel'} weights"
+              f"{', cross-layer equalized' if args.equalize else ''}, torch {torch.__version__}", flush=True)
         schedule = None
         if args.qat_epochs:
             if args.checkpoint is None:
@@ -90,7 +93,8 @@ def main() -> None:
             schedule = schedule_for(args.qat_epochs, args.qat_lr, spec, source, trained)
         if args.max_drop is not None and args.checkpoint is None:
             parser.error("--max-drop needs --checkpoint (it measures the drop on the checkpoint's data)")
-        options = Int8Options(qat=schedule, per_channel=not args.per_tensor, max_drop=args.max_drop)
+        options = Int8Options(qat=schedule, per_channel=not args.per_tensor, equalize=args.equalize,
+                              max_drop=args.max_drop)
         result = export_model(spec, weights=weights, out=out, preprocess=preprocess, data=val,
                               evaluate_accuracy=val is not None, int8=options, calibration_data=train)
         x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)

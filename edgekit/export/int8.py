@@ -45,13 +45,14 @@ class Int8Options:
     int8_io: bool = False
     qat: QatSchedule | None = None  # quantization-aware fine-tuning after calibration; None: post-training
     max_drop: float | None = None  # accuracy-aware: layers go back to float until the top-1 drop fits (pp)
+    equalize: bool = False  # cross-layer equalization before calibration
 
     def settings(self) -> QuantSettings:
         if self.method not in CALIBRATION_METHODS:
             raise EdgekitError(
                 f"unknown calibration method {self.method!r}: choose from {', '.join(CALIBRATION_METHODS)}."
             )
-        return QuantSettings(method=self.method, per_channel=self.per_channel)
+        return QuantSettings(method=self.method, per_channel=self.per_channel, equalize=self.equalize)
 
 
 @dataclass
@@ -283,6 +284,8 @@ def build_int8(
             "bias": "int32 (input scale x weight scale)",
             "batch_norm": "folded into the convolutions",
             "fused_activations": "ReLU and ReLU6 observed after the clamp and fused into the producing op",
+            "equalization": (f"cross-layer, {quantized.equalized_pairs} convolution pair(s) joined by ReLU or "
+                             "nothing" if options.equalize else None),
         },
         "method": "post-training" if qat_record is None else "quantization-aware",
         "qat": qat_record.to_dict() if qat_record is not None else None,

@@ -71,6 +71,7 @@ class QuantSettings:
     method: str = "minmax"
     per_channel: bool = True
     qat: bool = False
+    equalize: bool = False  # cross-layer equalization of conv pairs before calibration (edgekit/quantize/equalize.py)
 
 
 def _activation_spec(settings: QuantSettings) -> QuantizationSpec:

@@ -21,6 +21,7 @@ from torch.fx import GraphModule, Node
 from edgekit.errors import EdgekitError
 from edgekit.export.converters import ONNX_OPSET, quiet
 from edgekit.quantize.annotator import EdgeQuantizer, QuantSettings
+from edgekit.quantize.equalize import equalize
 from edgekit.quantize.onnx_qdq import tidy_qdq
 from edgekit.quantize.tflite_io import add_float_io
 
@@ -35,6 +36,7 @@ class QuantizedModel:
     graph: GraphModule
     settings: QuantSettings
     calibration_images: int
+    equalized_pairs: int = 0  # convolution pairs cross-layer equalized before calibration
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.graph(batch)
@@ -86,14 +88,20 @@ def prepare_captured(graph: GraphModule, images: np.ndarray, settings: QuantSett
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
+    equalized = 0
     with quiet():
-        if settings.qat:
+        if settings.qat or settings.equalize:
             # BN folded once with its running statistics, as post-training does, so the fine-tuned graph is the
-            # exported one: no train/eval BN switch and no re-folding after training
+            # exported one: no train/eval BN switch and no re-folding after training. Equalization needs the
+            # folded weights too.
             _fuse_conv_bn_(graph)
+        if settings.equalize:
+            equalized = equalize(graph)
+        if settings.qat:
             prepared = prepare_qat_pt2e(graph, EdgeQuantizer(settings, skip))
         else:
             prepared = prepare_pt2e(graph, EdgeQuantizer(settings, skip))
+    prepared.edgekit_equalized_pairs = equalized
     with torch.no_grad():
         for start in range(0, len(images), CALIBRATION_BATCH):
             prepared(torch.from_numpy(np.ascontiguousarray(images[start:start + CALIBRATION_BATCH])))
@@ -104,9 +112,11 @@ def convert(prepared: GraphModule, settings: QuantSettings, calibration_images: 
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    equalized = getattr(prepared, "edgekit_equalized_pairs", 0)
     with quiet():
         converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
-    return QuantizedModel(graph=converted, settings=settings, calibration_images=calibration_images)
+    return QuantizedModel(graph=converted, settings=settings, calibration_images=calibration_images,
+                          equalized_pairs=equalized)
 
 
 def quantize_ptq(model: nn.Module, images: np.ndarray, settings: QuantSettings) -> QuantizedModel:
