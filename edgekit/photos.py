@@ -6,6 +6,8 @@ dozen natural photos and random crops of them, prepared with torchvision's Image
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
                   "retina", "camera", "coins", "clock")
 
 
+@functools.cache
 def sample_photos() -> dict[str, np.ndarray]:
     """Every sample photo as an RGB uint8 HxWx3 array, by name (grayscale ones replicated to three channels)."""
     from skimage import data
@@ -32,7 +35,7 @@ def sample_photos() -> dict[str, np.ndarray]:
 def imagenet_preprocess(image: np.ndarray, size: int = 224) -> np.ndarray:
     """torchvision's ImageNet evaluation transform: resize the short side to size * 8/7, center-crop, normalise.
     Returns 1x3xHxW float32."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     h, w = x.shape[-2:]
     scale = round(size * 8 / 7) / min(h, w)
     x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True,

@@ -132,6 +132,15 @@ def warmup_cosine(warmup_steps: int, total_steps: int):  # noqa: ANN201 (a Lambd
     return factor
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str, where: str, fix: str) -> None:
+    """Backpropagate `loss` and step; a non-finite loss stops training with where it happened and what to change."""
+    if not torch.isfinite(loss):
+        raise EdgekitError(f"the {what} became {loss.item()} at {where}: {fix}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
 
@@ -313,14 +322,8 @@ def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str
                 y = labels.to(ctx.device)
                 logits = ddp(x)
                 loss = criterion(logits, y)
-                if not torch.isfinite(loss):
-                    raise EdgekitError(
-                        f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}: "
-                        "lower train.lr or raise train.warmup_epochs in the recipe."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                optimizer_step(optimizer, loss, "loss", f"epoch {epoch}, step {step + 1}",
+                               "lower train.lr or raise train.warmup_epochs in the recipe.")
                 scheduler.step()
                 if ema is not None:
                     ema.update(model)

@@ -262,13 +262,14 @@ def build_int8(
                     f"(expected >= {MIN_FORMAT_AGREEMENT:.0%}): please report this model and version"
                 )
 
+    float_asked = bool(fallback and fallback.float_layers)  # --max-drop's float layers are not a defect to warn of
     tflite_graph = graph.get("tflite")
-    if tflite_graph is not None and not tflite_graph["full_integer"] and not (fallback and fallback.float_layers):
+    if tflite_graph is not None and not tflite_graph["full_integer"] and not float_asked:
         warnings.append(
             f"the TFLite INT8 graph is not full-integer: {', '.join(tflite_graph['float_ops']) or 'no op'} runs in "
             f"float, with {tflite_graph['interior_quantize_dequantize']} QUANTIZE/DEQUANTIZE inside the graph"
         )
-    if "onnx" in graph and not (fallback and fallback.float_layers):  # float layers there were asked for
+    if "onnx" in graph and not float_asked:
         fused = graph["onnx"]["onnxruntime_fused"]
         in_float = {op: n for op, n in fused.items() if op in ("Conv", "Gemm", "MatMul", "Add", "Mul")}
         # ORT has no quantized HardSwish: it runs it as float HardSigmoid * x between its Q/DQ, by design

@@ -23,6 +23,7 @@ from edgekit.errors import EdgekitError
 from edgekit.quantize.annotator import QuantSettings
 from edgekit.quantize.int8 import QuantizedModel, convert, prepare
 from edgekit.recipe import DEFAULT_QAT_LR
+from edgekit.train import optimizer_step
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,8 @@ def quantize_qat(
             batch = order[step * schedule.batch_size:(step + 1) * schedule.batch_size]
             x = preprocess.tensor(augment(train.images[batch], generator, schedule.crop_padding, schedule.hflip))
             loss = criterion(prepared(x), train.labels[batch])
-            if not torch.isfinite(loss):
-                raise EdgekitError(
-                    f"the quantization-aware loss became {loss.item()} at epoch {epoch}, step {step + 1}: "
-                    "lower --qat-lr."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, loss, "quantization-aware loss", f"epoch {epoch}, step {step + 1}",
+                           "lower --qat-lr.")
             loss_sum += loss.item()
             if on_step is not None:
                 on_step(epoch, step + 1, steps, loss_sum / (step + 1))
