@@ -664,6 +664,167 @@ def inspect_cmd(
     console.print(ops)
 
 
+def _thread_counts(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        counts = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise EdgekitError(f"--threads {text!r} is not a list of thread counts: write e.g. --threads 1,2,4.")
+    return counts
+
+
+@app.command()
+@_user_errors
+def bench(
+    target: Annotated[Path, typer.Argument(help="An artifact directory (all its .tflite/.onnx files), or one file.")],
+    device: Annotated[str, typer.Option(
+        "--device", "-d", help="Device profile name(s), comma-separated (run concurrently), or a profile .yaml; "
+                               "`edgekit devices` lists them.")] = "local",
+    runtime: Annotated[str, typer.Option(help="tflite, onnxruntime, or auto (each file's own).")] = "auto",
+    threads: Annotated[str | None, typer.Option(help="Thread counts, e.g. 1,2,4 (default: the profile's).")] = None,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs at least (and at least --warmup-seconds).")] = 1,
+    warmup_seconds: Annotated[float, typer.Option(help="Warm-up time at least, per configuration.")] = 1.0,
+    runs: Annotated[int, typer.Option(help="Timed runs at least (and at least --min-seconds).")] = 50,
+    min_seconds: Annotated[float, typer.Option(help="Timed seconds at least, per configuration.")] = 1.0,
+    cores: Annotated[str | None, typer.Option(
+        help="Hex CPU mask to pin to, e.g. f0 for the big cores of a 4+4 phone (default: the profile's).")] = None,
+    op_profile: Annotated[bool, typer.Option(
+        "--op-profile", help="Per-operator times (ONNX Runtime's profiler; benchmark_model's op profiling).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Latency on a device, measured like TFLite's benchmark_model: load, first run, warm-up, then steady state.
+
+    Configurations (files x thread counts) run interleaved in rounds, so drift hits all alike. The figures are
+    appended to the artifact's manifest.json. Exit code 1 when a device could not be benchmarked.
+    """
+    from edgekit.bench.run import BenchOptions
+    from edgekit.bench.run import bench as run_bench
+    from edgekit.devices.profiles import load_profile, parse_cores
+
+    if runtime not in ("auto", "tflite", "onnxruntime"):
+        raise EdgekitError(f"--runtime {runtime!r}: use tflite, onnxruntime or auto.")
+    if runs < 1 or warmup < 0 or min_seconds < 0 or warmup_seconds < 0:
+        raise EdgekitError("--runs must be >= 1, and --warmup, --warmup-seconds, --min-seconds >= 0.")
+    profiles = [load_profile(name.strip()) for name in device.split(",") if name.strip()]
+    if not profiles:
+        raise EdgekitError("--device is empty: name a device (e.g. --device local).")
+    options = BenchOptions(runtime=runtime, threads=_thread_counts(threads), warmup_runs=warmup,
+                           warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
+                           cores=parse_cores(cores), op_profile=op_profile)
+    with err_console.status(f"benchmarking on {', '.join(p.name for p in profiles)}", spinner="dots") as status:
+        def done(outcome: Any, profile: Any) -> None:
+            status.update(f"{profile.name}: {'failed' if isinstance(outcome, EdgekitError) else 'done'}")
+
+        runs_done, failures = run_bench(target, profiles, options, on_done=done)
+    if as_json:
+        _print_json({"runs": [vars(r) for r in runs_done],
+                     "failures": [{"device": p.name, "error": str(e)} for p, e in failures]})
+    else:
+        _print_bench(runs_done)
+    for profile, error in failures:
+        err_console.print(f"[bold red]error:[/] {profile.name}: {error}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_bench(runs: list[Any]) -> None:
+    table = Table(title="latency (ms)")
+    for col in ("device", "file", "runtime", "threads", "load", "first", "mean", "std", "min", "p50", "p90",
+                "p99", "max", "runs", "RSS MB", "XNNPACK"):
+        table.add_column(col, justify="left" if col in ("device", "file", "runtime") else "right")
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    for run in runs:
+        for r in run.results:
+            s, d = r["steady"], r.get("delegation", {})
+            xnn = f"{d['delegated']}/{d['nodes']}" if "nodes" in d else "-"
+            rss = r.get("rss_load_mb", r.get("memory_overall_mb"))
+            table.add_row(run.device, r["file"], f"{r['runtime']} {r.get('runtime_version') or ''}".strip(),
+                          str(r["threads"]), ms(r.get("load_ms")), ms(r.get("first_ms")), ms(s["mean_ms"]),
+                          ms(s["std_ms"]), ms(s["min_ms"]), ms(s["p50_ms"]), ms(s["p90_ms"]), ms(s["p99_ms"]),
+                          ms(s["max_ms"]), str(s["count"]), "-" if rss is None else f"{rss:.1f}", xnn)
+    console.print(table)
+    for run in runs:
+        where = run.info.get("cpu_model") or run.info.get("model") or "?"
+        console.print(f"{run.device}: {where}, {run.info.get('arch', '?')}, {run.info.get('cores', '?')} cores, "
+                      f"runner peak RSS {run.info.get('peak_rss_mb', 0):.0f} MB", highlight=False)
+        for warning in run.warnings:
+            console.print(f"[yellow]warning:[/] {run.device}: {warning}", highlight=False)
+        for r in run.results:
+            for warning in r.get("warnings", []):
+                console.print(f"[yellow]warning:[/] {run.device} {r['file']} x{r['threads']}: {warning}",
+                              highlight=False)
+            if r.get("op_profile"):
+                ops = ", ".join(f"{op} {t:.3f}" for op, t in list(r["op_profile"]["by_op_type_ms"].items())[:6])
+                console.print(f"{run.device} {r['file']} x{r['threads']} ms per op type: {ops}", highlight=False)
+
+
+devices_app = typer.Typer(help="Device profiles: list them, or check one (`edgekit devices check NAME`).",
+                          invoke_without_command=True, no_args_is_help=False)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback()
+@_user_errors
+def devices_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the device profiles edgekit can find (devices/*.yaml, your edgekit directory, $EDGEKIT_DEVICES)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgekit.devices.profiles import LOCAL, find_profiles, read_profile, search_path
+
+    profiles = {"local": LOCAL} | {name: read_profile(path) for name, path in find_profiles().items()}
+    rows = [{"name": name, "transport": p.transport, "arch": p.arch, "threads": list(p.threads), "cores": p.cores,
+             "description": p.description, "file": str(p.source) if p.source else None}
+            for name, p in profiles.items()]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="devices")
+    for col in ("name", "transport", "arch", "threads", "cores", "description"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["name"], row["transport"], row["arch"] or "-", ",".join(map(str, row["threads"])),
+                      row["cores"] or "-", row["description"])
+    console.print(table)
+    console.print("looked in: " + ", ".join(str(d) for d in search_path()), highlight=False)
+
+
+@devices_app.command("check")
+@_user_errors
+def devices_check(
+    name: Annotated[str, typer.Argument(help="A device profile name (or a profile .yaml).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Reach a device and probe it: arch, CPU, cores, Python, runtimes, governor, free space. Exit 1 if unusable."""
+    from edgekit.devices.check import check_device
+    from edgekit.devices.profiles import load_profile
+
+    profile = load_profile(name)
+    checks, info = check_device(profile)
+    failed = [c for c in checks if not c.ok and c.required]
+    if as_json:
+        _print_json({"device": profile.name, "ok": not failed, "checks": [c.to_dict() for c in checks],
+                     "info": info})
+    else:
+        table = Table(title=f"{profile.name} ({profile.transport})")
+        for col in ("check", "status", "detail", "fix"):
+            table.add_column(col)
+        for c in checks:
+            status = "[green]ok[/]" if c.ok else ("[red]missing[/]" if c.required else "[yellow]advice[/]")
+            table.add_row(c.name, status, c.detail, c.fix)
+        console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

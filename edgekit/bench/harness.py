@@ -1,0 +1,422 @@
+"""The on-device benchmark harness: one self-contained script, numpy plus whichever runtime the device has.
+
+edgekit copies this file to the device (or runs it locally) and reads the JSON it prints. It imports nothing from
+edgekit, so it runs wherever python3 and numpy do. The measurement follows TFLite's benchmark_model: model load,
+first inference, warm-up (at least --warmup-runs and --warmup-seconds), then steady state (at least --runs and
+--min-seconds), with every configuration's steady-state runs interleaved in rounds so that drift (thermal
+throttling, a background job) hits all of them alike instead of the last one.
+
+    python3 harness.py --model m.tflite --input m.npy --threads 1,2 --json-out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy as np
+
+HARNESS_VERSION = 1
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str | None:
+    model = _read("/sys/firmware/devicetree/base/model")
+    if model:
+        return model
+    text = _read("/proc/cpuinfo") or ""
+    for key in ("Model", "model name", "Hardware"):
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key and value.strip():
+                return value.strip()
+    return platform.processor() or None
+
+
+def _cpu_parts() -> list[str]:
+    """ARM 'CPU part' ids per core (0xd08 = Cortex-A72, ...): how big.LITTLE cores tell apart."""
+    text = _read("/proc/cpuinfo") or ""
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("CPU part")]
+
+
+def _governors() -> list[str]:
+    found = []
+    for cpu in range(os.cpu_count() or 1):
+        governor = _read(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor")
+        if governor:
+            found.append(governor)
+    return sorted(set(found))
+
+
+def _temperature_c() -> float | None:
+    text = _read("/sys/class/thermal/thermal_zone0/temp")
+    try:
+        return int(text) / 1000.0 if text else None
+    except ValueError:
+        return None
+
+
+def _frequencies_khz() -> list[int]:
+    found = []
+    for cpu in range(os.cpu_count() or 1):
+        text = _read(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq")
+        if text and text.isdigit():
+            found.append(int(text))
+    return found
+
+
+def _max_frequencies_khz() -> list[int]:
+    found = []
+    for cpu in range(os.cpu_count() or 1):
+        text = _read(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq")
+        if text and text.isdigit():
+            found.append(int(text))
+    return found
+
+
+def _rss_mb() -> float | None:
+    text = _read("/proc/self/statm")
+    if not text:
+        return None
+    return int(text.split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _throttled() -> int | None:
+    """The Raspberry Pi firmware's throttle bits (vcgencmd get_throttled), None where there is no such tool."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5)
+        return int(done.stdout.strip().split("=")[1], 16)
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def device_state() -> dict:
+    return {
+        "throttled": _throttled(),
+        "cpu_model": _cpu_model(),
+        "cpu_parts": _cpu_parts(),
+        "cores": os.cpu_count(),
+        "governors": _governors(),
+        "temperature_c": _temperature_c(),
+        "frequencies_khz": _frequencies_khz(),
+        "max_frequencies_khz": _max_frequencies_khz(),
+    }
+
+
+def probe() -> dict:
+    """What this device is and which runtimes it has: `edgekit devices check` prints it."""
+    runtimes = {}
+    for name, module in (("ai-edge-litert", "ai_edge_litert"), ("tflite-runtime", "tflite_runtime"),
+                         ("tensorflow", "tensorflow"), ("onnxruntime", "onnxruntime")):
+        try:
+            imported = __import__(module)
+            runtimes[name] = getattr(imported, "__version__", "unknown")
+        except Exception:  # noqa: BLE001 - a broken install is as good as none here
+            continue
+    free = None
+    try:
+        stat = os.statvfs(os.getcwd())
+        free = stat.f_bavail * stat.f_frsize / 2**20
+    except OSError:
+        pass
+    return {
+        "arch": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "runtimes": runtimes,
+        "free_mb": free,
+        **device_state(),
+    }
+
+
+# --- runtimes ---------------------------------------------------------------------------------------------------
+
+
+def _tflite_module() -> tuple[str, str, object]:
+    try:
+        import ai_edge_litert
+        from ai_edge_litert import interpreter
+        return "ai-edge-litert", getattr(ai_edge_litert, "__version__", "unknown"), interpreter
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime
+        from tflite_runtime import interpreter
+        return "tflite-runtime", getattr(tflite_runtime, "__version__", "unknown"), interpreter
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+        return "tensorflow", tf.__version__, tf.lite
+    except ImportError:
+        raise SystemExit("no TFLite runtime on this device: pip install ai-edge-litert (or tflite-runtime)") from None
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype in (np.float32, np.float16):
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] in (np.float32, np.float16):
+        return y.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale
+
+
+def _delegated(interpreter: object) -> dict:
+    """How many of the graph's nodes a delegate (XNNPACK) took, and in how many partitions."""
+    try:
+        ops = interpreter._get_ops_details()  # noqa: SLF001 - the only view of the execution plan from Python
+    except Exception:  # noqa: BLE001
+        return {"known": False}
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op for op in nodes for t in op["outputs"]}
+    taken: set[int] = set()
+    for delegate in delegates:
+        boundary = {int(t) for t in delegate["inputs"]}
+        stack = [int(t) for t in delegate["outputs"]]
+        while stack:
+            op = producer.get(stack.pop())
+            if op is None or op["index"] in taken:
+                continue
+            taken.add(op["index"])
+            stack.extend(int(t) for t in op["inputs"] if int(t) not in boundary)
+    left = sorted({op["op_name"] for op in nodes if op["index"] not in taken})
+    return {"known": True, "nodes": len(nodes), "delegated": len(taken), "partitions": len(delegates),
+            "left_on_cpu": left}
+
+
+class TFLiteModel:
+    def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
+        self.runtime, self.version, module = _tflite_module()
+        kwargs = {"model_path": path, "num_threads": threads}
+        resolver = getattr(module, "OpResolverType", None)
+        if resolver is not None:
+            kwargs["experimental_op_resolver_type"] = (
+                resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter = module.Interpreter(**kwargs)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.delegation = _delegated(self.interpreter) if xnnpack else {"known": True, "delegated": 0}
+
+    def set_input(self, x: np.ndarray) -> None:
+        self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def output_value(self) -> np.ndarray:
+        return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+class OnnxModel:
+    def __init__(self, path: str, threads: int, profile_dir: str | None = None) -> None:
+        import onnxruntime as ort
+
+        self.runtime, self.version = "onnxruntime", ort.__version__
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if profile_dir:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(profile_dir, f"ort_t{threads}")
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        self.feed: dict = {}
+        self.result: list = []
+        self.delegation = {"known": True, "provider": self.session.get_providers()[0]}
+
+    def set_input(self, x: np.ndarray) -> None:
+        dtype = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}.get(
+            self.input.type, np.float32)
+        self.feed = {self.input.name: x.astype(dtype)}
+
+    def invoke(self) -> None:
+        self.result = self.session.run(None, self.feed)
+
+    def output_value(self) -> np.ndarray:
+        return np.asarray(self.result[0], dtype=np.float32)
+
+
+def open_model(path: str, runtime: str, threads: int, profile_dir: str | None = None):  # noqa: ANN201
+    if runtime == "auto":
+        runtime = "onnxruntime" if path.endswith(".onnx") else "tflite"
+    if runtime == "onnxruntime":
+        return OnnxModel(path, threads, profile_dir)
+    return TFLiteModel(path, threads)
+
+
+# --- measurement ------------------------------------------------------------------------------------------------
+
+
+def summarize(times_ms: list[float]) -> dict:
+    values = np.asarray(times_ms, dtype=np.float64)
+    return {
+        "count": int(values.size),
+        "mean_ms": float(values.mean()),
+        "std_ms": float(values.std()),
+        "min_ms": float(values.min()),
+        "p50_ms": float(np.percentile(values, 50)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(values.max()),
+    }
+
+
+def _timed(model: object) -> float:
+    start = time.perf_counter()
+    model.invoke()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
+            rounds: int, profile_dir: str | None = None) -> list[dict]:
+    """Load, first inference and warm-up per configuration, then interleaved steady-state rounds."""
+    results = []
+    models = []
+    for config in configs:
+        rss_before = _rss_mb()
+        start = time.perf_counter()
+        model = open_model(config["model"], config["runtime"], config["threads"], profile_dir)
+        load_ms = (time.perf_counter() - start) * 1000.0
+        model.set_input(np.load(config["input"]))
+        first_ms = _timed(model)
+        output = model.output_value()
+        rss_after = _rss_mb()
+        warm = []
+        deadline = time.perf_counter() + warmup_seconds
+        while len(warm) < warmup_runs or time.perf_counter() < deadline:
+            warm.append(_timed(model))
+        models.append(model)
+        results.append({
+            "model": os.path.basename(config["model"]),
+            "runtime": model.runtime,
+            "runtime_version": model.version,
+            "threads": config["threads"],
+            "delegation": model.delegation,
+            "load_ms": load_ms,
+            "first_ms": first_ms,
+            "warmup": {"count": len(warm), "mean_ms": float(np.mean(warm))},
+            "rss_load_mb": None if rss_before is None else rss_after - rss_before,
+            "output": output.reshape(-1)[:1000].tolist(),
+            "_times": [],
+        })
+    # Each round gives every configuration an equal share of runs; stop once all meet both minimums.
+    per_round = max(1, math.ceil(runs / max(1, rounds)))
+    spent = [0.0] * len(models)
+    while True:
+        pending = [i for i, r in enumerate(results) if len(r["_times"]) < runs or spent[i] < min_seconds * 1000.0]
+        if not pending:
+            break
+        for i in pending:
+            for _ in range(per_round):
+                t = _timed(models[i])
+                results[i]["_times"].append(t)
+                spent[i] += t
+    for model, result in zip(models, results):  # noqa: B905 - runs on Pythons before 3.10
+        result["steady"] = summarize(result.pop("_times"))
+        if profile_dir and isinstance(model, OnnxModel):
+            result["op_profile"] = _onnx_op_profile(model.session.end_profiling())
+    return results
+
+
+def _onnx_op_profile(path: str, top: int = 10) -> dict:
+    """ONNX Runtime's per-node trace, summed by op type and by node (mean ms per inference)."""
+    with open(path, encoding="utf-8") as f:
+        events = json.load(f)
+    os.remove(path)
+    runs = sum(1 for e in events if e.get("name") == "model_run") or 1
+    by_type: dict[str, float] = {}
+    by_node: dict[str, list] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        op = event.get("args", {}).get("op_name", "?")
+        ms = event.get("dur", 0) / 1000.0 / runs
+        by_type[op] = by_type.get(op, 0.0) + ms
+        node = by_node.setdefault(event["name"][: -len("_kernel_time")], [op, 0.0])
+        node[1] += ms
+    nodes = sorted(by_node.items(), key=lambda item: -item[1][1])[:top]
+    return {"by_op_type_ms": dict(sorted(by_type.items(), key=lambda item: -item[1])),
+            "top_nodes": [{"node": name, "op": op, "ms": ms} for name, (op, ms) in nodes]}
+
+
+def _set_cores(mask: str | None) -> list[int] | None:
+    if not mask:
+        return None
+    value = int(mask, 16)
+    cores = [bit for bit in range(value.bit_length()) if value >> bit & 1]
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--probe", action="store_true", help="print what this device has and exit")
+    parser.add_argument("--model", action="append", default=[], help="a .tflite or .onnx file (repeatable)")
+    parser.add_argument("--input", action="append", default=[], help="an .npy input per --model, in its layout")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "tflite", "onnxruntime"])
+    parser.add_argument("--threads", default="1", help="comma-separated thread counts")
+    parser.add_argument("--warmup-runs", type=int, default=1)
+    parser.add_argument("--warmup-seconds", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cores", help="hex CPU mask to pin to, e.g. f0 for the big cores of a 4+4 SoC")
+    parser.add_argument("--op-profile", help="directory for ONNX Runtime's per-operator profile")
+    parser.add_argument("--json-out", help="write the JSON here instead of stdout")
+    args = parser.parse_args(argv)
+    if args.probe:
+        report = probe()
+    else:
+        if len(args.input) != len(args.model):
+            parser.error("give one --input per --model")
+        cores = _set_cores(args.cores)
+        threads = [int(t) for t in args.threads.split(",")]
+        configs = [{"model": m, "input": i, "runtime": args.runtime, "threads": t}
+                   for m, i in zip(args.model, args.input) for t in threads]  # noqa: B905
+        before = device_state()
+        results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
+                          args.rounds, args.op_profile)
+        report = {"harness": HARNESS_VERSION, "arch": platform.machine(), "python": platform.python_version(),
+                  "cores_pinned": cores, "before": before, "after": device_state(),
+                  "peak_rss_mb": _peak_rss_mb(), "results": results}
+    text = json.dumps(report)
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""`edgekit bench`: push the models and the harness to a device, run it, read the figures back, record them.
+
+One device run: make a temp dir on the device, push harness + models + inputs, probe what the device has, run the
+harness (or benchmark_model on a phone that has no Python), read its JSON, remove the temp dir whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import MANIFEST, read_manifest, sha256_file, write_json_atomic
+from edgekit.bench import benchmark_model, harness
+from edgekit.devices.profiles import DeviceProfile
+from edgekit.devices.transports import DeviceError, Transport, connect
+from edgekit.errors import EdgekitError
+
+HARNESS = Path(harness.__file__)
+FORMAT_RUNTIME = {".tflite": "tflite", ".onnx": "onnxruntime"}
+# Runtimes the harness can use for each edgekit runtime name, as its probe reports them.
+RUNTIME_PACKAGES = {"tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow"), "onnxruntime": ("onnxruntime",)}
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    runtime: str = "auto"
+    threads: tuple[int, ...] | None = None  # None: the device profile's
+    warmup_runs: int = 1
+    warmup_seconds: float = 1.0
+    runs: int = 50
+    min_seconds: float = 1.0
+    rounds: int = 5
+    cores: str | None = None  # None: the device profile's
+    op_profile: bool = False
+
+
+@dataclass
+class ModelFile:
+    path: Path
+    runtime: str
+    input: np.ndarray
+    reference: np.ndarray  # this machine's output for `input`, to check the device computes the same
+    output_step: float  # about one quantization step of the output for INT8 graphs, 0 for float ones
+    artifact: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class DeviceRun:
+    device: str
+    transport: str
+    info: dict[str, Any]
+    results: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- what to run ------------------------------------------------------------------------------------------------
+
+
+def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ...]) -> np.ndarray:
+    """One input in the file's own layout: a real preprocessed sample when the manifest names a dataset."""
+    record = (manifest or {}).get("input", {})
+    nhwc = record.get("layout", {}).get(path.suffix[1:]) == "nhwc" or (
+        not record and len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
+    preprocess = record.get("preprocess")
+    if preprocess and record.get("data"):
+        from edgekit.data import DataSource, Preprocess, load_split
+
+        pre = Preprocess.from_dict(preprocess)
+        images = load_split(DataSource.parse(record["data"]), "val", pre.resolution, pre.channels).images[:1]
+        x = pre(images)
+    else:
+        rng = np.random.default_rng(0)
+        nchw = (shape[0], shape[3], shape[1], shape[2]) if nhwc else tuple(shape)
+        if preprocess:  # the range of a normalised [0, 1] image, per channel
+            mean = np.asarray(preprocess["mean"], np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(preprocess["std"], np.float32).reshape(1, -1, 1, 1)
+            x = (rng.random(nchw, dtype=np.float32) - mean) / std
+        else:
+            x = rng.uniform(-1.0, 1.0, nchw).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x, dtype=np.float32)
+    return x
+
+
+def _open_here(path: Path, runtime: str) -> Any:
+    try:
+        with _quiet_stderr():
+            return harness.open_model(str(path), runtime, 1)
+    except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgekitError(f"{path} cannot be loaded ({reason[:200]}): it is corrupt or not a model; "
+                           "export it again.") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    from edgekit.export.converters import quiet
+
+    with quiet():
+        yield
+
+
+def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
+    """The files to benchmark: every .tflite/.onnx of an artifact directory, or the one file given."""
+    if target.is_dir():
+        manifest = read_manifest(target)
+        paths = sorted(p for p in target.iterdir() if p.suffix in FORMAT_RUNTIME and not p.name.startswith("."))
+        artifact: Path | None = target
+    elif target.is_file():
+        if target.suffix not in FORMAT_RUNTIME:
+            raise EdgekitError(f"{target}: edgekit benchmarks .tflite and .onnx files, or an artifact directory.")
+        paths = [target]
+        has_manifest = (target.parent / MANIFEST).is_file()
+        manifest = read_manifest(target.parent) if has_manifest else None
+        artifact = target.parent if has_manifest else None
+    else:
+        raise EdgekitError(f"{target} does not exist: give an artifact directory (edgekit export --out DIR), "
+                           "a .tflite or an .onnx file.")
+    if runtime != "auto":
+        paths = [p for p in paths if FORMAT_RUNTIME[p.suffix] == runtime]
+    if not paths:
+        raise EdgekitError(f"{target} holds no {'model' if runtime == 'auto' else runtime} file to benchmark: "
+                           "export one first (edgekit export ...).")
+    files = []
+    for path in paths:
+        model = _open_here(path, FORMAT_RUNTIME[path.suffix])
+        shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in _input_shape(model))
+        x = _input_for(path, manifest, shape)
+        model.set_input(x)
+        model.invoke()
+        reference = model.output_value()
+        step = 2 * float(np.abs(reference).max()) / 255 if _quantized(model, path) else 0.0
+        files.append(ModelFile(path, FORMAT_RUNTIME[path.suffix], x, reference, step, artifact))
+    return files
+
+
+def _quantized(model: Any, path: Path) -> bool:
+    """INT8 graphs: x86 and ARM kernels may round a step apart, so outputs are compared to a step."""
+    if isinstance(model, harness.TFLiteModel):
+        return any(t["dtype"] in (np.int8, np.uint8) for t in model.interpreter.get_tensor_details())
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type.startswith(("QLinear", "Quantize", "Dequantize", "QGemm")) for node in graph.node)
+
+
+def _input_shape(model: Any) -> list[Any]:
+    if isinstance(model, harness.OnnxModel):
+        return list(model.input.shape)
+    return list(model.input["shape"])
+
+
+# --- one device ---------------------------------------------------------------------------------------------------
+
+
+def _json_from(done: Any, where: str, what: str) -> dict[str, Any]:
+    if done.returncode == 124 or done.returncode == 137:
+        raise DeviceError(f"the benchmark on {where} ran past its time limit and was stopped: use a smaller "
+                          "--runs/--min-seconds, or raise timeout_s in the device profile.")
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else f"exit code {done.returncode}"
+        if "No module named 'numpy'" in last:
+            raise DeviceError(f"{where} has no numpy for its Python: install it (pip install numpy, or "
+                              "apt install python3-numpy) and run again.")
+        if done.returncode == 127 or "not found" in last and "python" in last:
+            raise DeviceError(f"{where} has no Python to run the harness ({last}): install python3 and numpy, or "
+                              "set python: in the device profile (or adb: benchmark_model: for a phone).")
+        raise DeviceError(f"{what} failed on {where}: {last}")
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        raise DeviceError(f"{what} on {where} printed no result: {done.stdout.strip()[-200:]!r}") from None
+
+
+def _remote(profile: DeviceProfile, transport: Transport, argv: list[str], timeout: float) -> list[str]:
+    # A hung runner is killed on the device itself, not just the ssh/adb client here.
+    return argv if profile.transport == "local" else ["timeout", "-k", "5", str(int(timeout)), *argv]
+
+
+def probe_device(profile: DeviceProfile, transport: Transport, workdir: str) -> dict[str, Any]:
+    where = getattr(transport, "where", profile.name)
+    remote_harness = f"{workdir}/harness.py"
+    transport.push(HARNESS, remote_harness)
+    done = transport.run(_remote(profile, transport, [*transport.python, remote_harness, "--probe"], 120), 150)
+    return _json_from(done, where, "the device probe")
+
+
+def _check_runtimes(files: list[ModelFile], info: dict[str, Any], where: str) -> list[ModelFile]:
+    have = info.get("runtimes", {})
+    usable = [f for f in files if any(p in have for p in RUNTIME_PACKAGES[f.runtime])]
+    if not usable:
+        wanted = sorted({f.runtime for f in files})
+        raise DeviceError(f"{where} has no runtime for {', '.join(wanted)}: install ai-edge-litert (or "
+                          "tflite-runtime) and/or onnxruntime with pip on the device.")
+    return usable
+
+
+def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelFile],
+                options: BenchOptions) -> DeviceRun:
+    where = getattr(transport, "where", profile.name)
+    workdir = transport.make_temp_dir()
+    try:
+        info = probe_device(profile, transport, workdir)
+        warnings = []
+        usable = _check_runtimes(files, info, where)
+        skipped = sorted({f.runtime for f in files} - {f.runtime for f in usable})
+        if skipped:
+            warnings.append(f"{profile.name} has no {', '.join(skipped)}: those files were skipped.")
+        argv = [*transport.python, f"{workdir}/harness.py"]
+        with tempfile.TemporaryDirectory(prefix="edgekit-inputs-") as local:
+            for i, f in enumerate(usable):
+                remote_model = f"{workdir}/m{i}{f.path.suffix}"
+                np.save(Path(local) / f"i{i}.npy", f.input)
+                transport.push(f.path, remote_model)
+                transport.push(Path(local) / f"i{i}.npy", f"{workdir}/i{i}.npy")
+                argv += ["--model", remote_model, "--input", f"{workdir}/i{i}.npy"]
+        threads = options.threads or profile.threads
+        cores = options.cores if options.cores is not None else profile.cores
+        argv += ["--threads", ",".join(map(str, threads)), "--warmup-runs", str(options.warmup_runs),
+                 "--warmup-seconds", str(options.warmup_seconds), "--runs", str(options.runs),
+                 "--min-seconds", str(options.min_seconds), "--rounds", str(options.rounds)]
+        if cores:
+            argv += ["--cores", cores]
+        if options.op_profile:
+            argv += ["--op-profile", workdir]
+        done = transport.run(_remote(profile, transport, argv, profile.timeout_s), profile.timeout_s + 30)
+        report = _json_from(done, where, "the benchmark")
+    finally:
+        with contextlib.suppress(EdgekitError):
+            transport.remove_dir(workdir)
+    by_name = {f"m{i}{f.path.suffix}": f for i, f in enumerate(usable)}
+    results = []
+    for r in report["results"]:
+        f = by_name[r.pop("model")]
+        results.append(_finish(r, f, options.op_profile))
+    info.update(before=report["before"], after=report["after"], peak_rss_mb=report["peak_rss_mb"],
+                cores_pinned=report["cores_pinned"])
+    return DeviceRun(profile.name, profile.transport, info, results, warnings)
+
+
+def _finish(result: dict[str, Any], f: ModelFile, profiled: bool) -> dict[str, Any]:
+    output = np.asarray(result.pop("output", []), dtype=np.float32)
+    reference = f.reference.reshape(-1)[: output.size]
+    if output.size:
+        diff = float(np.abs(output - reference).max())
+        tolerance = max(2 * f.output_step, 1e-3 * float(np.abs(reference).max()), 1e-5)
+        result["vs_this_machine"] = {"max_abs_diff": diff, "tolerance": tolerance, "matches": diff <= tolerance,
+                                     "argmax_matches": bool(output.argmax() == reference.argmax())}
+    result.update(file=f.label, sha256=sha256_file(f.path), runtime_kind=f.runtime, profiled=profiled)
+    return result
+
+
+def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: list[ModelFile],
+                        options: BenchOptions) -> DeviceRun:
+    """An Android phone without Python: TFLite's benchmark_model binary, given in the profile."""
+    assert profile.adb is not None and profile.adb.benchmark_model
+    binary = Path(profile.adb.benchmark_model).expanduser()
+    if not binary.is_file():
+        raise EdgekitError(f"benchmark_model binary {binary} (adb: benchmark_model: in {profile.source}) does not "
+                           "exist: build it for arm64 (TFLite's tools/benchmark) and give its path.")
+    where = getattr(transport, "where", profile.name)
+    tflite = [f for f in files if f.runtime == "tflite"]
+    warnings = [] if len(tflite) == len(files) else [
+        "benchmark_model runs .tflite only: the .onnx files were skipped (give the phone Python to run them)."]
+    if not tflite:
+        raise DeviceError(f"{where} runs benchmark_model, which needs a .tflite file: export one.")
+    workdir = transport.make_temp_dir()
+    results = []
+    try:
+        transport.push(binary, f"{workdir}/benchmark_model")
+        transport.run(["chmod", "755", f"{workdir}/benchmark_model"], 60)
+        info = adb_properties(transport)
+        for i, f in enumerate(tflite):
+            remote = f"{workdir}/m{i}.tflite"
+            transport.push(f.path, remote)
+            for threads in options.threads or profile.threads:
+                argv = benchmark_model.command(
+                    f"{workdir}/benchmark_model", remote, threads, options.warmup_seconds, options.warmup_runs,
+                    options.runs, options.min_seconds, options.cores or profile.cores, options.op_profile)
+                done = transport.run(_remote(profile, transport, argv, profile.timeout_s), profile.timeout_s + 30)
+                try:
+                    parsed = benchmark_model.parse(done.stdout + "\n" + done.stderr)
+                except benchmark_model.BenchmarkOutputError as exc:
+                    raise DeviceError(f"benchmark_model failed on {where}: {exc}") from None
+                parsed.update(runtime="benchmark_model", runtime_version=None, threads=threads)
+                results.append(_finish(parsed, f, options.op_profile))
+    finally:
+        with contextlib.suppress(EdgekitError):
+            transport.remove_dir(workdir)
+    return DeviceRun(profile.name, profile.transport, info, results, warnings)
+
+
+def adb_properties(transport: Transport) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    for key, prop in (("abi", "ro.product.cpu.abi"), ("model", "ro.product.model"),
+                      ("soc", "ro.soc.model"), ("android", "ro.build.version.release")):
+        done = transport.run(["getprop", prop], 30)
+        info[key] = done.stdout.strip() or None
+    done = transport.run(["uname", "-m"], 30)
+    info["arch"] = done.stdout.strip() or None
+    info["cpu_model"] = info.get("soc") or info.get("model")
+    return info
+
+
+def bench_device(profile: DeviceProfile, files: list[ModelFile], options: BenchOptions) -> DeviceRun:
+    transport = connect(profile)
+    if profile.transport == "adb" and profile.adb and profile.adb.benchmark_model:
+        run = run_benchmark_model(profile, transport, files, options)
+    else:
+        run = run_harness(profile, transport, files, options)
+    run.warnings += device_warnings(profile, run)
+    return run
+
+
+# --- what the figures say -----------------------------------------------------------------------------------------
+
+
+def device_warnings(profile: DeviceProfile, run: DeviceRun) -> list[str]:
+    warnings = []
+    info = run.info
+    if profile.arch and info.get("arch") and info["arch"] != profile.arch:
+        warnings.append(f"{profile.name} reports arch {info['arch']}, its profile says {profile.arch}: "
+                        "is the profile pointing at the right device?")
+    before, after = info.get("before", {}), info.get("after", {})
+    governors = after.get("governors") or []
+    if governors and governors != ["performance"]:
+        warnings.append(f"CPU governor is {'/'.join(governors)}, not performance: timings vary with frequency "
+                        "scaling (echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor).")
+    throttled = after.get("throttled")
+    if throttled and (throttled & 0xF or throttled != before.get("throttled")):
+        warnings.append(f"the device throttled during the run (get_throttled=0x{throttled:x}): cool it, or add a "
+                        "heatsink/fan, and run again.")
+    temp = after.get("temperature_c")
+    if temp is not None and temp >= 80:
+        warnings.append(f"the SoC reached {temp:.0f} C: it is likely to throttle.")
+    for r in run.results:
+        r["warnings"] = result_warnings(r)
+    spiky = [r for r in run.results if r["steady"]["p50_ms"] and r["steady"]["max_ms"] > 3 * r["steady"]["p50_ms"]]
+    if spiky:
+        worst = max(spiky, key=lambda r: r["steady"]["max_ms"] / r["steady"]["p50_ms"])
+        s = worst["steady"]
+        warnings.append(f"outliers in {len(spiky)} of {len(run.results)} configurations (worst: {worst['file']} "
+                        f"x{worst['threads']}, max {s['max_ms']:.2f} ms against a median of {s['p50_ms']:.2f} ms): "
+                        "background load or throttling; see the max and p99 columns.")
+    return warnings
+
+
+def result_warnings(r: dict[str, Any]) -> list[str]:
+    warnings = []
+    delegation = r.get("delegation", {})
+    if r["runtime_kind"] == "tflite" and delegation.get("known") and "nodes" in delegation:
+        if delegation.get("delegated", 0) == 0:
+            warnings.append("XNNPACK took none of the graph: it ran on TFLite's reference kernels.")
+        elif delegation["delegated"] < delegation["nodes"]:
+            left = ", ".join(delegation.get("left_on_cpu", [])) or "some ops"
+            warnings.append(f"XNNPACK took {delegation['delegated']} of {delegation['nodes']} nodes in "
+                            f"{delegation['partitions']} partitions; {left} ran outside it.")
+    warnings += r.get("delegate_warnings", [])
+    check = r.get("vs_this_machine")
+    if check and not check["matches"]:
+        warnings.append(f"the device's output differs from this machine's on the same input (max abs diff "
+                        f"{check['max_abs_diff']:.3g} > {check['tolerance']:.3g}): check the runtime versions.")
+    return warnings
+
+
+# --- the manifest ----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / ".manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
+    """Append every run to its artifact's manifest (under a lock, written atomically); returns the manifests."""
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    by_artifact: dict[Path, list[dict[str, Any]]] = {}
+    for run in runs:
+        device = {"name": run.device, "transport": run.transport,
+                  **{k: run.info.get(k) for k in ("arch", "cpu_model", "cores", "python", "runtimes", "abi")
+                     if run.info.get(k) is not None},
+                  "governors": run.info.get("after", {}).get("governors"),
+                  "temperature_c": run.info.get("after", {}).get("temperature_c")}
+        for r in run.results:
+            entry = {"time": when, "device": device, "cores_pinned": run.info.get("cores_pinned"),
+                     "settings": {"warmup_runs": options.warmup_runs, "warmup_seconds": options.warmup_seconds,
+                                  "runs": options.runs, "min_seconds": options.min_seconds,
+                                  "rounds": options.rounds},
+                     **r, "warnings": run.warnings + r.get("warnings", [])}
+            artifact = r.get("_artifact")
+            if artifact is not None:
+                by_artifact.setdefault(artifact, []).append({k: v for k, v in entry.items() if k != "_artifact"})
+    for artifact, entries in by_artifact.items():
+        with _locked(artifact):
+            manifest = read_manifest(artifact)
+            manifest.setdefault("bench", []).extend(entries)
+            write_json_atomic(artifact / MANIFEST, manifest)
+    return [a / MANIFEST for a in by_artifact]
+
+
+def bench(target: Path, profiles: list[DeviceProfile], options: BenchOptions,
+          on_done: Callable[[DeviceRun | EdgekitError, DeviceProfile], None] | None = None,
+          ) -> tuple[list[DeviceRun], list[tuple[DeviceProfile, EdgekitError]]]:
+    """Benchmark `target` on every device, concurrently; a failing device doesn't stop the others."""
+    files = model_files(target, options.runtime)
+    runs: list[DeviceRun] = []
+    failures: list[tuple[DeviceProfile, EdgekitError]] = []
+
+    def one(profile: DeviceProfile) -> DeviceRun | EdgekitError:
+        try:
+            run = bench_device(profile, files, options)
+        except EdgekitError as exc:
+            return exc
+        artifact_of = {f.label: f.artifact for f in files}
+        for r in run.results:
+            r["_artifact"] = artifact_of.get(r["file"])
+        return run
+
+    with ThreadPoolExecutor(max_workers=max(1, len(profiles))) as pool:
+        for profile, outcome in zip(profiles, pool.map(one, profiles), strict=True):
+            if on_done:
+                on_done(outcome, profile)
+            if isinstance(outcome, EdgekitError):
+                failures.append((profile, outcome))
+            else:
+                runs.append(outcome)
+    record(runs, options)
+    for run in runs:
+        for r in run.results:
+            r.pop("_artifact", None)
+    return runs, failures

@@ -1,0 +1,198 @@
+"""edgekit bench on this machine, device profiles, and the benchmark_model parser (on text in the tool's formats)."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.bench import benchmark_model, harness
+from edgekit.devices.profiles import find_profiles, load_profile, read_profile
+from edgekit.errors import EdgekitError
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0"]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path) -> Path:
+    """A trained digits MobileNetV2, exported FP32 + INT8: its manifest names a dataset, so inputs are real."""
+    from tests.conftest import run_edgekit
+
+    out = tmp_path_factory.mktemp("bench") / "mv2"
+    done = run_edgekit("export", str(digits_mobilenet_v2), "--int8", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+# --- the harness --------------------------------------------------------------------------------------------------
+
+
+def test_harness_meets_both_minimums_and_interleaves(artifact: Path, tmp_path: Path):
+    x = np.zeros((1, 1, 32, 32), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    configs = [{"model": str(artifact / name), "input": str(tmp_path / "x.npy"), "runtime": "auto", "threads": 1}
+               for name in ("model_int8.tflite", "model_int8.onnx")]
+    results = harness.measure(configs, warmup_runs=3, warmup_seconds=0.0, runs=7, min_seconds=0.3, rounds=2)
+    for r in results:
+        s = r["steady"]
+        assert s["count"] >= 7 and s["mean_ms"] * s["count"] >= 300
+        assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert r["warmup"]["count"] >= 3 and r["load_ms"] > 0 and r["first_ms"] > 0
+    # Rounds of ceil(7 / 2) = 4 runs: each configuration's count is a multiple of 4.
+    assert all(r["steady"]["count"] % 4 == 0 for r in results)
+
+
+def test_xnnpack_delegation_is_read_from_the_execution_plan(artifact: Path):
+    with_xnnpack = harness.TFLiteModel(str(artifact / "model_int8.tflite"), 1)
+    without = harness.TFLiteModel(str(artifact / "model_int8.tflite"), 1, xnnpack=False)
+    d = with_xnnpack.delegation
+    assert d["partitions"] == 1 and d["delegated"] == d["nodes"] > 20 and d["left_on_cpu"] == []
+    assert without.delegation["delegated"] == 0
+
+
+def test_harness_probe_reports_this_machine():
+    info = harness.probe()
+    assert info["arch"] and info["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert "ai-edge-litert" in info["runtimes"] and "onnxruntime" in info["runtimes"]
+
+
+# --- edgekit bench locally ----------------------------------------------------------------------------------------
+
+
+def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path: Path, edgekit_cli):
+    work = tmp_path / "a"
+    shutil.copytree(artifact, work)
+    before = json.loads((work / "manifest.json").read_text())
+    done = edgekit_cli("bench", str(work), "--threads", "1,2", *FAST, "--json")
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)["runs"]
+    results = runs[0]["results"]
+    assert {(r["file"], r["threads"]) for r in results} == {
+        (f, t) for f in ("model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite") for t in (1, 2)}
+    for r in results:
+        assert r["vs_this_machine"]["matches"] and r["steady"]["count"] >= 5
+    after = json.loads((work / "manifest.json").read_text())
+    assert {k: v for k, v in after.items() if k != "bench"} == before
+    assert len(after["bench"]) == 8
+    hashes = {f["file"]: f["sha256"] for f in before["files"].values()}
+    for entry in after["bench"]:
+        assert entry["device"]["name"] == "local" and entry["sha256"] == hashes[entry["file"]]
+    # A second run appends; nothing earlier is lost.
+    done = edgekit_cli("bench", str(work / "model_int8.tflite"), *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "latency (ms)" in done.stdout and "model_int8.tflite" in done.stdout
+    assert len(json.loads((work / "manifest.json").read_text())["bench"]) == 9
+
+
+def test_bench_op_profile_sums_onnx_nodes_by_type(artifact: Path, edgekit_cli, tmp_path: Path):
+    onnx = tmp_path / "m.onnx"
+    shutil.copyfile(artifact / "model_int8.onnx", onnx)
+    done = edgekit_cli("bench", str(onnx), "--op-profile", *FAST, "--json")
+    assert done.returncode == 0, done.stderr
+    profile = json.loads(done.stdout)["runs"][0]["results"][0]["op_profile"]
+    assert next(iter(profile["by_op_type_ms"])) == "QLinearConv"
+    assert profile["top_nodes"] and all(n["ms"] >= 0 for n in profile["top_nodes"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.tflite"], "does not exist"),
+    (["{artifact}", "--device", "nowhere"], "unknown device 'nowhere'"),
+    (["{artifact}", "--threads", "0"], "--threads"),
+    (["{artifact}", "--runtime", "tvm"], "--runtime"),
+    (["{artifact}", "--cores", "zz"], "not a CPU mask"),
+    (["{corrupt}"], "cannot be loaded"),
+])
+def test_bench_bad_input_is_one_line_exit_2_and_changes_nothing(artifact, tmp_path, edgekit_cli, args, message):
+    corrupt = tmp_path / "c" / "model.tflite"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"TFL3 but truncated")
+    manifest = (artifact / "manifest.json").read_bytes()
+    argv = [a.format(artifact=artifact, corrupt=corrupt) for a in args]
+    done = edgekit_cli("bench", *argv, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert (artifact / "manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in corrupt.parent.iterdir()) == ["model.tflite"]
+
+
+# --- device profiles ----------------------------------------------------------------------------------------------
+
+
+def test_shipped_profiles_parse():
+    found = find_profiles()
+    for name in ("local", "rpi4", "rpi5", "pixel-7"):
+        assert found[name].parent == REPO / "devices"
+        profile = read_profile(found[name])
+        assert profile.name == name
+    assert load_profile("pixel-7").cores == "c0" and load_profile("rpi4").ssh.user == "pi"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("transport: ssh\nssh: {host: pi}\nthread: 4\n", "unknown key thread"),
+    ("transport: ssh\nssh: {host: pi, hostname: x}\n", "unknown key hostname in ssh"),
+    ("transport: serial\n", "transport must be one of"),
+    ("transport: ssh\n", "needs ssh: {host: NAME}"),
+    ("transport: local\nthreads: [1, 0]\n", "threads must be"),
+    ("transport: adb\ncores: xyz\n", "not a CPU mask"),
+    ("transport: [\n", "not valid YAML at line"),
+])
+def test_bad_profiles_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "board.yaml"
+    path.write_text(text)
+    with pytest.raises(EdgekitError, match=message.replace("[", r"\[").replace("{", r"\{")):
+        load_profile(str(path))
+
+
+def test_user_profiles_come_first(tmp_path, monkeypatch):
+    (tmp_path / "rpi4.yaml").write_text("transport: ssh\nssh: {host: my-pi}\n")
+    monkeypatch.setenv("EDGEKIT_DEVICES", str(tmp_path))
+    assert load_profile("rpi4").ssh.host == "my-pi"
+
+
+# --- benchmark_model's output -------------------------------------------------------------------------------------
+
+# The formats TFLite's benchmark_model prints (stderr with INFO: prefixes, or logcat), as seen in its releases.
+OUTPUTS = Path(__file__).parent / "data" / "benchmark_model"
+OUTPUT_WITH_OP_PROFILE = (OUTPUTS / "xnnpack_op_profile.txt").read_text()
+
+OUTPUT_LOGCAT_WITH_PERCENTILES = (OUTPUTS / "logcat_percentiles.txt").read_text()
+
+OUTPUT_OLD_MEMORY_LINE = (OUTPUTS / "old_memory_line.txt").read_text()
+
+
+def test_benchmark_model_parse_with_op_profile():
+    r = benchmark_model.parse(OUTPUT_WITH_OP_PROFILE)
+    assert r["load_ms"] == pytest.approx(17.187) and r["first_ms"] == pytest.approx(31.802)
+    assert r["warmup"] == {"count": 27, "mean_ms": pytest.approx(18.7313)}
+    s = r["steady"]
+    assert s["count"] == 55 and s["mean_ms"] == pytest.approx(18.2561) and s["std_ms"] == pytest.approx(0.981)
+    assert (s["min_ms"], s["max_ms"]) == (pytest.approx(17.902), pytest.approx(25.110))
+    assert r["memory_overall_mb"] == pytest.approx(46.0859) and r["memory_peak_mb"] == pytest.approx(51.2305)
+    assert r["delegation"] == {"known": True, "delegated": 66, "nodes": 66, "delegate": "TfLiteXNNPackDelegate",
+                               "partitions": 1}
+    assert r["op_profile"]["by_op_type_ms"] == {"TfLiteXNNPackDelegate": 17.95, "QUANTIZE": 0.088}
+    assert r["op_profile"]["top_nodes"][0] == {"node": "[StatefulPartitionedCall:0]:66",
+                                               "op": "TfLiteXNNPackDelegate", "ms": 17.95}
+
+
+def test_benchmark_model_parse_logcat_and_old_formats():
+    r = benchmark_model.parse(OUTPUT_LOGCAT_WITH_PERCENTILES)
+    assert r["steady"]["count"] == 25 and r["steady"]["p50_ms"] == pytest.approx(141.253)
+    assert r["delegation"]["delegated"] == 64 and r["delegation"]["partitions"] == 2
+    assert r["memory_init_mb"] == pytest.approx(54.2852)
+    old = benchmark_model.parse(OUTPUT_OLD_MEMORY_LINE)
+    assert old["memory_overall_mb"] == pytest.approx(138.809) and old["steady"]["p50_ms"] is None
+
+
+def test_benchmark_model_failure_is_reported():
+    with pytest.raises(benchmark_model.BenchmarkOutputError, match="no timing summary"):
+        benchmark_model.parse("STARTING!\nERROR: Could not open 'm0.tflite'.\nAborted")
+
+
+def test_benchmark_model_command_pins_cores():
+    argv = benchmark_model.command("/d/benchmark_model", "/d/m0.tflite", 2, 1.0, 1, 50, 1.0, "c0", True)
+    assert argv[:2] == ["taskset", "c0"] and "--num_threads=2" in argv and "--enable_op_profiling=true" in argv

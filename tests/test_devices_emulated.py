@@ -1,0 +1,209 @@
+"""edgekit devices check / bench over real SSH and the real adb client, against an emulated aarch64 device that
+tools/arm_device builds and starts (qemu user-mode, an arm64 Debian root, sshd and adbd on 127.0.0.1).
+
+Emulated timings are meaningless: these tests check plumbing, results and outputs, never speed.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_edgekit
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT = REPO / ".cache" / "arm-device" / "root"
+FAST = ["--runs", "3", "--min-seconds", "0", "--warmup-seconds", "0"]
+pytestmark = pytest.mark.slow
+
+
+def _device_module():
+    spec = importlib.util.spec_from_file_location("arm_device", REPO / "tools" / "arm_device" / "device.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory: pytest.TempPathFactory):
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root: the emulated device must be built and tested there")
+        pytest.skip("the emulated aarch64 device needs root (chroot, binfmt_misc, mounts)")
+    subprocess.run(["bash", str(REPO / "tools/arm_device/build.sh"), str(ROOT)], check=True, timeout=900)
+    module = _device_module()
+    state = tmp_path_factory.mktemp("arm-state")
+    started = module.start(ROOT, state)
+    env = {"EDGEKIT_DEVICES": str(state / "devices"), "ANDROID_ADB_SERVER_PORT": str(started.adb_server_port)}
+    yield started, state, env
+    module.stop(state)
+    assert not any(str(ROOT) in line for line in Path("/proc/self/mounts").read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path) -> Path:
+    out = tmp_path_factory.mktemp("emulated") / "mv2"
+    done = run_edgekit("export", str(digits_mobilenet_v2), "--int8", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _leftovers() -> list[str]:
+    remote = list((ROOT / "tmp").glob("edgekit-bench.*"))
+    adb_dir = ROOT / "data/local/tmp/edgekit"
+    remote += list(adb_dir.glob("run.*")) if adb_dir.is_dir() else []
+    return [str(p) for p in remote]
+
+
+def _harness_processes() -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in ps if "harness.py --model" in line]
+
+
+@pytest.mark.parametrize("name", ["emulated-ssh", "emulated-adb"])
+def test_devices_check_probes_the_aarch64_device(device, name):
+    _, _, env = device
+    done = run_edgekit("devices", "check", name, "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert report["ok"] and checks["arch"]["detail"] == "aarch64"
+    assert report["info"]["runtimes"].keys() >= {"ai-edge-litert", "onnxruntime"}
+    assert "Raspberry Pi 4" in report["info"]["cpu_model"]
+    if name == "emulated-adb":
+        assert checks["abi"]["detail"] == "arm64-v8a"
+    assert _leftovers() == []
+
+
+def test_bench_over_ssh_and_adb_matches_this_machine(device, artifact, tmp_path):
+    _, _, env = device
+    work = tmp_path / "mv2"
+    shutil.copytree(artifact, work)
+    done = run_edgekit("bench", str(work), "--device", "emulated-ssh,emulated-adb", *FAST, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    runs = {r["device"]: r for r in json.loads(done.stdout)["runs"]}
+    assert runs.keys() == {"emulated-ssh", "emulated-adb"}
+    for run in runs.values():
+        assert run["info"]["arch"] == "aarch64"
+        assert {r["file"] for r in run["results"]} == {"model.onnx", "model.tflite", "model_int8.onnx",
+                                                       "model_int8.tflite"}
+        for r in run["results"]:
+            s = r["steady"]
+            assert s["count"] >= 3 and 0 < s["min_ms"] <= s["p50_ms"] <= s["max_ms"] and r["load_ms"] > 0
+            # The aarch64 kernels compute what the x86 ones do, on a real digits sample.
+            assert r["vs_this_machine"]["matches"] and r["vs_this_machine"]["argmax_matches"], r
+            if r["runtime_kind"] == "tflite":
+                assert r["delegation"]["delegated"] == r["delegation"]["nodes"]
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert {(e["device"]["name"], e["device"]["arch"]) for e in manifest["bench"]} == {
+        ("emulated-ssh", "aarch64"), ("emulated-adb", "aarch64")}
+    assert _leftovers() == []
+
+
+def test_remote_paths_never_reach_a_shell_unquoted(device, artifact, tmp_path):
+    _, _, env = device
+    odd = tmp_path / "we ird; $(touch PWNED) 'q'"
+    odd.mkdir()
+    shutil.copyfile(artifact / "model_int8.tflite", odd / "m $(touch PWNED).tflite")
+    done = run_edgekit("bench", str(odd / "m $(touch PWNED).tflite"), "--device", "emulated-ssh", *FAST,
+                       env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for where in (ROOT, ROOT / "root", ROOT / "tmp", tmp_path, odd):
+        assert not (where / "PWNED").exists(), where
+
+
+def _ssh_profile(tmp_path: Path, state: Path, **changes: str) -> Path:
+    config = (state / "ssh_config").read_text()
+    for old, new in changes.items():
+        config = config.replace(old, new)
+    (tmp_path / "ssh_config").write_text(config)
+    profile = tmp_path / "board.yaml"
+    profile.write_text(f"transport: ssh\nssh:\n  host: edgekit-emulated\n  config_file: {tmp_path / 'ssh_config'}\n"
+                       "  connect_timeout_s: 5\n")
+    return profile
+
+
+def test_unknown_host_key_is_refused_with_an_instruction(device, tmp_path):
+    _, state, env = device
+    (tmp_path / "empty_known_hosts").write_text("")
+    profile = _ssh_profile(tmp_path, state, **{str(state / "known_hosts"): str(tmp_path / "empty_known_hosts")})
+    done = run_edgekit("devices", "check", str(profile), "--json", env=env)
+    detail = json.loads(done.stdout)["checks"][0]["detail"]
+    assert done.returncode == 1 and "not in your known_hosts" in detail and "ssh edgekit-emulated" in detail
+
+
+def test_wrong_key_is_a_refused_login(device, tmp_path):
+    _, state, env = device
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    profile = _ssh_profile(tmp_path, state, **{str(state / "id_ed25519"): str(tmp_path / "other")})
+    done = run_edgekit("devices", "check", str(profile), "--json", env=env)
+    assert done.returncode == 1 and "refused the login" in json.loads(done.stdout)["checks"][0]["detail"]
+
+
+def test_unreachable_host_fails_fast_and_clearly(device, tmp_path, artifact):
+    _, state, env = device
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = tmp_path / "gone.yaml"
+    profile.write_text(f"transport: ssh\nssh: {{host: 127.0.0.1, port: {port}, connect_timeout_s: 5}}\n")
+    done = run_edgekit("bench", str(artifact / "model_int8.tflite"), "--device", str(profile), *FAST, env=env)
+    assert done.returncode == 1 and "cannot reach 127.0.0.1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_hung_run_is_killed_on_the_device_and_cleaned_up(device, artifact, tmp_path):
+    _, state, env = device
+    profile = tmp_path / "slow.yaml"
+    profile.write_text((state / "devices" / "emulated-ssh.yaml").read_text().replace("timeout_s: 600",
+                                                                                   "timeout_s: 8"))
+    done = run_edgekit("bench", str(artifact / "model.tflite"), "--device", str(profile), "--runs", "100000",
+                       "--min-seconds", "0", "--warmup-seconds", "0", env=env, timeout=120)
+    assert done.returncode == 1 and "ran past its time limit" in done.stderr
+    assert _harness_processes() == [] and _leftovers() == []
+
+
+def test_a_device_without_numpy_says_what_to_install(device, artifact, tmp_path):
+    _, state, env = device
+    profile = tmp_path / "bare.yaml"
+    profile.write_text((state / "devices" / "emulated-adb.yaml").read_text() + "python: python3 -S\n")
+    done = run_edgekit("bench", str(artifact / "model_int8.tflite"), "--device", str(profile), *FAST, env=env)
+    assert done.returncode == 1 and "has no numpy" in done.stderr and "pip install numpy" in done.stderr
+    assert _leftovers() == []
+
+
+def test_adb_serial_not_connected_and_no_device(device, artifact, tmp_path):
+    _, _, env = device
+    profile = tmp_path / "phone.yaml"
+    profile.write_text("transport: adb\nadb: {serial: 127.0.0.1:1}\n")
+    done = run_edgekit("bench", str(artifact / "model_int8.tflite"), "--device", str(profile), *FAST, env=env)
+    assert done.returncode == 1 and "127.0.0.1:1 is not connected" in done.stderr
+    # A fresh adb server (its own port) sees no device at all.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        lonely = {**env, "ANDROID_ADB_SERVER_PORT": str(s.getsockname()[1])}
+    profile.write_text("transport: adb\n")
+    try:
+        done = run_edgekit("devices", "check", str(profile), "--json", env=lonely)
+        assert done.returncode == 1
+        assert "no adb device is connected" in json.loads(done.stdout)["checks"][0]["detail"]
+    finally:
+        subprocess.run(["adb", "kill-server"], env={**os.environ, **lonely}, capture_output=True, timeout=60)
+
+
+def test_benchmark_model_binary_missing_is_named(device, artifact, tmp_path):
+    _, state, env = device
+    profile = tmp_path / "phone.yaml"
+    profile.write_text((state / "devices" / "emulated-adb.yaml").read_text().replace(
+        "adb:\n", f"adb:\n  benchmark_model: {tmp_path / 'benchmark_model'}\n"))
+    done = run_edgekit("bench", str(artifact / "model_int8.tflite"), "--device", str(profile), *FAST, env=env)
+    assert done.returncode == 1 and "benchmark_model binary" in done.stderr and "does not exist" in done.stderr
