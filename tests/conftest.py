@@ -66,3 +66,12 @@ def digits_mobilenet_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_edgekit("train", str(root / "mv2.yaml"), "--out", str(root / "run"))
     assert result.returncode == 0, result.stderr
     return root / "run" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path) -> Path:
+    """That MobileNetV2 exported FP32 + INT8: its manifest names a dataset, so bench inputs are real samples."""
+    out = tmp_path_factory.mktemp("artifact") / "mv2"
+    done = run_edgekit("export", str(digits_mobilenet_v2), "--int8", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out

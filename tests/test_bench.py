@@ -16,15 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0"]
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path) -> Path:
-    """A trained digits MobileNetV2, exported FP32 + INT8: its manifest names a dataset, so inputs are real."""
-    from tests.conftest import run_edgekit
-
-    out = tmp_path_factory.mktemp("bench") / "mv2"
-    done = run_edgekit("export", str(digits_mobilenet_v2), "--int8", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    return out
+@pytest.fixture
+def artifact(digits_artifact: Path) -> Path:
+    return digits_artifact
 
 
 # --- the harness --------------------------------------------------------------------------------------------------

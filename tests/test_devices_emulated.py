@@ -46,12 +46,9 @@ def device(tmp_path_factory: pytest.TempPathFactory):
     assert not any(str(ROOT) in line for line in Path("/proc/self/mounts").read_text().splitlines())
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path) -> Path:
-    out = tmp_path_factory.mktemp("emulated") / "mv2"
-    done = run_edgekit("export", str(digits_mobilenet_v2), "--int8", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    return out
+@pytest.fixture
+def artifact(digits_artifact: Path) -> Path:
+    return digits_artifact
 
 
 def _leftovers() -> list[str]:

@@ -69,19 +69,11 @@ def _temperature_c() -> float | None:
         return None
 
 
-def _frequencies_khz() -> list[int]:
+def _per_cpu_ints(name: str) -> list[int]:
+    """One cpufreq figure (scaling_cur_freq, cpuinfo_max_freq, ...) per core that exposes it."""
     found = []
     for cpu in range(os.cpu_count() or 1):
-        text = _read(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq")
-        if text and text.isdigit():
-            found.append(int(text))
-    return found
-
-
-def _max_frequencies_khz() -> list[int]:
-    found = []
-    for cpu in range(os.cpu_count() or 1):
-        text = _read(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq")
+        text = _read(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/{name}")
         if text and text.isdigit():
             found.append(int(text))
     return found
@@ -118,8 +110,8 @@ def device_state() -> dict:
         "cores": os.cpu_count(),
         "governors": _governors(),
         "temperature_c": _temperature_c(),
-        "frequencies_khz": _frequencies_khz(),
-        "max_frequencies_khz": _max_frequencies_khz(),
+        "frequencies_khz": _per_cpu_ints("scaling_cur_freq"),
+        "max_frequencies_khz": _per_cpu_ints("cpuinfo_max_freq"),
     }
 
 

@@ -96,21 +96,15 @@ def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ..
 
 
 def _open_here(path: Path, runtime: str) -> Any:
+    from edgekit.export.converters import quiet
+
     try:
-        with _quiet_stderr():
+        with quiet():
             return harness.open_model(str(path), runtime, 1)
     except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgekitError(f"{path} cannot be loaded ({reason[:200]}): it is corrupt or not a model; "
                            "export it again.") from None
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    from edgekit.export.converters import quiet
-
-    with quiet():
-        yield
 
 
 def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
@@ -186,7 +180,7 @@ def _json_from(done: Any, where: str, what: str) -> dict[str, Any]:
         raise DeviceError(f"{what} on {where} printed no result: {done.stdout.strip()[-200:]!r}") from None
 
 
-def _remote(profile: DeviceProfile, transport: Transport, argv: list[str], timeout: float) -> list[str]:
+def _remote(profile: DeviceProfile, argv: list[str], timeout: float) -> list[str]:
     # A hung runner is killed on the device itself, not just the ssh/adb client here.
     return argv if profile.transport == "local" else ["timeout", "-k", "5", str(int(timeout)), *argv]
 
@@ -195,7 +189,7 @@ def probe_device(profile: DeviceProfile, transport: Transport, workdir: str) -> 
     where = getattr(transport, "where", profile.name)
     remote_harness = f"{workdir}/harness.py"
     transport.push(HARNESS, remote_harness)
-    done = transport.run(_remote(profile, transport, [*transport.python, remote_harness, "--probe"], 120), 150)
+    done = transport.run(_remote(profile, [*transport.python, remote_harness, "--probe"], 120), 150)
     return _json_from(done, where, "the device probe")
 
 
@@ -237,7 +231,7 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
             argv += ["--cores", cores]
         if options.op_profile:
             argv += ["--op-profile", workdir]
-        done = transport.run(_remote(profile, transport, argv, profile.timeout_s), profile.timeout_s + 30)
+        done = transport.run(_remote(profile, argv, profile.timeout_s), profile.timeout_s + 30)
         report = _json_from(done, where, "the benchmark")
     finally:
         with contextlib.suppress(EdgekitError):
@@ -291,7 +285,7 @@ def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: lis
                 argv = benchmark_model.command(
                     f"{workdir}/benchmark_model", remote, threads, options.warmup_seconds, options.warmup_runs,
                     options.runs, options.min_seconds, options.cores or profile.cores, options.op_profile)
-                done = transport.run(_remote(profile, transport, argv, profile.timeout_s), profile.timeout_s + 30)
+                done = transport.run(_remote(profile, argv, profile.timeout_s), profile.timeout_s + 30)
                 try:
                     parsed = benchmark_model.parse(done.stdout + "\n" + done.stderr)
                 except benchmark_model.BenchmarkOutputError as exc:
