@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,12 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary name in the same directory, fsync, then rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,6 +50,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -91,4 +96,48 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise EdgekitError(f"{path} is unreadable ({exc}): export the model again.") from None
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
         raise EdgekitError(f"{path} is not an edgekit v{MANIFEST_VERSION} manifest: export the model again.")
+    return manifest
+
+
+def locate_artifact(path: Path) -> Path:
+    """An artifact directory, or a run directory of `edgekit run` (its artifact is `export/`)."""
+    for candidate in (path, path / "export"):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    if not path.exists():
+        raise EdgekitError(f"{path} does not exist: give an artifact directory written by `edgekit export`.")
+    raise EdgekitError(
+        f"{path} holds no {MANIFEST}: give an artifact directory (`edgekit export`) or a run directory (`edgekit run`)."
+    )
+
+
+def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Refuse files that changed since the manifest recorded them (edited, corrupted or half-copied)."""
+    for record in manifest.get("files", {}).values():
+        path = directory / record["file"]
+        if not path.is_file():
+            raise EdgekitError(f"{path} is missing but {directory / MANIFEST} lists it: export the model again.")
+        if path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
+            raise EdgekitError(
+                f"{path} changed since it was exported (its sha256 no longer matches the manifest): export it again."
+            )
+
+
+@contextlib.contextmanager
+def manifest_lock(directory: Path) -> Iterator[None]:
+    """Serialise read-modify-write of one manifest between processes (bench and check may run at once)."""
+    with open(directory / ".manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply `change` to the manifest in place, under the lock, and write it back atomically."""
+    with manifest_lock(directory):
+        manifest = read_manifest(directory)
+        change(manifest)
+        write_json_atomic(directory / MANIFEST, manifest)
     return manifest

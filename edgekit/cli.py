@@ -825,6 +825,10 @@ def devices_check(
         raise typer.Exit(1)
 
 
+# The CI-facing verbs live in their own module; importing it registers them on `app`.
+from edgekit import cli_gate  # noqa: E402, F401
+
+
 def main() -> None:
     app()
 

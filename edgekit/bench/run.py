@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import MANIFEST, read_manifest, sha256_file, write_json_atomic
+from edgekit.artifact import MANIFEST, read_manifest, sha256_file, update_manifest
 from edgekit.bench import benchmark_model, harness
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import DeviceError, Transport, connect
@@ -374,16 +373,6 @@ def result_warnings(r: dict[str, Any]) -> list[str]:
 # --- the manifest ----------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    with open(directory / ".manifest.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
     """Append every run to its artifact's manifest (under a lock, written atomically); returns the manifests."""
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -404,10 +393,7 @@ def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
             if artifact is not None:
                 by_artifact.setdefault(artifact, []).append({k: v for k, v in entry.items() if k != "_artifact"})
     for artifact, entries in by_artifact.items():
-        with _locked(artifact):
-            manifest = read_manifest(artifact)
-            manifest.setdefault("bench", []).extend(entries)
-            write_json_atomic(artifact / MANIFEST, manifest)
+        update_manifest(artifact, lambda manifest, entries=entries: manifest.setdefault("bench", []).extend(entries))
     return [a / MANIFEST for a in by_artifact]
 
 

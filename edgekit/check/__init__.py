@@ -1,0 +1,1 @@
+"""The CI gate: `edgekit check` and its baseline, JUnit and Markdown outputs."""

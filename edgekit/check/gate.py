@@ -1,0 +1,287 @@
+"""`edgekit check`: evaluate an artifact's FP32 reference and INT8 files on the same data and gate on the drop.
+
+Each figure becomes a Case (model x format x metric) with its limit and verdict; the CLI prints them as a
+table, JUnit XML and Markdown. Accuracy is measured here, on the spot; latency comes from the figures
+`edgekit bench` recorded in the manifest for the files as they are now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekit.artifact import artifact_name, locate_artifact, read_manifest, sha256_file, update_manifest, verify_files
+from edgekit.bench.records import latest_p50
+from edgekit.check.baseline import Baseline, BaselineEntry
+from edgekit.data import DataSource, ImageSet, load_split
+from edgekit.errors import EdgekitError
+from edgekit.evaluate import evaluate
+from edgekit.runners import open_model
+
+INT8_FORMATS = ("onnx_int8", "tflite_int8")
+FP32_FORMATS = ("onnx", "tflite")
+SUBSET_SEED = 0
+
+
+@dataclass
+class CheckOptions:
+    data: str | None = None
+    samples: int | None = None
+    max_drop: float = 1.0  # percentage points, or percent of the reference's accuracy with `relative`
+    relative: bool = False
+    reference: str = "auto"  # auto, torch, onnx, tflite
+    baseline: Baseline | None = None
+    tolerance: float = 0.2  # pp, for accuracy against the baseline
+    latency_tolerance: float = 10.0  # percent, for latency against the baseline
+    max_latency_ratio: float | None = None  # INT8 p50 / FP32 p50 on the same device, runtime and threads
+    update_baseline: bool = False
+    batch_size: int = 256
+
+
+@dataclass
+class Case:
+    model: str
+    format: str
+    metric: str  # "accuracy drop", "accuracy vs baseline", "latency ratio", "latency vs baseline"
+    value: float
+    limit: str
+    passed: bool
+    detail: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.format} {self.metric}"
+
+
+@dataclass
+class ArtifactCheck:
+    directory: Path
+    model: str  # the key in baselines and reports: mobilenet_v2-w0.75-r32@fashion-mnist
+    data: str
+    images: int
+    samples: int | None
+    reference: str
+    top1: dict[str, float]
+    cases: list[Case] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": str(self.directory), "model": self.model, "data": self.data, "images": self.images,
+                "samples": self.samples, "seed": SUBSET_SEED if self.samples else None,
+                "reference": self.reference, "top1": self.top1, "latency_ms": self.latency_ms,
+                "passed": self.passed, "cases": [vars(c) for c in self.cases]}
+
+
+def model_key(manifest: dict[str, Any], data: str) -> str:
+    from edgekit.models import ModelSpec
+
+    return f"{artifact_name(ModelSpec(**manifest['spec']))}@{data}"
+
+
+def _reference_path(directory: Path, manifest: dict[str, Any], choice: str) -> tuple[str, Path]:
+    files = manifest.get("files", {})
+    weights = (manifest.get("source") or {}).get("weights")
+    torch_ok = bool(weights) and Path(weights).is_file() and Path(weights).suffix in (".pt", ".pth") \
+        and sha256_file(Path(weights)) == manifest["source"].get("sha256")
+    if choice in ("auto", "torch") and torch_ok:
+        return "torch", Path(weights)
+    if choice == "torch":
+        raise EdgekitError(
+            f"{directory}: the checkpoint it was exported from ({weights or 'none recorded'}) is missing or changed: "
+            "use --reference onnx or tflite."
+        )
+    for fmt in FP32_FORMATS if choice == "auto" else (choice,):
+        if fmt in files:
+            return fmt, directory / files[fmt]["file"]
+    raise EdgekitError(
+        f"{directory} has no FP32 {'model' if choice == 'auto' else choice} to compare with: "
+        "export FP32 and INT8 together (edgekit export ... --int8)."
+    )
+
+
+def load_data(label: str, manifest: dict[str, Any], samples: int | None, where: Path) -> ImageSet:
+    spec = manifest["spec"]
+    data = load_split(DataSource.parse(label), "val", spec["resolution"], spec["in_channels"])
+    classes = manifest["input"].get("classes")
+    if classes and len(classes) != len(data.classes):
+        raise EdgekitError(
+            f"{where} predicts {len(classes)} classes but {data.name} has {len(data.classes)}: "
+            "check it on the data it was trained for (--data)."
+        )
+    if samples is not None and samples < len(data):
+        generator = torch.Generator().manual_seed(SUBSET_SEED)
+        indices = torch.randperm(len(data), generator=generator)[:samples].sort().values
+        data = data.subset(indices, f"{data.name} ({samples} seeded samples)")
+    return data
+
+
+@dataclass
+class _Plan:
+    """Everything about one artifact that can be refused before any evaluation runs."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    int8: list[str]
+    label: str
+    key: str
+    entry: BaselineEntry | None
+    reference: str
+    reference_path: Path
+    data: ImageSet
+
+
+def _plan(path: Path, options: CheckOptions) -> _Plan:
+    directory = locate_artifact(path)
+    manifest = read_manifest(directory)
+    files = manifest.get("files", {})
+    int8 = [fmt for fmt in INT8_FORMATS if fmt in files]
+    if not int8:
+        raise EdgekitError(f"{directory} has no INT8 files to check: export with --int8.")
+    verify_files(directory, manifest)
+    label = options.data or manifest["input"].get("data")
+    if not label:
+        raise EdgekitError(f"{directory} records no dataset: pass --data (e.g. --data fashion-mnist).")
+    label = DataSource.parse(label).label
+    key = model_key(manifest, label)
+    entry = None
+    if options.baseline is not None and not options.update_baseline:
+        entry = options.baseline.entry(key)
+        if entry.samples != options.samples:
+            raise EdgekitError(
+                f"{options.baseline.path}: {key} was measured on {_images(entry.samples)}, this check on "
+                f"{_images(options.samples)}: pass the same --samples, or rewrite it with --update-baseline."
+            )
+    reference, reference_path = _reference_path(directory, manifest, options.reference)
+    data = load_data(label, manifest, options.samples, directory)
+    return _Plan(directory, manifest, int8, label, key, entry, reference, reference_path, data)
+
+
+def _images(samples: int | None) -> str:
+    return "all images" if samples is None else f"{samples} seeded samples"
+
+
+def _run(plan: _Plan, options: CheckOptions, progress: Callable[[str, int, int], None] | None) -> ArtifactCheck:
+    start = dt.datetime.now(dt.timezone.utc)
+    directory, manifest, data = plan.directory, plan.manifest, plan.data
+    top1: dict[str, float] = {}
+    models = [(plan.reference, plan.reference_path),
+              *((f, directory / manifest["files"][f]["file"]) for f in plan.int8)]
+    for fmt, file in models:
+        opened = open_model(file)
+        done = 0
+
+        def advance(n: int, fmt: str = fmt) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(f"{directory.name} {fmt}", done, len(data))
+
+        top1[fmt] = evaluate(opened.runner, data, opened.preprocess, options.batch_size, progress=advance).top1
+
+    result = ArtifactCheck(directory, plan.key, data.name, len(data), options.samples, plan.reference, top1)
+    result.cases += _accuracy_cases(result, plan.int8, options)
+    result.latency_ms = {k.label: p50 for k, p50 in latest_p50(manifest).items()}
+    if options.max_latency_ratio is not None:
+        result.cases += _latency_ratio_cases(directory, plan.key, manifest, options.max_latency_ratio)
+    if plan.entry is not None:
+        result.cases += _baseline_cases(result, plan.entry, options)
+    result.seconds = (dt.datetime.now(dt.timezone.utc) - start).total_seconds()
+
+    record = {"time": start.isoformat(timespec="seconds"), **result.to_dict()}
+    record.pop("artifact")
+    update_manifest(directory, lambda m: m.__setitem__("check", record))
+    return result
+
+
+def _accuracy_cases(result: ArtifactCheck, int8: list[str], options: CheckOptions) -> list[Case]:
+    ref = result.top1[result.reference]
+    unit = "%" if options.relative else "pp"
+    cases = []
+    for fmt in int8:
+        drop = (ref - result.top1[fmt]) * 100  # percentage points
+        if options.relative:
+            drop = drop / ref if ref else float("inf")  # percent of the reference's accuracy
+        cases.append(Case(
+            result.model, fmt, "accuracy drop", round(drop, 3), f"<= {options.max_drop:g} {unit}",
+            drop <= options.max_drop + 1e-9,
+            f"top-1 {result.top1[fmt]:.2%} vs {result.reference} {ref:.2%} on {result.images} images"))
+    return cases
+
+
+def _latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], limit: float) -> list[Case]:
+    latest = latest_p50(manifest)
+    names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
+    cases = []
+    for key, p50 in sorted(latest.items(), key=lambda item: item[0].label):
+        fmt = names.get(key.file)
+        if fmt not in INT8_FORMATS:
+            continue
+        fp32_file = manifest["files"].get(fmt.removesuffix("_int8"), {}).get("file")
+        fp32 = next((v for k, v in latest.items() if k.file == fp32_file and k.setting == key.setting), None)
+        if fp32 is None:
+            continue
+        ratio = p50 / fp32
+        cases.append(Case(model, fmt, f"latency ratio {key.setting}", round(ratio, 3), f"<= {limit:g}",
+                          ratio <= limit,
+                          f"p50 {p50:.2f} ms vs FP32 {fp32:.2f} ms"))
+    if not cases:
+        raise EdgekitError(
+            f"{directory} has no latency of an INT8 file and its FP32 twin on one device: "
+            f"run `edgekit bench {directory}` first, or drop --max-latency-ratio."
+        )
+    return cases
+
+
+def _baseline_cases(result: ArtifactCheck, entry: BaselineEntry, options: CheckOptions) -> list[Case]:
+    cases = []
+    for fmt, expected in sorted(entry.accuracy.items()):
+        if fmt not in result.top1:
+            continue
+        delta = (result.top1[fmt] - expected) * 100
+        if delta < -options.tolerance:
+            verdict, detail = False, f"regressed: {result.top1[fmt]:.2%} against {expected:.2%} in the baseline"
+        elif delta > options.tolerance:
+            verdict, detail = False, (
+                f"improved beyond tolerance ({result.top1[fmt]:.2%} against {expected:.2%}): "
+                "did the model or the evaluation change? If intended, run with --update-baseline")
+        else:
+            verdict, detail = True, f"{result.top1[fmt]:.2%} against {expected:.2%} in the baseline"
+        cases.append(Case(result.model, fmt, "accuracy vs baseline", round(delta, 3),
+                          f"within +-{options.tolerance:g} pp", verdict, detail))
+    for label, expected in sorted(entry.latency_ms.items()):
+        measured = result.latency_ms.get(label)
+        if measured is None:
+            cases.append(Case(result.model, label.rsplit("/", 1)[-1], f"latency vs baseline {label}", float("nan"),
+                              "measured", False,
+                              f"the baseline has {label} but the artifact has no such measurement: run edgekit bench"))
+            continue
+        change = (measured / expected - 1) * 100
+        cases.append(Case(result.model, label.rsplit("/", 1)[-1], f"latency vs baseline {label}", round(change, 2),
+                          f"<= +{options.latency_tolerance:g} %", change <= options.latency_tolerance,
+                          f"p50 {measured:.2f} ms against {expected:.2f} ms in the baseline"))
+    return cases
+
+
+def check(paths: list[Path], options: CheckOptions,
+          progress: Callable[[str, int, int], None] | None = None) -> list[ArtifactCheck]:
+    """Check every artifact; then, with --update-baseline, rewrite the baseline with what was measured."""
+    plans = [_plan(path, options) for path in paths]
+    if options.max_latency_ratio is not None:
+        for plan in plans:
+            _latency_ratio_cases(plan.directory, plan.key, plan.manifest, options.max_latency_ratio)
+    results = [_run(plan, options, progress) for plan in plans]
+    if options.update_baseline and options.baseline is not None:
+        for r in results:
+            options.baseline.set(r.model, BaselineEntry(dict(r.top1), dict(r.latency_ms), r.samples, r.data))
+        options.baseline.save()
+    return results

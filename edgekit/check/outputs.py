@@ -1,0 +1,73 @@
+"""What CI systems show: JUnit XML (one test case per model x format x metric) and a Markdown summary."""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from edgekit.artifact import write_text_atomic
+from edgekit.check.gate import ArtifactCheck, Case
+from edgekit.errors import EdgekitError
+
+
+def _value(case: Case) -> str:
+    return "n/a" if math.isnan(case.value) else f"{case.value:g}"
+
+
+def junit_xml(results: list[ArtifactCheck]) -> str:
+    cases = [(r, c) for r in results for c in r.cases]
+    failures = sum(not c.passed for _, c in cases)
+    suites = ET.Element("testsuites", name="edgekit check", tests=str(len(cases)), failures=str(failures))
+    for r in results:
+        suite = ET.SubElement(suites, "testsuite", name=r.model, tests=str(len(r.cases)),
+                              failures=str(sum(not c.passed for c in r.cases)), time=f"{r.seconds:.3f}")
+        props = ET.SubElement(suite, "properties")
+        for name, value in (("artifact", str(r.directory)), ("data", r.data), ("images", str(r.images)),
+                            ("reference", r.reference)):
+            ET.SubElement(props, "property", name=name, value=value)
+        for c in r.cases:
+            case = ET.SubElement(suite, "testcase", classname=f"edgekit.check.{r.model}", name=c.name, time="0")
+            message = f"{c.metric} {_value(c)} (limit {c.limit}): {c.detail}"
+            if c.passed:
+                ET.SubElement(case, "system-out").text = message
+            else:
+                ET.SubElement(case, "failure", message=message, type="edgekit.check").text = message
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def markdown(results: list[ArtifactCheck]) -> str:
+    failed = sum(not c.passed for r in results for c in r.cases)
+    total = sum(len(r.cases) for r in results)
+    head = "passed" if not failed else f"{failed} of {total} checks failed"
+    lines = [f"## edgekit check: {head}", ""]
+    for r in results:
+        accuracy = ", ".join(f"{fmt} {top1:.2%}" for fmt, top1 in r.top1.items())
+        lines += [f"**{r.model}** on {r.data}, {r.images:,} images: {accuracy}", "",
+                  "| | format | metric | value | limit | detail |", "|---|---|---|---:|---|---|"]
+        for c in r.cases:
+            mark = "✅" if c.passed else "❌"
+            lines.append(f"| {mark} | {c.format} | {c.metric} | {_value(c)} | {c.limit} | {c.detail} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write a report file whole or not at all (the CI system may read it while we write)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+    except OSError as exc:
+        raise EdgekitError(f"cannot write {path} ({exc.strerror}): choose a writable path.") from None
+
+
+def append_step_summary(text: str) -> Path | None:
+    """GitHub Actions shows what a step appends to $GITHUB_STEP_SUMMARY on the run's page."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    with open(target, "a") as f:
+        f.write(text)
+    return Path(target)

@@ -1,0 +1,1 @@
+"""`edgekit report`: one table and the accuracy-latency picture across artifacts."""
