@@ -89,7 +89,10 @@ def check(
         write_report(junit, junit_xml(results))
     if markdown:
         write_report(markdown, summary)
-    append_step_summary(summary)
+    try:
+        append_step_summary(summary)
+    except OSError as exc:
+        err_console.print(f"[yellow]warning:[/] cannot append to $GITHUB_STEP_SUMMARY ({exc.strerror}).")
     failed = [(r, c) for r in results for c in r.cases if not c.passed]
     if as_json:
         _print_json({"passed": not failed, "results": [r.to_dict() for r in results]})

@@ -18,6 +18,7 @@ import torch
 from edgekit.artifact import artifact_name, locate_artifact, read_manifest, sha256_file, update_manifest, verify_files
 from edgekit.bench.records import latest_p50
 from edgekit.check.baseline import Baseline, BaselineEntry
+from edgekit.checkpoint import read_trained
 from edgekit.data import DataSource, ImageSet, load_split
 from edgekit.errors import EdgekitError
 from edgekit.evaluate import evaluate
@@ -94,7 +95,12 @@ def _reference_path(directory: Path, manifest: dict[str, Any], choice: str) -> t
     torch_ok = bool(weights) and Path(weights).is_file() and Path(weights).suffix in (".pt", ".pth") \
         and sha256_file(Path(weights)) == manifest["source"].get("sha256")
     if choice in ("auto", "torch") and torch_ok:
-        return "torch", Path(weights)
+        try:
+            read_trained(Path(weights))  # an edgekit checkpoint: it knows its own preprocessing
+            return "torch", Path(weights)
+        except EdgekitError:
+            if choice == "torch":
+                raise
     if choice == "torch":
         raise EdgekitError(
             f"{directory}: the checkpoint it was exported from ({weights or 'none recorded'}) is missing or changed: "
