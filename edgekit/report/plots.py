@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from edgekit.artifact import default_file_mode
 from edgekit.report.collect import Row
 
 
@@ -53,12 +54,14 @@ def scatter_plot(rows: list[Row], x_of: Callable[[Row], float | None], y_of: Cal
     ax.set_ylabel(y_label)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    ax.margins(x=0.08, y=0.08)  # room for the point labels at the edges
     if points:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no artifact has both figures", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.fchmod(fd, default_file_mode())
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
