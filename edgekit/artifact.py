@@ -64,6 +64,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user named (a report, a baseline) atomically; an unwritable place is their error to fix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+    except OSError as exc:
+        raise EdgekitError(f"cannot write {path} ({exc.strerror}): choose a writable path.") from None
+
+
 @contextlib.contextmanager
 def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory beside `final`; on success it replaces `final` in one rename.

@@ -52,10 +52,11 @@ def check(
     Exit 0 when every check passes, 1 when one fails, 2 on bad input (nothing is written then).
     The result is also recorded in each artifact's manifest.json under `check`.
     """
+    from edgekit.artifact import write_output
     from edgekit.check.baseline import load_baseline
     from edgekit.check.gate import CheckOptions
     from edgekit.check.gate import check as run_check
-    from edgekit.check.outputs import append_step_summary, junit_xml, write_report
+    from edgekit.check.outputs import append_step_summary, junit_xml
     from edgekit.check.outputs import markdown as markdown_text
 
     if reference not in ("auto", "torch", "onnx", "tflite"):
@@ -86,9 +87,9 @@ def check(
 
     summary = markdown_text(results)
     if junit:
-        write_report(junit, junit_xml(results))
+        write_output(junit, junit_xml(results))
     if markdown:
-        write_report(markdown, summary)
+        write_output(markdown, summary)
     try:
         append_step_summary(summary)
     except OSError as exc:
@@ -237,7 +238,8 @@ def sweep(
     result = write_report([p.out for p in finished], out / "report") if finished else None
     if as_json:
         _print_json({"points": [{"name": p.name, "width": p.width, "resolution": p.resolution, "status": p.status,
-                                 "detail": p.detail, "accuracy": p.accuracy, "out": str(p.out)} for p in points],
+                                 "detail": p.detail, "accuracy": p.accuracy, "seconds": p.seconds,
+                                 "out": str(p.out)} for p in points],
                      "report": [str(p) for p in result.written] if result else []})
     else:
         table = Table(title=f"edgekit sweep {recipe.name} -> {out}")

@@ -158,7 +158,7 @@ def test_check_bad_input_exits_2_and_writes_nothing(case, artifact, tmp_path, ed
         expect = "export with --int8"
     elif case == "classes":
         args += ["--data", _imagefolder(tmp_path / "img", 3)]
-        expect = "3"
+        expect = "predicts 10 classes but img/val has 3"
     elif case == "baseline-json":
         baseline.write_text("{not json")
         args += ["--baseline", str(baseline)]

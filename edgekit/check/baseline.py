@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import write_json_atomic
+from edgekit.artifact import write_output
 from edgekit.errors import EdgekitError
 
 VERSION = 1
@@ -52,12 +52,8 @@ class Baseline:
         self.models[key] = entry
 
     def save(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.path, {"edgekit_baseline": VERSION,
-                                          "models": {k: self.models[k].to_dict() for k in sorted(self.models)}})
-        except OSError as exc:
-            raise EdgekitError(f"cannot write {self.path} ({exc.strerror}): choose a writable --baseline.") from None
+        data = {"edgekit_baseline": VERSION, "models": {k: self.models[k].to_dict() for k in sorted(self.models)}}
+        write_output(self.path, json.dumps(data, indent=2) + "\n")
 
 
 def load_baseline(path: Path, create: bool = False) -> Baseline:

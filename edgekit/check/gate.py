@@ -138,12 +138,12 @@ class _Plan:
     directory: Path
     manifest: dict[str, Any]
     int8: list[str]
-    label: str
     key: str
     entry: BaselineEntry | None
     reference: str
     reference_path: Path
     data: ImageSet
+    latency_cases: list[Case]  # they need only the manifest, so they are judged (or refused) up front
 
 
 def _plan(path: Path, options: CheckOptions) -> _Plan:
@@ -169,7 +169,9 @@ def _plan(path: Path, options: CheckOptions) -> _Plan:
             )
     reference, reference_path = _reference_path(directory, manifest, options.reference)
     data = load_data(label, manifest, options.samples, directory)
-    return _Plan(directory, manifest, int8, label, key, entry, reference, reference_path, data)
+    latency_cases = [] if options.max_latency_ratio is None else \
+        _latency_ratio_cases(directory, key, manifest, options.max_latency_ratio)
+    return _Plan(directory, manifest, int8, key, entry, reference, reference_path, data, latency_cases)
 
 
 def _images(samples: int | None) -> str:
@@ -197,8 +199,7 @@ def _run(plan: _Plan, options: CheckOptions, progress: Callable[[str, int, int],
     result = ArtifactCheck(directory, plan.key, data.name, len(data), options.samples, plan.reference, top1)
     result.cases += _accuracy_cases(result, plan.int8, options)
     result.latency_ms = {k.label: p50 for k, p50 in latest_p50(manifest).items()}
-    if options.max_latency_ratio is not None:
-        result.cases += _latency_ratio_cases(directory, plan.key, manifest, options.max_latency_ratio)
+    result.cases += plan.latency_cases
     if plan.entry is not None:
         result.cases += _baseline_cases(result, plan.entry, options)
     result.seconds = (dt.datetime.now(dt.timezone.utc) - start).total_seconds()
@@ -282,9 +283,6 @@ def check(paths: list[Path], options: CheckOptions,
           progress: Callable[[str, int, int], None] | None = None) -> list[ArtifactCheck]:
     """Check every artifact; then, with --update-baseline, rewrite the baseline with what was measured."""
     plans = [_plan(path, options) for path in paths]
-    if options.max_latency_ratio is not None:
-        for plan in plans:
-            _latency_ratio_cases(plan.directory, plan.key, plan.manifest, options.max_latency_ratio)
     results = [_run(plan, options, progress) for plan in plans]
     if options.update_baseline and options.baseline is not None:
         for r in results:

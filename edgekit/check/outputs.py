@@ -7,9 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgekit.artifact import write_text_atomic
 from edgekit.check.gate import ArtifactCheck, Case
-from edgekit.errors import EdgekitError
 
 
 def _value(case: Case) -> str:
@@ -52,15 +50,6 @@ def markdown(results: list[ArtifactCheck]) -> str:
             lines.append(f"| {mark} | {c.format} | {c.metric} | {_value(c)} | {c.limit} | {c.detail} |")
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def write_report(path: Path, text: str) -> None:
-    """Write a report file whole or not at all (the CI system may read it while we write)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, text)
-    except OSError as exc:
-        raise EdgekitError(f"cannot write {path} ({exc.strerror}): choose a writable path.") from None
 
 
 def append_step_summary(text: str) -> Path | None:
