@@ -233,6 +233,17 @@ def prepare(recipe: Recipe, data_override: str | None = None) -> Prepared:
 def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str | None = None,
           reporter: Reporter | None = None) -> TrainResult:
     ctx = init_distributed()
+    try:
+        return _train(ctx, recipe, out, resume, data_override, reporter)
+    finally:
+        # Left to interpreter exit, gloo's worker threads can be torn down while joinable and abort the process
+        # ("terminate called without an active exception") after a successful run.
+        if ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_override: str | None,
+           reporter: Reporter | None) -> TrainResult:
     reporter = reporter or Reporter(enabled=False)
     if not ctx.main:
         reporter = Reporter(enabled=False)
