@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.models import ModelSpec
+from edgekit.models import ModelSpec, spec_from_record
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -113,7 +113,31 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise EdgekitError(f"{path} is unreadable ({exc}): export the model again.") from None
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
         raise EdgekitError(f"{path} is not an edgekit v{MANIFEST_VERSION} manifest: export the model again.")
+    _validate_manifest(path, manifest)
     return manifest
+
+
+def _validate_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """The parts every reader relies on; a damaged or hand-edited manifest is refused here, not deep inside."""
+    from edgekit.data import Preprocess
+
+    spec_from_record(manifest.get("spec"), str(path), "export the model again")
+    files, record = manifest.get("files"), manifest.get("input")
+    if not isinstance(files, dict) or not isinstance(record, dict):
+        raise EdgekitError(f"{path} lacks its files or input section: export the model again.")
+    for entry in files.values():
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not (isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
+                and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)):
+            raise EdgekitError(
+                f"{path} lists a file record {entry!r} that is not a plain file name with bytes and sha256 "
+                "(a manifest never points outside its directory): export the model again."
+            )
+    if record.get("preprocess") is not None:
+        try:
+            Preprocess.from_dict(record["preprocess"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgekitError(f"{path} records a damaged preprocessing ({exc}): export the model again.") from None
 
 
 def locate_artifact(path: Path) -> Path:
@@ -128,16 +152,29 @@ def locate_artifact(path: Path) -> Path:
     )
 
 
-def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
-    """Refuse files that changed since the manifest recorded them (edited, corrupted or half-copied)."""
+def changed_files(directory: Path, manifest: dict[str, Any], only: Path | None = None) -> list[tuple[str, str]]:
+    """(file, what is wrong) for each listed file (or just `only`) that is missing or differs from its record."""
+    problems = []
     for record in manifest.get("files", {}).values():
+        if only is not None and record["file"] != only.name:
+            continue
         path = directory / record["file"]
         if not path.is_file():
-            raise EdgekitError(f"{path} is missing but {directory / MANIFEST} lists it: export the model again.")
-        if path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
-            raise EdgekitError(
-                f"{path} changed since it was exported (its sha256 no longer matches the manifest): export it again."
-            )
+            problems.append((record["file"], "it is missing"))
+        elif (size := path.stat().st_size) != record["bytes"]:
+            problems.append((record["file"], f"{size:,} bytes, the manifest records {record['bytes']:,}"))
+        elif sha256_file(path) != record["sha256"]:
+            problems.append((record["file"], "its sha256 no longer matches the manifest"))
+    return problems
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], only: Path | None = None) -> None:
+    """Refuse files that changed since the manifest recorded them (edited, corrupted or half-copied)."""
+    problems = changed_files(directory, manifest, only)
+    if problems:
+        name, what = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise EdgekitError(f"{directory / name} changed since it was exported ({what}){more}: export it again.")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from torch import nn
 
 from edgekit.data import Preprocess
 from edgekit.errors import EdgekitError
-from edgekit.models import ModelSpec, build
+from edgekit.models import ModelSpec, build, spec_from_record
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -61,6 +61,12 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise EdgekitError(
             f"{path} does not fit {getattr(model, 'spec', None) and model.spec.name or 'this model'} "
             f"({'; '.join(parts)}): pass the model, width and classes the weights were trained with."
+        )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise EdgekitError(
+            f"{path} holds NaN or infinite values in {', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}: "
+            "the training diverged; train again with a lower learning rate, or resume from an earlier checkpoint."
         )
     model.load_state_dict(state, strict=True)
 
@@ -128,7 +134,8 @@ def read_trained(path: Path) -> TrainedModel:
     ckpt = load_checkpoint(path)
     try:
         return TrainedModel(
-            path=path, spec=ModelSpec(**ckpt["spec"]), preprocess=Preprocess.from_dict(ckpt["preprocess"]),
+            path=path, spec=spec_from_record(ckpt.get("spec"), str(path), "train it again"),
+            preprocess=Preprocess.from_dict(ckpt["preprocess"]),
             classes=list(ckpt["classes"]), data=str(ckpt["data"]), epoch=int(ckpt["epoch"]),
             val_top1=(ckpt.get("val") or {}).get("top1"),
             augment=dict(ckpt.get("augment") or {}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -14,11 +15,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
 from edgekit.recipe import DEFAULT_QAT_LR
 
 app = typer.Typer(
@@ -27,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    epilog="Exit codes: 0 success, 1 a check failed, 2 bad input or environment (one line says what to fix), "
+           "3 an internal error (a bug: rerun with --debug), 130 interrupted (earlier results are kept).",
 )
 # Tables are wide: when the output is a file or pipe, don't squeeze them into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -36,17 +40,33 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors(func: F) -> F:
-    """Turn an EdgekitError into one line on stderr and its exit code, with no traceback."""
+    """Every failure ends as one line on stderr and an exit code, never a traceback (unless --debug)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _refuse_non_finite(kwargs)
             return func(*args, **kwargs)
-        except EdgekitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, EdgekitError) else classify_error(exc)
+            if error is None and DEBUG.enabled:
+                raise
+            message = str(error) if error else (
+                f"unexpected {type(exc).__name__}: {first_line(exc)}. This is a bug in edgekit: rerun with "
+                "`edgekit --debug ...` for the traceback and report it.")
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code if error else INTERNAL_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refuse_non_finite(options: dict[str, Any]) -> None:
+    """No option anywhere means NaN or infinity; click would pass them through as floats."""
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EdgekitError(f"--{name.replace('_', '-')} {value} is not a finite number: give a real value.")
 
 
 def _version(value: bool) -> None:
@@ -60,8 +80,10 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar="EDGEKIT_DEBUG", help="Show the Python traceback of an unexpected error.")] = False,
 ) -> None:
-    pass
+    DEBUG.enabled = debug
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -222,14 +244,15 @@ def _trained_or_spec(target: str, width: float | None, resolution: int | None, r
             raise EdgekitError(f"{target} is a checkpoint already: drop --weights, or give a model name instead.")
         trained = read_trained(Path(target))
         given = {"width": width, "resolution": resolution, "res_mult": res_mult, "option": option}
-        clash = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
+        clash = [f"--{k.replace('_', '-')}" for k, v in given.items() if v not in (None, [])]
         if clash:
             raise EdgekitError(
                 f"{', '.join(clash)} cannot change a trained checkpoint's model: export it as trained, "
                 "or train a recipe with the new settings."
             )
         return trained.spec, trained.path, trained
-    spec = _spec_from_cli(target, width or 1.0, resolution, res_mult, num_classes, in_channels, option)
+    width = 1.0 if width is None else width
+    spec = _spec_from_cli(target, width, resolution, res_mult, num_classes, in_channels, option)
     if weights is not None and weights.is_file():
         try:
             trained = read_trained(weights)
@@ -273,7 +296,7 @@ def export(
         "quantization-aware with --qat-epochs).")] = False,
     calib: Annotated[str | None, typer.Option(
         help="Calibration data (its training split; default: the checkpoint's own data).")] = None,
-    calib_size: Annotated[int, typer.Option(help="Calibration images, drawn with a fixed seed.")] = 512,
+    calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, drawn with a fixed seed.")] = 512,
     calib_method: Annotated[str, typer.Option(
         help="Activation ranges: minmax, percentile (99.99th) or mse (histogram L2 search).")] = "minmax",
     per_tensor: Annotated[bool, typer.Option(
@@ -436,7 +459,7 @@ def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
 
 def _calibration_data(calib: str | None, trained: Any, spec: Any, preprocess: Any) -> tuple[Any, Any]:
     """The training split of --calib (or the checkpoint's data), and the preprocessing to apply to it."""
-    from edgekit.data import DataSource, load_split, preprocess_for
+    from edgekit.data import DataSource, load_split, preprocess_for, require_same_classes
 
     if calib is None and trained is None:
         err_console.print("[yellow]warning:[/] --int8 without a checkpoint or --calib: calibrating on random "
@@ -447,11 +470,8 @@ def _calibration_data(calib: str | None, trained: Any, spec: Any, preprocess: An
         preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
     with err_console.status(f"loading calibration data {source.label}"):
         data = load_split(source, "train", spec.resolution, spec.in_channels)
-    if len(data.classes) != spec.num_classes:
-        raise EdgekitError(
-            f"calibration data {source.label} has {len(data.classes)} classes but the model has "
-            f"{spec.num_classes} outputs: calibrate on the data the model was trained for."
-        )
+    require_same_classes("the model", trained.classes if trained else spec.num_classes, data,
+                         "calibrate on the data the model was trained for")
     return data, preprocess
 
 
@@ -477,10 +497,10 @@ def _load_recipe_with(path: Path, epochs: int | None, batch_size: int | None, li
 @_user_errors
 def train(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help=RECIPE_HELP)],
-    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override train.batch_size (per process).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override train.batch_size (per process).")] = None,
     limit_batches: Annotated[
-        int | None, typer.Option(help="Stop each epoch after N batches (smoke runs).")] = None,
+        int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")] = None,
     data: Annotated[
         str | None, typer.Option(help="Override data.source: fashion-mnist, digits, imagefolder:PATH.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
@@ -547,15 +567,15 @@ def eval_cmd(
         Path, typer.Argument(metavar="MODEL", help="An edgekit checkpoint (.pt), .onnx or .tflite file.")],
     data: Annotated[str | None, typer.Option(
         help="fashion-mnist, digits or imagefolder:PATH (default: the data the model was trained on).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
-    threads: Annotated[int, typer.Option(help="Runtime threads for ONNX Runtime / TFLite.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
+    threads: Annotated[int, typer.Option(min=1, help="Runtime threads for ONNX Runtime / TFLite.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (top-1, top-5, per-class, confusion).")] = False,
 ) -> None:
     """Top-1, top-5, per-class accuracy and confusion matrix of a checkpoint, ONNX or TFLite model.
 
     All three formats see exactly the preprocessing recorded with the model.
     """
-    from edgekit.data import DataSource, load_split
+    from edgekit.data import DataSource, load_split, require_same_classes
     from edgekit.evaluate import evaluate
     from edgekit.runners import open_model
 
@@ -567,11 +587,7 @@ def eval_cmd(
     spec = opened.spec
     with err_console.status(f"loading {source.label}"):
         dataset = load_split(source, "val", spec.resolution, spec.in_channels)
-    if opened.classes and len(opened.classes) != len(dataset.classes):
-        raise EdgekitError(
-            f"{target} predicts {len(opened.classes)} classes but {source.label} has {len(dataset.classes)}: "
-            "evaluate on the data the model was trained for."
-        )
+    require_same_classes(target, opened.classes or None, dataset, "evaluate on the data the model was trained for")
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=as_json) as progress:
         task = progress.add_task("eval", total=len(dataset))
@@ -596,8 +612,9 @@ def eval_cmd(
 @_user_errors
 def run_cmd(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help=RECIPE_HELP)],
-    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
-    limit_batches: Annotated[int | None, typer.Option(help="Stop each epoch after N batches (smoke runs).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    limit_batches: Annotated[
+        int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -636,12 +653,19 @@ def run_cmd(
 @app.command("inspect")
 @_user_errors
 def inspect_cmd(
-    file: Annotated[Path, typer.Argument(help="An .onnx or .tflite file.")],
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE|DIR", help="An .onnx or .tflite file; with --verify, an artifact or run directory.")],
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Check every file the manifest lists against its recorded size and sha256; "
+                         "exit 1 when one changed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Inputs, outputs (shapes, dtypes, quantization), op histogram and size of a model file."""
     from edgekit.inspect import inspect_file
 
+    if verify:
+        _verify_artifact(file, as_json)
+        return
     info = inspect_file(file)
     if as_json:
         _print_json(info)
@@ -662,6 +686,30 @@ def inspect_cmd(
     for op, n in info["ops"].items():
         ops.add_row(op, str(n))
     console.print(ops)
+
+
+def _verify_artifact(path: Path, as_json: bool) -> None:
+    from edgekit.artifact import changed_files, locate_artifact, read_manifest
+
+    directory = locate_artifact(path)
+    manifest = read_manifest(directory)
+    problems = dict(changed_files(directory, manifest))
+    rows = [{"file": r["file"], "bytes": r["bytes"], "sha256": r["sha256"], "ok": r["file"] not in problems,
+             "problem": problems.get(r["file"])} for r in manifest["files"].values()]
+    if as_json:
+        _print_json({"artifact": str(directory), "ok": not problems, "files": rows})
+    else:
+        table = Table(title=f"{directory}: files against manifest.json")
+        for col in ("file", "bytes", "sha256", "status"):
+            table.add_column(col, justify="right" if col == "bytes" else "left")
+        for row in rows:
+            status = "[green]ok[/]" if row["ok"] else f"[red]{escape(row['problem'])}[/]"
+            table.add_row(row["file"], f"{row['bytes']:,}", row["sha256"][:16], status)
+        console.print(table)
+    if problems:
+        err_console.print(f"[bold red]verify failed:[/] {len(problems)} of {len(rows)} files changed since export; "
+                          "export the model again.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _thread_counts(text: str | None) -> tuple[int, ...] | None:
@@ -707,7 +755,8 @@ def bench(
     if runtime not in ("auto", "tflite", "onnxruntime"):
         raise EdgekitError(f"--runtime {runtime!r}: use tflite, onnxruntime or auto.")
     if runs < 1 or warmup < 0 or min_seconds < 0 or warmup_seconds < 0:
-        raise EdgekitError("--runs must be >= 1, and --warmup, --warmup-seconds, --min-seconds >= 0.")
+        raise EdgekitError("a run count or time is out of range: give --runs >= 1, and --warmup, --warmup-seconds, "
+                           "--min-seconds >= 0.")
     profiles = [load_profile(name.strip()) for name in device.split(",") if name.strip()]
     if not profiles:
         raise EdgekitError("--device is empty: name a device (e.g. --device local).")
@@ -830,7 +879,22 @@ from edgekit import cli_gate  # noqa: E402, F401
 
 
 def main() -> None:
-    app()
+    """The console script: click's usage errors also become one line (a box per error reads as a crash)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click exceptions: usage errors, and no arguments at all
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stderr.write(exc.format_message() + "\n")
+        else:
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "edgekit"
+            message = exc.format_message().rstrip(".")
+            err_console.print(f"[bold red]error:[/] {escape(message)}. See `{where} --help`.",
+                              highlight=False, soft_wrap=True)
+        code = getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        code = 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ def check(
         raise EdgekitError(f"--samples {samples}: give a positive number of images.")
     if max_drop < 0 or tolerance < 0 or latency_tolerance < 0 or (max_latency_ratio is not None
                                                                    and max_latency_ratio <= 0):
-        raise EdgekitError("--max-drop, --tolerance and --latency-tolerance must be >= 0, "
-                           "--max-latency-ratio above 0.")
+        raise EdgekitError("a limit is negative: give --max-drop, --tolerance and --latency-tolerance >= 0, "
+                           "and --max-latency-ratio above 0.")
     if update_baseline and baseline is None:
         raise EdgekitError("--update-baseline needs --baseline FILE: the file to write.")
     options = CheckOptions(
@@ -177,10 +177,10 @@ def sweep(
         "--device", "-d", help="Device profile(s) to measure latency on, comma-separated; 'none' to skip.")
     ] = "local",
     threads: Annotated[str, typer.Option(help="Thread counts for the latency runs.")] = "1",
-    epochs: Annotated[int | None, typer.Option(help="Override train.epochs at every point.")] = None,
-    limit_batches: Annotated[int | None, typer.Option(help="Stop each epoch after N batches (smoke runs).")
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs at every point.")] = None,
+    limit_batches: Annotated[int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")
                              ] = None,
-    jobs: Annotated[int, typer.Option(help="Points trained at once; the cores are split between them.")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="Points trained at once; the cores are split between them.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Sweep directory (default sweeps/RECIPE_NAME).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the points and the report as JSON.")] = False,
 ) -> None:

@@ -9,6 +9,7 @@ guesses how an artifact's inputs were prepared.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import warnings
@@ -59,11 +60,32 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Preprocess:
-        return cls(
+        """Read back a recorded preprocessing; ValueError/KeyError/TypeError when it is damaged."""
+        pre = cls(
             resolution=int(record["resolution"]), channels=int(record["channels"]),
-            mean=tuple(record["mean"]), std=tuple(record["std"]),
+            mean=tuple(float(v) for v in record["mean"]), std=tuple(float(v) for v in record["std"]),
             resize=record.get("resize", "bilinear-antialias"), layout=record.get("layout", "nchw"),
-            range=tuple(record.get("range", (0.0, 255.0))),
+            range=tuple(float(v) for v in record.get("range", (0.0, 255.0))),
+        )
+        if len(pre.mean) != pre.channels or len(pre.std) != pre.channels:
+            raise ValueError(f"mean and std need {pre.channels} values each")
+        if not all(math.isfinite(v) for v in (*pre.mean, *pre.range)) or not all(
+                math.isfinite(v) and v > 0 for v in pre.std):
+            raise ValueError("mean must be finite and std finite and > 0")
+        return pre
+
+
+def require_same_classes(model: object, classes: list[str] | int | None, data: ImageSet, fix: str) -> None:
+    """Refuse data whose classes differ from the model's: by count, or by name when both are named."""
+    if classes is None:
+        return
+    count = classes if isinstance(classes, int) else len(classes)
+    if count != len(data.classes):
+        raise EdgekitError(f"{model} predicts {count} classes but {data.name} has {len(data.classes)}: {fix}.")
+    if isinstance(classes, list) and list(map(str, classes)) != list(map(str, data.classes)):
+        ours, theirs = ", ".join(map(str, classes[:3])), ", ".join(map(str, data.classes[:3]))
+        raise EdgekitError(
+            f"{model} was trained on classes {ours}, ... but {data.name} has {theirs}, ...: {fix}."
         )
 
 

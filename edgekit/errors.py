@@ -1,7 +1,50 @@
-"""Errors a user can fix. The CLI prints their message as one line and exits with `exit_code`."""
+"""Errors a user can fix, and how every other failure is turned into one line and an exit code."""
+
+from __future__ import annotations
+
+import errno
+
+INTERNAL_ERROR = 3
 
 
 class EdgekitError(Exception):
     """Bad input: the message names the problem and the fix."""
 
     exit_code = 2
+
+
+class _Debug:
+    enabled = False
+
+
+DEBUG = _Debug()  # set by `edgekit --debug`: unexpected errors keep their traceback
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def classify_error(exc: BaseException) -> EdgekitError | None:
+    """The environment failures a user fixes (full disk, no permission, no memory) as an EdgekitError; else None."""
+    if isinstance(exc, OSError):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        if exc.errno in _NO_SPACE:
+            return EdgekitError(
+                f"no space left{where} ({exc.strerror}): free disk space or choose another --out; "
+                "earlier results are intact."
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            on = f" on {exc.filename}" if exc.filename else ""
+            return EdgekitError(
+                f"permission denied{on} ({exc.strerror}): choose a writable --out or fix the permissions."
+            )
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("DefaultCPUAllocator", "out of memory"))
+    ):
+        return EdgekitError(
+            f"out of memory ({first_line(exc)}): lower --batch-size, the resolution or the width."
+        )
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.artifact import read_manifest
+from edgekit.artifact import read_manifest, verify_files
 from edgekit.checkpoint import read_trained
 from edgekit.data import Preprocess
 from edgekit.errors import EdgekitError
@@ -33,6 +33,7 @@ def open_model(path: Path, threads: int = 1) -> Opened:
     if suffix not in (".onnx", ".tflite"):
         raise EdgekitError(f"{path}: unknown model format {suffix!r}: give a .pt, .onnx or .tflite file.")
     manifest = read_manifest(path.parent)
+    verify_files(path.parent, manifest, only=path)
     record = manifest["input"].get("preprocess")
     if record is None:
         raise EdgekitError(

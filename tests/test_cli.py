@@ -45,7 +45,7 @@ def test_profile_table_with_options(edgekit_cli):
         (["profile", "mobilenet_v2", "--width", "0"], "width 0.0 is out of range"),
         (["profile", "mobilenet_v2", "--width", "4.5"], "width 4.5 is out of range"),
         (["profile", "mobilenet_v2", "--resolution", "16"], "resolution 16 is not usable"),
-        (["profile", "mobilenet_v2", "--resolution", "64", "--res-mult", "0.5"], "not both"),
+        (["profile", "mobilenet_v2", "--resolution", "64", "--res-mult", "0.5"], "give one of them"),
         (["profile", "shufflenet_v1", "-o", "groups=6"], "groups must be one of"),
         (["profile", "mobilenet_v2", "-o", "groups=2"], "does not take option groups"),
         (["profile", "mobilenet_v2", "-o", "groups"], "is not KEY=VALUE"),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import MANIFEST, read_manifest, sha256_file, update_manifest
+from edgekit.artifact import MANIFEST, read_manifest, sha256_file, update_manifest, verify_files
 from edgekit.bench import benchmark_model, harness
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import DeviceError, Transport, connect
@@ -129,6 +129,8 @@ def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
                            "export one first (edgekit export ...).")
     files = []
     for path in paths:
+        if manifest is not None:
+            verify_files(path.parent, manifest, only=path)
         model = _open_here(path, FORMAT_RUNTIME[path.suffix])
         shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in _input_shape(model))
         x = _input_for(path, manifest, shape)

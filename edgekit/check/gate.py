@@ -19,9 +19,10 @@ from edgekit.artifact import artifact_name, locate_artifact, read_manifest, sha2
 from edgekit.bench.records import latest_p50
 from edgekit.check.baseline import Baseline, BaselineEntry
 from edgekit.checkpoint import read_trained
-from edgekit.data import DataSource, ImageSet, load_split
+from edgekit.data import DataSource, ImageSet, load_split, require_same_classes
 from edgekit.errors import EdgekitError
 from edgekit.evaluate import evaluate
+from edgekit.models import ModelSpec
 from edgekit.runners import open_model
 
 INT8_FORMATS = ("onnx_int8", "tflite_int8")
@@ -84,8 +85,6 @@ class ArtifactCheck:
 
 
 def model_key(manifest: dict[str, Any], data: str) -> str:
-    from edgekit.models import ModelSpec
-
     return f"{artifact_name(ModelSpec(**manifest['spec']))}@{data}"
 
 
@@ -118,12 +117,8 @@ def _reference_path(directory: Path, manifest: dict[str, Any], choice: str) -> t
 def load_data(label: str, manifest: dict[str, Any], samples: int | None, where: Path) -> ImageSet:
     spec = manifest["spec"]
     data = load_split(DataSource.parse(label), "val", spec["resolution"], spec["in_channels"])
-    classes = manifest["input"].get("classes")
-    if classes and len(classes) != len(data.classes):
-        raise EdgekitError(
-            f"{where} predicts {len(classes)} classes but {data.name} has {len(data.classes)}: "
-            "check it on the data it was trained for (--data)."
-        )
+    require_same_classes(where, manifest["input"].get("classes") or None, data,
+                         "check it on the data it was trained for (--data)")
     if samples is not None and samples < len(data):
         generator = torch.Generator().manual_seed(SUBSET_SEED)
         indices = torch.randperm(len(data), generator=generator)[:samples].sort().values

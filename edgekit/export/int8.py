@@ -65,7 +65,7 @@ def calibration_set(spec: ModelSpec, size: int, data: ImageSet | None, preproces
                     seed: int = 0) -> Calibration:
     """`size` images drawn (seeded) from `data`, preprocessed; random normal images only when there is no data."""
     if size < 1:
-        raise EdgekitError(f"--calib-size {size} must be a positive number of images, e.g. 512.")
+        raise EdgekitError(f"--calib-size {size} is not a positive number of images: give e.g. --calib-size 512.")
     if data is None or preprocess is None:
         rng = np.random.default_rng(seed)
         images = rng.standard_normal((size, *spec.input_shape)).astype(np.float32)

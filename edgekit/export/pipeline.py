@@ -14,7 +14,7 @@ import torch
 
 from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record, staged_directory, write_json_atomic
 from edgekit.checkpoint import load_weights
-from edgekit.data import ImageSet, Preprocess
+from edgekit.data import ImageSet, Preprocess, require_same_classes
 from edgekit.errors import EdgekitError
 from edgekit.evaluate import evaluate
 from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite, quiet
@@ -70,11 +70,7 @@ def _check_data(spec: ModelSpec, preprocess: Preprocess, data: ImageSet) -> None
             f"the preprocessing ({preprocess.channels}x{preprocess.resolution}px) does not match the model "
             f"({spec.in_channels}x{spec.resolution}px): export with the checkpoint's own settings."
         )
-    if len(data.classes) != spec.num_classes:
-        raise EdgekitError(
-            f"{data.name} has {len(data.classes)} classes but the model has {spec.num_classes} outputs: "
-            "evaluate on the data the model was trained for."
-        )
+    require_same_classes("the model", spec.num_classes, data, "evaluate on the data the model was trained for")
 
 
 def export_model(

@@ -3,7 +3,16 @@
 import importlib
 
 from edgekit.models._layers import batchnorm_statistics_from_noise, make_divisible
-from edgekit.models._registry import ModelEntry, ModelSpec, build, create, get_entry, list_models, resolve_spec
+from edgekit.models._registry import (
+    ModelEntry,
+    ModelSpec,
+    build,
+    create,
+    get_entry,
+    list_models,
+    resolve_spec,
+    spec_from_record,
+)
 
 # Importing a family module registers its models; this order is the order `edgekit models` lists them in.
 FAMILY_MODULES = (
@@ -14,5 +23,5 @@ for _module in FAMILY_MODULES:
 
 __all__ = [
     "ModelEntry", "ModelSpec", "batchnorm_statistics_from_noise", "build", "create", "get_entry", "list_models",
-    "make_divisible", "resolve_spec",
+    "make_divisible", "resolve_spec", "spec_from_record",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,6 +14,9 @@ from torch import nn
 from edgekit.errors import EdgekitError
 
 MIN_RESOLUTION = 32
+MAX_RESOLUTION = 2048  # beyond it one activation of a large model outgrows any device's memory
+MAX_CLASSES = 100_000
+MAX_IN_CHANNELS = 64
 MAX_WIDTH = 4.0
 
 
@@ -94,6 +98,22 @@ def list_models(family: str | None = None) -> list[str]:
     return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
 
 
+SPEC_FIELDS = ("name", "width", "resolution", "num_classes", "in_channels")
+
+
+def spec_from_record(record: Any, origin: str, fix: str) -> ModelSpec:
+    """A spec read back from a checkpoint or manifest, validated as strictly as user input."""
+    if not isinstance(record, dict) or any(k not in record for k in SPEC_FIELDS) \
+            or not isinstance(record.get("options", {}), dict) or not isinstance(record["name"], str):
+        raise EdgekitError(f"{origin} holds no complete model spec: {fix}.")
+    try:
+        return resolve_spec(record["name"], width=record["width"], resolution=record["resolution"],
+                            num_classes=record["num_classes"], in_channels=record["in_channels"],
+                            **record.get("options", {}))
+    except EdgekitError as exc:
+        raise EdgekitError(f"{origin} records an unusable model ({str(exc).rstrip('.')}): {fix}.") from None
+
+
 def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
@@ -119,27 +139,29 @@ def resolve_spec(
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "no options"
-        raise EdgekitError(f"{name} does not take option {', '.join(unknown)}; it takes {takes}.")
+        raise EdgekitError(f"{name} does not take option {', '.join(unknown)}: it takes {takes}.")
     options = {**accepted, **options}
     default_resolution = entry.default_resolution_for(options)
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH:
         raise EdgekitError(f"width {width!r} is out of range: use a multiplier in (0, {MAX_WIDTH:g}], e.g. 0.75.")
     if resolution is not None and res_mult is not None:
-        raise EdgekitError("give either a resolution or a resolution multiplier, not both.")
+        raise EdgekitError("both a resolution and a resolution multiplier were given: give one of them.")
     if res_mult is not None:
-        if not res_mult > 0:
+        if not (math.isfinite(res_mult) and res_mult > 0):
             raise EdgekitError(f"resolution multiplier {res_mult!r} must be > 0, e.g. 0.714 for 160 from 224.")
         resolution = round(default_resolution * res_mult)
     if resolution is None:
         resolution = default_resolution
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
+    if (isinstance(resolution, bool) or not isinstance(resolution, int)
+            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
         raise EdgekitError(
-            f"resolution {resolution!r} is not usable: "
-            f"give an integer >= {MIN_RESOLUTION} (the networks downsample 32x)."
+            f"resolution {resolution!r} is not usable: give an integer from {MIN_RESOLUTION} "
+            f"(the networks downsample 32x) to {MAX_RESOLUTION}."
         )
-    for value, what in ((num_classes, "number of classes"), (in_channels, "number of input channels")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise EdgekitError(f"{what} {value!r} must be a positive integer.")
+    for value, what, most in ((num_classes, "number of classes", MAX_CLASSES),
+                              (in_channels, "number of input channels", MAX_IN_CHANNELS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise EdgekitError(f"{what} {value!r} is out of range: give an integer from 1 to {most:,}.")
     return ModelSpec(
         name=name,
         family=entry.family,
