@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.models import ModelSpec, spec_from_record
+from edgekit.safe_files import atomic_file, output_lock, replace_directory, temp_prefix
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -37,27 +37,10 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def default_file_mode() -> int:
-    """0666 less the umask: the mode open() would give a new file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary name in the same directory, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a report or manifest is as readable as any file
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write a file whole or not at all (see `safe_files.atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -75,30 +58,22 @@ def write_output(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
-    """Yield an empty staging directory beside `final`; on success it replaces `final` in one rename.
+    """Yield an empty staging directory beside `final`; on success it replaces `final` atomically.
 
-    On any failure (or Ctrl-C) the staging directory is removed and an existing `final` is untouched.
-    An existing `final` is only replaced when `force` is set.
+    The output is locked for the whole time (a second writer fails at once); on any failure (or Ctrl-C) the
+    staging directory is removed and an existing `final` is untouched. An existing `final` is only replaced
+    when `force` is set.
     """
     final = final.resolve()
-    if final.exists() and not force:
-        raise EdgekitError(f"{final} already exists: pass --force to replace it, or --out to write elsewhere.")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    except OSError as exc:
-        raise EdgekitError(f"cannot write to {final.parent} ({exc.strerror}): choose a writable --out.") from None
-    try:
-        yield staging
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with output_lock(final):
+        if final.exists() and not force:
+            raise EdgekitError(f"{final} already exists: pass --force to replace it, or --out to write elsewhere.")
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
+        try:
+            yield staging
+            replace_directory(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

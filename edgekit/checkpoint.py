@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +11,9 @@ import torch
 from torch import nn
 
 from edgekit.data import Preprocess
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.models import ModelSpec, build, spec_from_record
+from edgekit.safe_files import atomic_file
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -79,24 +78,16 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
 
     A crash or a full disk leaves the previous checkpoint at `path` intact.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_file(path, binary=True) as f:
             torch.save({"format": CHECKPOINT_FORMAT, "version": 1, **checkpoint}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "write" not in str(exc):  # torch.save's zip writer: "file write failed"
+            raise
         raise EdgekitError(
-            f"cannot write checkpoint {path} ({exc.strerror or exc}): free disk space or choose another --out; "
-            "the previous checkpoint is intact."
+            f"cannot write checkpoint {path} ({getattr(exc, 'strerror', None) or first_line(exc)}): free disk "
+            "space or choose another --out; the previous checkpoint is intact."
         ) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

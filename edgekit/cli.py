@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -878,8 +879,29 @@ def devices_check(
 from edgekit import cli_gate  # noqa: E402, F401
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (a CI job cancelled, `kill`) stops a command the way Ctrl-C does: results saved, temp files removed."""
+    raise KeyboardInterrupt
+
+
+def _stop_with_parent() -> None:
+    """Under `edgekit sweep` (EDGEKIT_PARENT_PID set): ask Linux for SIGTERM when the parent dies."""
+    parent = os.environ.pop("EDGEKIT_PARENT_PID", None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the parent died before the request took effect
+        raise SystemExit(130)
+
+
 def main() -> None:
     """The console script: click's usage errors also become one line (a box per error reads as a crash)."""
+    signal.signal(signal.SIGTERM, _terminated)
+    _stop_with_parent()
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as exc:  # typer's click exceptions: usage errors, and no arguments at all

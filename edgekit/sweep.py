@@ -71,7 +71,8 @@ def run_points(points: list[Point], jobs: int, on_done: Callable[[Point], None] 
         point.recipe_path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(point.recipe_path, yaml.safe_dump(point.recipe.to_dict(), sort_keys=False))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    # EDGEKIT_PARENT_PID: a point's process stops when the sweep dies, even by SIGKILL (no orphan writers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "EDGEKIT_PARENT_PID": str(os.getpid())}
 
     def one(point: Point) -> Point:
         done = subprocess.run(

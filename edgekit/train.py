@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from edgekit.artifact import write_json_atomic
+from edgekit.artifact import write_json_atomic, write_text_atomic
 from edgekit.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip, load_split, preprocess_for
 from edgekit.errors import EdgekitError
@@ -31,6 +31,7 @@ from edgekit.evaluate import Evaluation, evaluate
 from edgekit.models import build, resolve_spec
 from edgekit.models._registry import ModelSpec
 from edgekit.recipe import Recipe
+from edgekit.safe_files import clean_stale, output_lock
 from edgekit.ui import Reporter
 
 LAST, BEST, METRICS, SUMMARY = "last.pt", "best.pt", "metrics.jsonl", "summary.json"
@@ -234,7 +235,8 @@ def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str
           reporter: Reporter | None = None) -> TrainResult:
     ctx = init_distributed()
     try:
-        return _train(ctx, recipe, out, resume, data_override, reporter)
+        with contextlib.ExitStack() as held:
+            return _train(ctx, recipe, out, resume, data_override, reporter, held)
     finally:
         # Left to interpreter exit, gloo's worker threads can be torn down while joinable and abort the process
         # ("terminate called without an active exception") after a successful run.
@@ -243,7 +245,7 @@ def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str
 
 
 def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_override: str | None,
-           reporter: Reporter | None) -> TrainResult:
+           reporter: Reporter | None, held: contextlib.ExitStack) -> TrainResult:
     reporter = reporter or Reporter(enabled=False)
     if not ctx.main:
         reporter = Reporter(enabled=False)
@@ -309,7 +311,12 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
               "epochs": cfg.epochs, "augment": {"crop_padding": padding, "hflip": hflip}}
 
     if ctx.main:
+        held.enter_context(output_lock(out))  # one trainer per run directory; a second fails at once
+        if saved is None and last_path.exists():
+            raise EdgekitError(f"{out} got a training run while this one loaded its data: pass --resume to "
+                               "continue it, or --out DIR to train elsewhere.")
         out.mkdir(parents=True, exist_ok=True)
+        clean_stale(out)  # temporary files a killed run left
         _trim_metrics(out / METRICS, start_epoch)
     reporter.header(spec, params, prep, ctx.world, start_epoch, cfg.epochs)
     history = _read_metrics(out / METRICS) if ctx.main else []
@@ -424,8 +431,5 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 def _trim_metrics(path: Path, last_epoch: int) -> None:
     """Drop metric lines past the checkpoint we resume from (a kill can land between the two writes)."""
     rows = [r for r in _read_metrics(path) if r.get("epoch", 0) <= last_epoch]
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgekit.artifact import default_file_mode
 from edgekit.report.collect import Row
+from edgekit.safe_files import atomic_file
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -60,16 +57,9 @@ def scatter_plot(rows: list[Row], x_of: Callable[[Row], float | None], y_of: Cal
     else:
         ax.text(0.5, 0.5, "no artifact has both figures", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.fchmod(fd, default_file_mode())
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        with atomic_file(path, binary=True) as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
     return len(points)

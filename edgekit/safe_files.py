@@ -1,0 +1,176 @@
+"""Writing outputs safely: one writer per output (a lock), temporary names that say whose they are, and
+an atomic swap of directories, so an interrupted or concurrent run never leaves a half-written result.
+
+Temporary entries are named `.{name}.{pid}.{anything}{tmp|partial|old}`: the pid lets the next run remove
+what a killed process left behind (`clean_stale`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from edgekit.errors import EdgekitError
+
+_TAIL = r"\.(?P<pid>\d+)\.(?:.*\.)?(?:tmp|partial|old)$"
+_held: dict[Path, int] = {}  # locks this process holds, with their depth: a nested stage takes its own lock again
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix for temporary files and directories beside `name` (mkstemp/mkdtemp `prefix=`)."""
+    return f".{name}.{os.getpid()}."
+
+
+def default_file_mode() -> int:
+    """0666 less the umask: the mode open() would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file object whose content appears at `path` whole or not at all: temp name, fsync, rename.
+
+    On any failure (a full disk, Ctrl-C) the temporary file is removed and an existing `path` is untouched.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; an output is as readable as any new file
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(directory: Path, name: str | None = None) -> list[Path]:
+    """Remove temporary entries in `directory` (only those for `name`, if given) whose process is gone.
+
+    A directory set aside as `.old` while its replacement was moved in is put back when the replacement
+    never arrived (a kill between the two renames of the fallback swap).
+    """
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    pattern = re.compile(rf"^\.(?P<name>{re.escape(name) if name else '.+?'}){_TAIL}")
+    for entry in directory.iterdir():
+        match = pattern.match(entry.name)
+        if not match or _alive(int(match["pid"])):
+            continue
+        final = directory / match["name"]
+        if entry.name.endswith(".old") and not final.exists():
+            os.replace(entry, final)
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold the one-writer lock for the output `path` (a run directory, an artifact directory, a file).
+
+    A second process that wants the same output fails at once with a clear message instead of waiting or
+    interleaving. The lock file `.{name}.lock` beside `path` is removed on release.
+    """
+    path = path.absolute()
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock"
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EdgekitError(
+                f"{path} is being written by another edgekit process (pid {holder}): wait for it to finish, "
+                "or choose another --out."
+            ) from None
+        # The previous holder may have removed the file between our open and our lock: then retry on a new one.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[path] = 1
+        clean_stale(path.parent, path.name)
+        yield
+    finally:
+        _held.pop(path, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_directory(staging: Path, final: Path) -> None:
+    """Move the complete `staging` directory to `final`; an existing `final` is swapped out atomically.
+
+    At every instant `final` is either the old directory or the new one.
+    """
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    if _renameat2_exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # the old directory now lives at the staging name
+        return
+    old = final.with_name(f"{temp_prefix(final.name)}old")
+    os.replace(final, old)  # a kill here is repaired by clean_stale, which moves `old` back
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
