@@ -13,7 +13,7 @@ from torch import nn
 from edgekit.data import Preprocess
 from edgekit.errors import EdgekitError, first_line
 from edgekit.models import ModelSpec, build, spec_from_record
-from edgekit.safe_files import atomic_file
+from edgekit.safe_files import atomic_path
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -79,8 +79,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     A crash or a full disk leaves the previous checkpoint at `path` intact.
     """
     try:
-        with atomic_file(path, binary=True) as f:
-            torch.save({"format": CHECKPOINT_FORMAT, "version": 1, **checkpoint}, f)
+        with atomic_path(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, "version": 1, **checkpoint}, str(tmp))
     except (OSError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and "write" not in str(exc):  # torch.save's zip writer: "file write failed"
             raise

@@ -884,6 +884,16 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's exception base: newer typer vendors click (typer.TyperException), older typer uses click itself."""
+    found: list[type[Exception]] = [typer.TyperException] if hasattr(typer, "TyperException") else []
+    with contextlib.suppress(ImportError):
+        import click
+
+        found.append(click.ClickException)
+    return tuple(found)
+
+
 def _stop_with_parent() -> None:
     """Under `edgekit sweep` (EDGEKIT_PARENT_PID set): ask Linux for SIGTERM when the parent dies."""
     parent = os.environ.pop("EDGEKIT_PARENT_PID", None)
@@ -904,7 +914,7 @@ def main() -> None:
     _stop_with_parent()
     try:
         code = app(standalone_mode=False)
-    except typer.TyperException as exc:  # typer's click exceptions: usage errors, and no arguments at all
+    except _usage_errors() as exc:  # click's exceptions: usage errors, and no arguments at all
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.stderr.write(exc.format_message() + "\n")
         else:

@@ -36,10 +36,11 @@ def classify_error(exc: BaseException) -> EdgekitError | None:
                 f"no space left{where} ({exc.strerror}): free disk space or choose another --out; "
                 "earlier results are intact."
             )
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            on = f" on {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                         errno.ENAMETOOLONG):
             return EdgekitError(
-                f"permission denied{on} ({exc.strerror}): choose a writable --out or fix the permissions."
+                f"cannot write to {exc.filename or 'the output'} ({exc.strerror}): choose another --out, "
+                "or fix the path or its permissions."
             )
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("DefaultCPUAllocator", "out of memory"))

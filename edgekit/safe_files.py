@@ -38,23 +38,32 @@ def default_file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
-    """A file object whose content appears at `path` whole or not at all: temp name, fsync, rename.
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write; on success it is fsynced and renamed to `path`.
 
     On any failure (a full disk, Ctrl-C) the temporary file is removed and an existing `path` is untouched.
+    Writers that can take a path should: torch.save into a Python file object turns a Ctrl-C that lands
+    mid-write into a RuntimeError, where into a path it stays a KeyboardInterrupt.
     """
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; an output is as readable as any new file
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file object whose content appears at `path` whole or not at all (see `atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w") as f:
+        yield f
 
 
 def _alive(pid: int) -> bool:

@@ -103,16 +103,40 @@ def test_bench_over_ssh_and_adb_matches_this_machine(device, artifact, tmp_path)
     assert _leftovers() == []
 
 
-def test_remote_paths_never_reach_a_shell_unquoted(device, artifact, tmp_path):
-    _, _, env = device
-    odd = tmp_path / "we ird; $(touch PWNED) 'q'"
+@pytest.mark.parametrize("name", ["emulated-ssh", "emulated-adb"])
+def test_remote_paths_never_reach_a_shell_unquoted(device, artifact, tmp_path, name):
+    _, state, env = device
+    odd = tmp_path / "we ird; $(touch PWNED) 'q' \"dq\" `touch PWNED`"
     odd.mkdir()
-    shutil.copyfile(artifact / "model_int8.tflite", odd / "m $(touch PWNED).tflite")
-    done = run_edgekit("bench", str(odd / "m $(touch PWNED).tflite"), "--device", "emulated-ssh", *FAST,
-                       env=env, cwd=tmp_path)
+    model = odd / "m $(touch PWNED);touch PWNED.tflite"
+    shutil.copyfile(artifact / "model_int8.tflite", model)
+    done = run_edgekit("bench", str(model), "--device", name, *FAST, "--json", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    for where in (ROOT, ROOT / "root", ROOT / "tmp", tmp_path, odd):
+    for where in (ROOT, ROOT / "root", ROOT / "tmp", ROOT / "data/local/tmp", tmp_path, odd):
         assert not (where / "PWNED").exists(), where
+    assert _leftovers() == []
+    # no credentials in what edgekit prints or records: the key and ssh config stay out of results
+    secrets = [str(state / "id_ed25519"), (state / "id_ed25519").read_text().splitlines()[1]]
+    assert not any(s in done.stdout + done.stderr for s in secrets)
+
+
+def test_a_fleet_benchmarked_at_once_loses_no_result(device, artifact, tmp_path):
+    """Three bench processes (ssh, adb, this machine) write one manifest at the same time: all results stay."""
+    _, _, env = device
+    work = tmp_path / "fleet"
+    shutil.copytree(artifact, work, ignore=shutil.ignore_patterns(".*"))
+    procs = [subprocess.Popen([sys.executable, "-m", "edgekit", "bench", str(work), "--device", name, *FAST],
+                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("emulated-ssh", "emulated-adb", "local")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-2000:]
+    manifest = json.loads((work / "manifest.json").read_text())
+    files = {f for f in os.listdir(work) if f.endswith((".tflite", ".onnx"))}
+    for name in ("emulated-ssh", "emulated-adb", "local"):
+        measured = {Path(e["file"]).name for e in manifest["bench"] if e["device"]["name"] == name}
+        assert measured == files, (name, measured)
+    assert _leftovers() == []
 
 
 def _ssh_profile(tmp_path: Path, state: Path, **changes: str) -> Path:

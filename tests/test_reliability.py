@@ -239,3 +239,20 @@ def test_full_disk_during_training_keeps_the_last_checkpoint(tmp_path: Path, rec
     assert len(lines) == 1 and "previous checkpoint is intact" in lines[0], err[-2000:]
     assert (out / "last.pt").read_bytes() == saved
     assert _hidden(out) == [] and _hidden(tmp_path) == []
+
+
+def test_soak_runners_hold_their_memory(exported: Path) -> None:
+    """tools/soak.py on the digits artifact: 2,000 inferences per runner, RSS within the stated 16 MiB bound."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import torch
+    from soak import soak_artifact
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = soak_artifact(exported, 2000)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(results) == 3  # the checkpoint through torch, model.onnx for eval and for the bench harness
+    for r in results:
+        assert r.inferences == 2000 and r.growth_mib <= 16.0, r

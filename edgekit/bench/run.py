@@ -132,7 +132,7 @@ def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
         if manifest is not None:
             verify_files(path.parent, manifest, only=path)
         model = _open_here(path, FORMAT_RUNTIME[path.suffix])
-        shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in _input_shape(model))
+        shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in input_shape(model))
         x = _input_for(path, manifest, shape)
         model.set_input(x)
         model.invoke()
@@ -152,7 +152,7 @@ def _quantized(model: Any, path: Path) -> bool:
     return any(node.op_type.startswith(("QLinear", "Quantize", "Dequantize", "QGemm")) for node in graph.node)
 
 
-def _input_shape(model: Any) -> list[Any]:
+def input_shape(model: Any) -> list[Any]:
     if isinstance(model, harness.OnnxModel):
         return list(model.input.shape)
     return list(model.input["shape"])
