@@ -81,9 +81,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save({"format": CHECKPOINT_FORMAT, "version": 1, **checkpoint}, str(tmp))
-    except (OSError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "write" not in str(exc):  # torch.save's zip writer: "file write failed"
-            raise
+    except (OSError, RuntimeError) as exc:  # torch.save's zip writer reports a short write as a RuntimeError
         raise EdgekitError(
             f"cannot write checkpoint {path} ({getattr(exc, 'strerror', None) or first_line(exc)}): free disk "
             "space or choose another --out; the previous checkpoint is intact."
