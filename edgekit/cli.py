@@ -728,7 +728,8 @@ def _thread_counts(text: str | None) -> tuple[int, ...] | None:
 @app.command()
 @_user_errors
 def bench(
-    target: Annotated[Path, typer.Argument(help="An artifact directory (all its .tflite/.onnx files), or one file.")],
+    target: Annotated[Path | None, typer.Argument(
+        help="An artifact directory (all its .tflite/.onnx files), or one file; none with --guidelines.")] = None,
     device: Annotated[str, typer.Option(
         "--device", "-d", help="Device profile name(s), comma-separated (run concurrently), or a profile .yaml; "
                                "`edgekit devices` lists them.")] = "local",
@@ -742,6 +743,16 @@ def bench(
         help="Hex CPU mask to pin to, e.g. f0 for the big cores of a 4+4 phone (default: the profile's).")] = None,
     op_profile: Annotated[bool, typer.Option(
         "--op-profile", help="Per-operator times (ONNX Runtime's profiler; benchmark_model's op profiling).")] = False,
+    guidelines: Annotated[bool, typer.Option(
+        "--guidelines", help="Run ShuffleNetV2's four speed-guideline experiments (G1-G4) on the device instead: "
+                             "tables in images/s, slow-downs and a PNG.")] = False,
+    only: Annotated[str | None, typer.Option(help="With --guidelines: these experiments only, e.g. G1,G3.")] = None,
+    sizes: Annotated[str | None, typer.Option(help="With --guidelines: input sizes (default 56,28).")] = None,
+    channel_scale: Annotated[float, typer.Option(
+        help="With --guidelines: scale the paper's channel counts (0.5 for a quick run).")] = 1.0,
+    out: Annotated[Path | None, typer.Option(
+        help="With --guidelines: where the models, guidelines.json and guidelines.png go "
+             "(default guidelines-DEVICE).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Latency on a device, measured like TFLite's benchmark_model: load, first run, warm-up, then steady state.
@@ -764,6 +775,17 @@ def bench(
     options = BenchOptions(runtime=runtime, threads=_thread_counts(threads), warmup_runs=warmup,
                            warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
                            cores=parse_cores(cores), op_profile=op_profile)
+    if guidelines:
+        from edgekit.cli_design import bench_guidelines
+
+        if target is not None:
+            raise EdgekitError("--guidelines builds its own models: drop the target, or drop --guidelines.")
+        bench_guidelines(profiles, options, only, sizes, channel_scale, out, as_json)
+        return
+    if target is None:
+        raise EdgekitError("no target: give an artifact directory or a model file, or --guidelines.")
+    if only or sizes or channel_scale != 1.0 or out:
+        raise EdgekitError("--only, --sizes, --channel-scale and --out apply to --guidelines: add it, or drop them.")
     with err_console.status(f"benchmarking on {', '.join(p.name for p in profiles)}", spinner="dots") as status:
         def done(outcome: Any, profile: Any) -> None:
             status.update(f"{profile.name}: {'failed' if isinstance(outcome, EdgekitError) else 'done'}")

@@ -228,3 +228,15 @@ def test_benchmark_model_binary_missing_is_named(device, artifact, tmp_path):
         "adb:\n", f"adb:\n  benchmark_model: {tmp_path / 'benchmark_model'}\n"))
     done = run_edgekit("bench", str(artifact / "model_int8.tflite"), "--device", str(profile), *FAST, env=env)
     assert done.returncode == 1 and "benchmark_model binary" in done.stderr and "does not exist" in done.stderr
+
+
+def test_bench_guidelines_over_ssh(device, tmp_path):
+    """The guideline models travel to the aarch64 board and back like any bench (plumbing: timings are emulated)."""
+    _, _, env = device
+    done = run_edgekit("bench", "--guidelines", "--device", "emulated-ssh", "--only", "G2", "--sizes", "28",
+                       "--channel-scale", "0.25", *FAST, "--out", str(tmp_path / "g"), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["device"]["info"]["arch"] == "aarch64"
+    assert len(result["cases"]) == 4 * 3 and all(c["p50_ms"] > 0 for c in result["cases"])
+    assert _leftovers() == []
