@@ -317,7 +317,7 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
                                "continue it, or --out DIR to train elsewhere.")
         out.mkdir(parents=True, exist_ok=True)
         clean_stale(out)  # temporary files a killed run left
-        _trim_metrics(out / METRICS, start_epoch)
+        _trim_metrics(out / METRICS, start_epoch, (saved or {}).get("state", {}).get("metrics"))
     reporter.header(spec, params, prep, ctx.world, start_epoch, cfg.epochs)
     history = _read_metrics(out / METRICS) if ctx.main else []
     started = time.perf_counter()
@@ -379,7 +379,7 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
                 save_checkpoint({**checkpoint, "state": {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
-                    "best": best}}, last_path)
+                    "best": best, "metrics": row}}, last_path)
                 _append_metrics(out / METRICS, row)
                 history.append(row)
             bar.end_epoch(row, chosen.top1, weights, improved)
@@ -428,8 +428,11 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _trim_metrics(path: Path, last_epoch: int) -> None:
-    """Drop metric lines past the checkpoint we resume from (a kill can land between the two writes)."""
+def _trim_metrics(path: Path, last_epoch: int, last_row: dict[str, Any] | None = None) -> None:
+    """Make the metrics end at the checkpoint we resume from: a kill can land between the checkpoint and the
+    metrics line, so drop lines past it and restore its own line (kept in the checkpoint) when it is missing."""
     rows = [r for r in _read_metrics(path) if r.get("epoch", 0) <= last_epoch]
+    if last_row is not None and not any(r.get("epoch") == last_epoch for r in rows):
+        rows.append(last_row)
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 

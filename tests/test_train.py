@@ -194,3 +194,15 @@ def test_export_refuses_a_checkpoint_of_another_architecture(tmp_path, digits_re
     assert result.returncode == 2 and "holds a mobilenet_v1, not a mobilenet_v2" in result.stderr
     assert not (tmp_path / "x").exists()
 
+
+
+def test_resume_restores_a_metrics_line_a_kill_lost(tmp_path):
+    """A kill between writing last.pt and appending its metrics line: the resumed run puts the line back."""
+    from edgekit.train import _read_metrics, _trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"epoch": e, "loss": 1.0 / e}) + "\n" for e in (1, 2, 3, 4)))
+    _trim_metrics(path, 5, {"epoch": 5, "loss": 0.2})
+    assert [r["epoch"] for r in _read_metrics(path)] == [1, 2, 3, 4, 5]
+    _trim_metrics(path, 3, {"epoch": 3, "loss": 0.33})  # lines past the checkpoint go; its own line stays
+    assert [(r["epoch"], r["loss"]) for r in _read_metrics(path)] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
