@@ -753,12 +753,24 @@ def bench(
     out: Annotated[Path | None, typer.Option(
         help="With --guidelines: where the models, guidelines.json and guidelines.png go "
              "(default guidelines-DEVICE).")] = None,
+    calibrate_predictor: Annotated[bool, typer.Option(
+        "--calibrate-predictor", help="Time the blocks of a grid of models (and the models whole) on the "
+                                      "device; store its latency table for `edgekit predict` and `search`.")] = False,
+    families: Annotated[str | None, typer.Option(
+        help="With --calibrate-predictor: families or model names to calibrate on (default: one per family).")] = None,
+    widths: Annotated[str | None, typer.Option(
+        help="With --calibrate-predictor: width multipliers (default 0.5,1.0).")] = None,
+    resolutions: Annotated[str | None, typer.Option(
+        help="With --calibrate-predictor: input resolutions (default 128,224).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Latency on a device, measured like TFLite's benchmark_model: load, first run, warm-up, then steady state.
 
     Configurations (files x thread counts) run interleaved in rounds, so drift hits all alike. The figures are
     appended to the artifact's manifest.json. Exit code 1 when a device could not be benchmarked.
+
+    `--guidelines` measures ShuffleNetV2's speed guidelines instead; `--calibrate-predictor` builds the device's
+    latency table (a one-time job: about 20 minutes on a 2-core x86 for the default grid; rerun to extend it).
     """
     from edgekit.bench.run import BenchOptions
     from edgekit.bench.run import bench as run_bench
@@ -775,17 +787,29 @@ def bench(
     options = BenchOptions(runtime=runtime, threads=_thread_counts(threads), warmup_runs=warmup,
                            warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
                            cores=parse_cores(cores), op_profile=op_profile)
+    calibration_given = families is not None or widths is not None or resolutions is not None
+    if guidelines and calibrate_predictor:
+        raise EdgekitError("--guidelines and --calibrate-predictor are separate jobs: run one, then the other.")
+    if (only or sizes or channel_scale != 1.0 or out) and not guidelines:
+        raise EdgekitError("--only, --sizes, --channel-scale and --out apply to --guidelines: add it, or drop them.")
+    if calibration_given and not calibrate_predictor:
+        raise EdgekitError("--families, --widths and --resolutions apply to --calibrate-predictor: add it, or drop "
+                           "them.")
+    if (guidelines or calibrate_predictor) and target is not None:
+        raise EdgekitError("--guidelines and --calibrate-predictor build their own models: drop the target.")
     if guidelines:
         from edgekit.cli_design import bench_guidelines
 
-        if target is not None:
-            raise EdgekitError("--guidelines builds its own models: drop the target, or drop --guidelines.")
         bench_guidelines(profiles, options, only, sizes, channel_scale, out, as_json)
         return
+    if calibrate_predictor:
+        from edgekit.cli_design import calibrate_predictor as calibrate
+
+        calibrate(profiles, options, families, widths, resolutions, as_json)
+        return
     if target is None:
-        raise EdgekitError("no target: give an artifact directory or a model file, or --guidelines.")
-    if only or sizes or channel_scale != 1.0 or out:
-        raise EdgekitError("--only, --sizes, --channel-scale and --out apply to --guidelines: add it, or drop them.")
+        raise EdgekitError("no target: give an artifact directory or a model file, --guidelines or "
+                           "--calibrate-predictor.")
     with err_console.status(f"benchmarking on {', '.join(p.name for p in profiles)}", spinner="dots") as status:
         def done(outcome: Any, profile: Any) -> None:
             status.update(f"{profile.name}: {'failed' if isinstance(outcome, EdgekitError) else 'done'}")
@@ -834,6 +858,77 @@ def _print_bench(runs: list[Any]) -> None:
             if r.get("op_profile"):
                 ops = ", ".join(f"{op} {t:.3f}" for op, t in list(r["op_profile"]["by_op_type_ms"].items())[:6])
                 console.print(f"{run.device} {r['file']} x{r['threads']} ms per op type: {ops}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def predict(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. mobilenet_v2 (see `edgekit models`).")],
+    width: Annotated[float, typer.Option(help="Width multiplier.")] = 1.0,
+    resolution: Annotated[int | None, typer.Option(help="Input size in pixels (default: the model's).")] = None,
+    res_mult: Annotated[float | None, typer.Option("--res-mult", help="Resolution multiplier.")] = None,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
+    in_channels: Annotated[int, typer.Option(help="Input channels (1 for grayscale).")] = 3,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Family option KEY=VALUE.")] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name (its table must exist).")]
+    = "local",
+    runtime: Annotated[str, typer.Option(help="onnxruntime or tflite: the runtime the table was made for.")]
+    = "onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="Thread count the table was made for.")] = 1,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="Also export the model and time it on the device now, to show the error.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Predicted latency of a model on a device, from the device's latency table (no model is run).
+
+    The model is cut into its blocks; each is looked up in the table made by `edgekit bench
+    --calibrate-predictor`, or estimated from measured blocks of its kind. Shown beside the measured latency when
+    the model was timed at calibration, or with --measure.
+    """
+    from edgekit.cli_design import predict as run_predict
+    from edgekit.devices.profiles import load_profile
+
+    spec = _spec_from_cli(name, width, resolution, res_mult, num_classes, in_channels, option)
+    run_predict(spec, [load_profile(device)], runtime, threads, measure, as_json)
+
+
+@app.command()
+@_user_errors
+def search(
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Latency budget in milliseconds.")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name (its table must exist).")]
+    = "local",
+    families: Annotated[str | None, typer.Option(
+        help="Families or model names, comma-separated, e.g. MobileNetV2,ShuffleNetV2 (default: all).")] = None,
+    widths: Annotated[str | None, typer.Option(help="Width multipliers (default 0.5,0.75,1.0).")] = None,
+    resolutions: Annotated[str | None, typer.Option(help="Resolutions (default 128,160,192,224).")] = None,
+    metric: Annotated[str, typer.Option(
+        help="accuracy (trained results where found, else MACs) or macs.")] = "accuracy",
+    results: Annotated[str | None, typer.Option(
+        help="Directories searched for trained artifacts (default runs,sweeps).")] = None,
+    recipe: Annotated[Path | None, typer.Option(
+        help="Base recipe for the winner's training recipe (its data, training and input channels).")] = None,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs (a recipe's own win).")] = 1000,
+    in_channels: Annotated[int, typer.Option(help="Input channels (a recipe's own win).")] = 3,
+    top: Annotated[int, typer.Option(min=1, help="How many candidates to list.")] = 10,
+    runtime: Annotated[str, typer.Option(help="onnxruntime or tflite: the runtime the table was made for.")]
+    = "onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="Thread count the table was made for.")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        help="Where search.json and the winner's recipe go (default search-DEVICE).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Models that fit a latency budget on a device: family x width x resolution, predicted, filtered, ranked.
+
+    Ranked by the top-1 of trained results found under --results (from `edgekit run` and `edgekit sweep`), else by
+    MACs as a proxy, which the output states. Writes the winner's recipe and prints the `edgekit run` command that
+    trains it. Exit code 1 when nothing fits.
+    """
+    from edgekit.cli_design import search as run_search
+    from edgekit.devices.profiles import load_profile
+
+    run_search([load_profile(device)], runtime, threads, latency_ms, families, widths, resolutions, metric, results,
+               recipe, num_classes, in_channels, top, out, as_json)
 
 
 devices_app = typer.Typer(help="Device profiles: list them, or check one (`edgekit devices check NAME`).",

@@ -56,6 +56,7 @@ class ModelEntry:
     base_width: float = 1.0
     fixed: dict[str, Any] = field(default_factory=dict)
     resolution_fn: Callable[[dict[str, Any]], int] | None = None
+    design_space: bool = False  # a family's option-driven entry (`efficientnet -o phi=..`), not a named network
 
     def default_resolution_for(self, options: dict[str, Any]) -> int:
         return self.resolution_fn(options) if self.resolution_fn else self.default_resolution
@@ -83,13 +84,15 @@ def register(
     base_width: float = 1.0,
     fixed: dict[str, Any] | None = None,
     resolution_fn: Callable[[dict[str, Any]], int] | None = None,
+    design_space: bool = False,
 ) -> None:
     """Add a model. `fixed` holds the builder arguments that define this name (not user options);
     a `functools.partial` builder sets defaults a user may still override."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} registered twice")
     _REGISTRY[name] = ModelEntry(
-        name, family, default_resolution, builder, description, base_width, fixed or {}, resolution_fn
+        name, family, default_resolution, builder, description, base_width, fixed or {}, resolution_fn,
+        design_space,
     )
 
 

@@ -161,5 +161,5 @@ for _name, (_w, _d, _r, _drop) in LITE_MODELS.items():
 register(
     "efficientnet", "EfficientNet", 224, efficientnet_phi,
     f"compound scaling: option phi (depth {ALPHA}^phi, width {BETA}^phi, resolution {GAMMA}^phi)",
-    resolution_fn=lambda options: compound_coefficients(options["phi"])[2],
+    resolution_fn=lambda options: compound_coefficients(options["phi"])[2], design_space=True,
 )

@@ -146,4 +146,5 @@ for _family, _table, _se in (("x", REGNET_X, 0.0), ("y", REGNET_Y, 0.25)):
         f"regnet_{_family}", f"RegNet{_family.upper()}", 224,
         partial(regnet, depth=_d, w_0=_w0, w_a=_wa, w_m=_wm, group_width=_g, se_ratio=_se),
         "design space: options depth, w_0, w_a, w_m, group_width, bottleneck_ratio" + (", se_ratio" if _se else ""),
+        design_space=True,
     )

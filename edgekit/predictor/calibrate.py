@@ -1,0 +1,78 @@
+"""`edgekit bench --calibrate-predictor`: time the units of a grid of registered models, and the models whole."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from edgekit.errors import EdgekitError
+from edgekit.models import ModelSpec, build, get_entry, resolve_spec
+from edgekit.predictor.measure import time_on_device
+from edgekit.predictor.table import LatencyTable, add_units, load_table, model_features, new_table
+from edgekit.predictor.units import Unit, cut
+
+# One representative per family; widths and resolutions span what users deploy.
+CALIBRATION_NAMES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1",
+                     "shufflenet_v2_x1_0", "efficientnet_b0", "efficientnet_lite0", "regnet_x_400mf",
+                     "regnet_y_400mf")
+CALIBRATION_WIDTHS = (0.5, 1.0)
+CALIBRATION_RESOLUTIONS = (128, 224)
+
+
+def grid(names: tuple[str, ...], widths: tuple[float, ...], resolutions: tuple[int, ...],
+         num_classes: int = 1000) -> list[ModelSpec]:
+    for name in names:
+        get_entry(name)  # an unknown name fails here, with the registry's suggestion
+    return [resolve_spec(n, width=w, resolution=r, num_classes=num_classes)
+            for n, w, r in itertools.product(names, widths, resolutions)]
+
+
+def point_key(spec: ModelSpec) -> str:
+    return f"{spec.name} w{spec.width:g} r{spec.resolution}"
+
+
+def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, threads: int,
+              progress: Callable[[str], None] | None = None) -> tuple[LatencyTable, list[str]]:
+    """Time every distinct unit of `specs` and each spec whole; merge into the device's table and refit.
+
+    Units and models already in the table are not measured again, so an interrupted or extended calibration
+    only pays for what is new.
+    """
+    if not specs:
+        raise EdgekitError("nothing to calibrate: give at least one family, width and resolution.")
+    try:
+        table = load_table(profile.name, runtime, threads)
+    except EdgekitError:
+        table = None
+    models: dict[str, torch.nn.Module] = {}
+    cuts: dict[str, list[Unit]] = {}
+    for spec in specs:
+        key = point_key(spec)
+        if progress:
+            progress(f"cutting {key} into units")
+        torch.manual_seed(0)
+        model = build(spec).eval()
+        cuts[key] = cut(model, spec.input_shape)
+        if table is None or not any(m["key"] == key for m in table.models):
+            models[key] = model
+    known = set(table.units) if table else set()
+    todo = [u for units in cuts.values() for u in units if u.signature not in known]
+    if not todo and not models:
+        assert table is not None
+        return table, []
+    timed = time_on_device(todo, models, profile, options, runtime, progress)
+    if table is None:
+        table = new_table(profile.name, runtime, threads, timed.info)
+    add_units(table, todo, timed.units_ms)
+    for key, ms in timed.models_ms.items():
+        units = cuts[key]
+        total = sum(table.units[u.signature]["ms"] for u in units)
+        spec = models[key].spec
+        table.models.append({"key": key, "spec": spec.to_dict(), "measured_ms": ms, "sum_units_ms": total,
+                             "features": model_features(units, total)})
+    table.info = timed.info
+    table.fit_correction()
+    return table, timed.warnings

@@ -1,0 +1,122 @@
+"""`edgekit search`: every family x width x resolution, its predicted latency, those under budget, ranked."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError
+from edgekit.models import ModelSpec, get_entry, list_models, resolve_spec
+from edgekit.predictor.table import LatencyTable
+from edgekit.predictor.units import cut_spec
+
+SEARCH_WIDTHS = (0.5, 0.75, 1.0)
+SEARCH_RESOLUTIONS = (128, 160, 192, 224)
+
+
+@dataclass
+class Candidate:
+    spec: ModelSpec
+    macs: int
+    params: int
+    predicted_ms: float
+    measured_fraction: float
+    top1: float | None = None
+    top1_source: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name} w{self.spec.width:g} r{self.spec.resolution}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "family": self.spec.family, "width": self.spec.width,
+                "resolution": self.spec.resolution, "macs": self.macs, "params": self.params,
+                "predicted_ms": self.predicted_ms, "measured_fraction": self.measured_fraction, "top1": self.top1,
+                "top1_source": self.top1_source}
+
+
+def named_models(families: list[str] | None) -> list[str]:
+    """Registered networks (not design-space entries), of the given families or model names (any case)."""
+    names = [n for n in list_models() if not get_entry(n).design_space]
+    if not families:
+        return names
+    wanted = {f.strip().lower() for f in families if f.strip()}
+    chosen = [n for n in names if n.lower() in wanted or get_entry(n).family.lower() in wanted]
+    known = {n.lower() for n in names} | {get_entry(n).family.lower() for n in names}
+    unknown = sorted(wanted - known)
+    if unknown:
+        families_list = ", ".join(sorted({get_entry(n).family for n in names}))
+        raise EdgekitError(f"--families: {', '.join(unknown)} is not a family or model: choose from "
+                           f"{families_list} (or model names from `edgekit models`).")
+    return chosen
+
+
+def candidates(names: list[str], widths: tuple[float, ...], resolutions: tuple[int, ...], num_classes: int,
+               in_channels: int) -> list[ModelSpec]:
+    return [resolve_spec(n, width=w, resolution=r, num_classes=num_classes, in_channels=in_channels)
+            for n, w, r in itertools.product(names, widths, resolutions)]
+
+
+def known_accuracy(roots: list[Path]) -> dict[tuple[str, float, int], tuple[float, str]]:
+    """Trained results found under `roots` (artifact manifests of `edgekit run`/`sweep`): FP32 top-1 per point."""
+    from edgekit.report.collect import read_row
+
+    found: dict[tuple[str, float, int], tuple[float, str]] = {}
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for manifest in sorted(root.rglob("manifest.json")):
+            try:
+                row = read_row(manifest.parent)
+            except EdgekitError:
+                continue  # not an artifact, or a damaged one: it has no result to offer
+            top1 = row.accuracy("fp32")
+            key = (row.name, round(row.width, 4), row.resolution)
+            if top1 is not None and (key not in found or top1 > found[key][0]):
+                found[key] = (top1, str(row.directory))
+    return found
+
+
+def predict_candidate(table: LatencyTable, spec: ModelSpec,
+                      accuracy: dict[tuple[str, float, int], tuple[float, str]]) -> Candidate:
+    units = cut_spec(spec)
+    prediction = table.predict(units)
+    candidate = Candidate(spec, sum(u.macs for u in units), sum(u.params for u in units), prediction.ms,
+                          prediction.measured_fraction)
+    result = accuracy.get((spec.name, round(spec.width, 4), spec.resolution))
+    if result:
+        candidate.top1, candidate.top1_source = result
+    return candidate
+
+
+def within_budget(predicted: list[Candidate], budget_ms: float, metric: str) -> list[Candidate]:
+    """Candidates predicted within the budget, best first: by trained top-1 where known (metric accuracy), then
+    by MACs (more capacity under the same budget), then by lower latency."""
+    kept = [c for c in predicted if c.predicted_ms <= budget_ms]
+    if metric == "accuracy":
+        kept.sort(key=lambda c: (c.top1 is None, -(c.top1 or 0.0), -c.macs, c.predicted_ms))
+    else:
+        kept.sort(key=lambda c: (-c.macs, c.predicted_ms))
+    return kept
+
+
+def winner_recipe(candidate: Candidate, base: Any | None, out: Path) -> Path:
+    """Write the winner's recipe (the base recipe with the model replaced) and return its path."""
+    import yaml
+
+    from edgekit.artifact import write_text_atomic
+    from edgekit.recipe import parse_recipe
+
+    spec = candidate.spec
+    name = f"{spec.name}-w{spec.width:g}-r{spec.resolution}"
+    data = base.to_dict() if base is not None else {}
+    data["name"] = name
+    data["model"] = {**data.get("model", {}), "name": spec.name, "width": spec.width, "resolution": spec.resolution,
+                     "in_channels": spec.in_channels, "options": {}}
+    recipe = parse_recipe(yaml.safe_dump(data, sort_keys=False), f"the recipe for {candidate.label}")
+    path = out / "recipes" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    return path

@@ -1,0 +1,201 @@
+"""A device's latency table: measured units, a fallback for unmeasured ones, and a whole-model correction.
+
+Prediction is nn-Meter's idea at block granularity: a model's latency is the sum of its units' latencies, each
+looked up by signature in the table (measured on the device) or, for a unit never measured, estimated by a
+least-squares fit over the measured units of its kind (MACs, activation bytes, weight bytes).
+
+A unit timed alone is not the unit inside a model: alone, its weights stay in cache between runs, and its input
+and output pay the runtime's layout conversions at the graph edges (ONNX Runtime's NCHWc reorders). Calibration
+therefore also times whole models and fits, by least squares,
+
+    model_ms = a * sum(unit_ms) + b * weight_MB + c * activation_MB + d * units
+
+so the table's figure for a model is this corrected sum. The coefficients are stored with the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.predictor.units import Unit
+
+TABLE_VERSION = 1
+CORRECTION_TERMS = ("sum_units_ms", "weight_mb", "activation_mb", "units")
+MIN_FIT = 3  # measured units of a kind needed before the kind gets a fit of its own
+
+
+def home() -> Path:
+    """The user's edgekit data directory: $EDGEKIT_HOME, else $XDG_DATA_HOME/edgekit (~/.local/share/edgekit)."""
+    if os.environ.get("EDGEKIT_HOME"):
+        return Path(os.environ["EDGEKIT_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser() / "edgekit"
+
+
+def table_path(device: str, runtime: str, threads: int, precision: str = "fp32") -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device)
+    return home() / "predictors" / f"{safe}-{runtime}-{precision}-t{threads}.json"
+
+
+def unit_features(unit: Unit | dict[str, Any]) -> list[float]:
+    """What a unit's cost is regressed on: MACs, activation bytes in and out, weight bytes, and a constant."""
+    d = unit.to_dict() if isinstance(unit, Unit) else unit
+    act = 4 * (int(np.prod(d["input_shape"])) + int(np.prod(d["output_shape"])))
+    return [d["macs"] / 1e6, act / 1e6, 4 * d["params"] / 1e6, 1.0]
+
+
+def model_features(units: list[Unit | dict[str, Any]], sum_units_ms: float) -> list[float]:
+    feats = [unit_features(u) for u in units]
+    return [sum_units_ms, sum(f[2] for f in feats), sum(f[1] for f in feats), float(len(units))]
+
+
+@dataclass
+class UnitPrediction:
+    unit: Unit
+    ms: float
+    source: str  # "measured", "fit: KIND" or "fit: all kinds"
+
+
+@dataclass
+class Prediction:
+    units: list[UnitPrediction]
+    sum_units_ms: float
+    ms: float  # the corrected whole-model figure
+
+    @property
+    def measured_fraction(self) -> float:
+        """Share of the summed time that comes from units measured on the device (the rest is fitted)."""
+        measured = sum(u.ms for u in self.units if u.source == "measured")
+        return measured / self.sum_units_ms if self.sum_units_ms else 0.0
+
+
+@dataclass
+class LatencyTable:
+    device: str
+    runtime: str
+    threads: int
+    precision: str
+    info: dict[str, Any]
+    units: dict[str, dict[str, Any]]  # signature -> unit record with "ms"
+    models: list[dict[str, Any]] = field(default_factory=list)  # calibration models: spec, measured, sum
+    correction: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+    version: int = TABLE_VERSION
+
+    # --- fitting ------------------------------------------------------------------------------------------------
+
+    def _fits(self) -> dict[str, np.ndarray]:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for record in self.units.values():
+            by_kind.setdefault(record["kind"], []).append(record)
+        fits = {kind: _lstsq(records) for kind, records in by_kind.items() if len(records) >= MIN_FIT}
+        fits["*"] = _lstsq(list(self.units.values()))
+        return fits
+
+    def fit_correction(self) -> None:
+        """Fit the whole-model correction on the calibration models (a plain sum where there are too few)."""
+        rows = [m for m in self.models if m.get("measured_ms")]
+        if len(rows) < 2 * len(CORRECTION_TERMS):
+            self.correction = {"sum_units_ms": 1.0, "weight_mb": 0.0, "activation_mb": 0.0, "units": 0.0}
+            return
+        a = np.array([m["features"] for m in rows])
+        y = np.array([m["measured_ms"] for m in rows])
+        coef = np.linalg.lstsq(a / y[:, None], np.ones_like(y), rcond=None)[0]  # minimise relative error
+        self.correction = dict(zip(CORRECTION_TERMS, map(float, coef), strict=True))
+
+    # --- predicting ---------------------------------------------------------------------------------------------
+
+    def predict(self, units: list[Unit]) -> Prediction:
+        if not self.units:
+            raise EdgekitError(f"the latency table for {self.device} is empty: calibrate it again "
+                               f"(edgekit bench --calibrate-predictor --device {self.device}).")
+        fits = self._fits()
+        rows = []
+        for unit in units:
+            record = self.units.get(unit.signature)
+            if record is not None:
+                rows.append(UnitPrediction(unit, record["ms"], "measured"))
+                continue
+            kind = unit.kind if unit.kind in fits else "*"
+            ms = max(float(np.dot(unit_features(unit), fits[kind])), 0.0)
+            rows.append(UnitPrediction(unit, ms, f"fit: {kind if kind != '*' else 'all kinds'}"))
+        total = sum(r.ms for r in rows)
+        return Prediction(rows, total, self.corrected(model_features([r.unit for r in rows], total)))
+
+    def corrected(self, features: list[float]) -> float:
+        """The whole-model figure from a model's features (the plain sum before any correction is fitted)."""
+        if not self.correction:
+            return features[0]
+        return max(sum(self.correction.get(k, 0.0) * v for k, v in zip(CORRECTION_TERMS, features, strict=True)),
+                   0.0)
+
+    def predict_record(self, record: dict[str, Any]) -> float:
+        """The prediction for a calibration model, from the features stored with it."""
+        return self.corrected(record["features"])
+
+    # --- storage ------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str) -> LatencyTable:
+        fix = "calibrate it again (edgekit bench --calibrate-predictor)"
+        if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
+            raise EdgekitError(f"{origin} is not an edgekit latency table of version {TABLE_VERSION}: {fix}.")
+        try:
+            table = cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            for record in table.units.values():
+                if not (isinstance(record["ms"], (int, float)) and np.isfinite(record["ms"]) and record["ms"] >= 0):
+                    raise ValueError("a unit time is not a finite number")
+                unit_features(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EdgekitError(f"{origin} is damaged ({type(exc).__name__}: {exc}): {fix}.") from None
+        return table
+
+    def save(self, path: Path) -> None:
+        from edgekit.artifact import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, self.to_dict())
+
+
+def _lstsq(records: list[dict[str, Any]]) -> np.ndarray:
+    """Least squares of time on the unit features, relative error weighted (small units matter as much)."""
+    a = np.array([unit_features(r) for r in records])
+    y = np.array([r["ms"] for r in records])
+    w = 1.0 / np.maximum(y, 1e-3)
+    return np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
+
+
+def load_table(device: str, runtime: str, threads: int, precision: str = "fp32") -> LatencyTable:
+    path = table_path(device, runtime, threads, precision)
+    if not path.is_file():
+        raise EdgekitError(f"no latency table for {device} ({runtime}, {precision}, {threads} thread(s)): "
+                           f"calibrate one with edgekit bench --calibrate-predictor --device {device} "
+                           f"--runtime {runtime} --threads {threads}.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgekitError(f"{path} cannot be read ({type(exc).__name__}): calibrate again "
+                           "(edgekit bench --calibrate-predictor).") from None
+    return LatencyTable.from_dict(data, str(path))
+
+
+def new_table(device: str, runtime: str, threads: int, info: dict[str, Any]) -> LatencyTable:
+    return LatencyTable(device, runtime, threads, "fp32", info, {},
+                        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def add_units(table: LatencyTable, units: Iterable[Unit], times: dict[str, float]) -> None:
+    for unit in units:
+        if unit.signature in times:
+            table.units[unit.signature] = {**unit.to_dict(), "ms": times[unit.signature]}

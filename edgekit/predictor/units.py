@@ -1,0 +1,210 @@
+"""A model cut into the units a latency predictor times: its blocks, in order, each a model of its own.
+
+The cut follows the model's own structure, not a second description of it. The model is traced with torch.fx,
+treating every block as a leaf: a module stays whole unless it is an `nn.Sequential` of containers (a stage or
+`features` list, which is opened). So a unit is an inverted residual, a shuffle unit, an MBConv with its SE, a stem
+or head conv with its BatchNorm and activation, the classifier. Parameter-free steps between blocks (pooling,
+flatten, dropout) join the unit before them, as a runtime would run them back to back.
+
+Each unit has a signature: a hash of its structure (every submodule's type, configuration and plain attributes,
+every function it calls) and its input shape. Two units with one signature compute the same thing on the same
+shapes, whichever model they came from, so one measurement serves both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass
+class Unit:
+    """One block of a model: what it is, what it costs on paper, and the module that computes it."""
+
+    name: str
+    kind: str
+    signature: str
+    input_shape: tuple[int, ...]  # (C, H, W) or (features,), batch 1
+    output_shape: tuple[int, ...]
+    macs: int
+    params: int
+    module: nn.Module
+
+    @property
+    def in_bytes(self) -> int:
+        return 4 * math.prod(self.input_shape)
+
+    @property
+    def out_bytes(self) -> int:
+        return 4 * math.prod(self.output_shape)
+
+    def example(self) -> torch.Tensor:
+        return torch.zeros(1, *self.input_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "signature": self.signature,
+                "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
+                "macs": self.macs, "params": self.params}
+
+
+def _opened(module: nn.Module) -> bool:
+    """A plain Sequential of containers (a stage, a `features` list) is opened; everything else is one block.
+
+    Subclasses (ConvBNAct, MobileNetV1's DepthwiseSeparable) are blocks with a name of their own: kept whole."""
+    return type(module) is nn.Sequential and any(any(True for _ in c.children()) for c in module.children())
+
+
+class _BlockTracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return not _opened(m)
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (int, float, bool, str)) or (
+        isinstance(value, tuple) and all(isinstance(v, (int, float, bool, str)) for v in value))
+
+
+def describe(module: nn.Module) -> str:
+    """Everything about a module that decides what it computes, in a stable text (weights excluded)."""
+    parts = []
+    for name, sub in module.named_modules():
+        attrs = sorted((k, v) for k, v in vars(sub).items()
+                       if not k.startswith("_") and k != "training" and _plain(v))
+        parts.append(f"{name}:{type(sub).__name__}({sub.extra_repr()}){attrs}")
+    return ";".join(parts)
+
+
+def _node_text(node: fx.Node, root: nn.Module) -> str:
+    def arg(a: Any) -> str:
+        return "<x>" if isinstance(a, fx.Node) else repr(a)
+
+    args = ",".join(map(arg, node.args)) + "|" + ",".join(f"{k}={arg(v)}" for k, v in sorted(node.kwargs.items()))
+    if node.op == "call_module":
+        return f"module[{describe(root.get_submodule(str(node.target)))}]({args})"
+    target = getattr(node.target, "__name__", str(node.target))
+    return f"{node.op}:{target}({args})"
+
+
+def signature(text: str, input_shape: tuple[int, ...]) -> str:
+    return hashlib.sha256(f"{text}@{list(input_shape)}".encode()).hexdigest()[:20]
+
+
+def _segments(graph: fx.Graph, root: nn.Module) -> list[list[fx.Node]]:
+    """Compute nodes grouped into units: a new unit starts at every block that holds parameters."""
+    segments: list[list[fx.Node]] = []
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output", "get_attr"):
+            continue
+        starts = node.op == "call_module" and any(True for _ in root.get_submodule(str(node.target)).parameters())
+        if starts or not segments:
+            segments.append([node])
+        else:
+            segments[-1].append(node)
+    # A unit must read one tensor only (the previous unit's output); where the model is not a chain, merge back.
+    merged: list[list[fx.Node]] = []
+    for seg in segments:
+        merged.append(seg)
+        while len(merged) > 1 and len(_inputs(merged[-1])) != 1:
+            last = merged.pop()
+            merged[-1].extend(last)
+    return merged
+
+
+def _inputs(segment: list[fx.Node]) -> set[fx.Node]:
+    inside = set(segment)
+    return {n for node in segment for n in node.all_input_nodes if n not in inside}
+
+
+def _module_of(segment: list[fx.Node], root: nn.Module) -> fx.GraphModule:
+    graph = fx.Graph()
+    (source,) = _inputs(segment) or {None}
+    env: dict[fx.Node, fx.Node] = {}
+    x = graph.placeholder("x")
+    if source is not None:
+        env[source] = x
+    for node in segment:
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(env[segment[-1]])
+    return fx.GraphModule(root, graph)
+
+
+def _kind(segment: list[fx.Node], root: nn.Module) -> str:
+    first = segment[0]
+    if first.op != "call_module":
+        return getattr(first.target, "__name__", str(first.target))
+    module = root.get_submodule(str(first.target))
+    kind = type(module).__name__
+    conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    if kind in ("Sequential", "ConvBNAct") and conv is not None:
+        k = conv.kernel_size[0]
+        if conv.groups > 1 and conv.groups == conv.in_channels:
+            return f"depthwise{k}x{k}"
+        return f"conv{k}x{k}" if k > 1 else "pointwise"
+    if kind == "Sequential" and any(isinstance(m, nn.Linear) for m in module.modules()):
+        return "Linear"
+    family = type(module).__module__.rsplit(".", 1)[-1]
+    return f"{family}.{kind}" if type(module).__module__.startswith("edgekit.models") else kind
+
+
+def cut(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
+    """The model's units in order, with shapes, MACs and signatures. Raises EdgekitError when it cannot trace."""
+    model = model.eval()
+    try:
+        graph = _BlockTracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - fx raises many types for untraceable Python
+        raise EdgekitError(f"{type(model).__name__} cannot be cut into blocks ({type(exc).__name__}: "
+                           f"{str(exc)[:120]}): the predictor needs a traceable forward.") from None
+    units = []
+    shape = tuple(input_shape)
+    for i, segment in enumerate(_segments(graph, model)):
+        module = _module_of(segment, model).eval()
+        out, macs = _run_counting(module, torch.zeros(1, *shape, device=_device(model)))
+        text = ";".join(_node_text(n, model) for n in segment)
+        name = ".".join(str(n.target) for n in segment if n.op == "call_module")[:80] or f"unit{i}"
+        units.append(Unit(name, _kind(segment, model), signature(text, shape), shape, tuple(out.shape[1:]),
+                          macs, sum(p.numel() for p in module.parameters()), module))
+        shape = tuple(out.shape[1:])
+    return units
+
+
+def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """One forward pass, counting conv and linear multiply-accumulates as `edgekit profile` does."""
+    macs = 0
+
+    def count(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            macs += out.numel() * math.prod(m.weight.shape[1:])
+        else:
+            macs += out.numel() * m.in_features  # type: ignore[operator]
+
+    handles = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            out = module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, macs
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def cut_spec(spec: Any, meta: bool = True) -> list[Unit]:
+    """The units of a registered model spec. On the meta device (the default) it allocates nothing: shapes and
+    signatures only, which is all prediction needs; calibration builds real modules to export."""
+    from edgekit.models import build
+
+    torch.manual_seed(0)
+    with torch.device("meta" if meta else "cpu"):
+        model = build(spec)
+    return cut(model, spec.input_shape)

@@ -1,0 +1,255 @@
+"""The latency predictor: models cut into their blocks, the table's fits, and the three verbs end to end."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edgekit.errors import EdgekitError
+from edgekit.models import build, get_entry, list_models, resolve_spec
+from edgekit.predictor.table import LatencyTable, load_table, new_table, table_path, unit_features
+from edgekit.predictor.units import cut, cut_spec
+from edgekit.profile import profile_spec
+from tests.conftest import run_edgekit
+
+# One network per family (and MobileNetV1, whose blocks are Sequential subclasses).
+FAMILY_MODELS = sorted({get_entry(n).family: n for n in reversed(list_models())
+                        if not get_entry(n).design_space}.values())
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_cut_accounts_for_the_whole_model(name):
+    spec = resolve_spec(name, resolution=64, num_classes=7, in_channels=1)
+    units = cut_spec(spec)
+    assert len(units) >= 10, "a model is cut into its blocks, not kept whole"
+    assert units[0].input_shape == spec.input_shape and units[-1].output_shape == (7,)
+    for before, after in zip(units, units[1:], strict=False):
+        assert before.output_shape == after.input_shape
+    assert sum(u.macs for u in units) == profile_spec(name, resolution=64, num_classes=7, in_channels=1).macs
+    with torch.device("meta"):
+        assert sum(u.params for u in units) == sum(p.numel() for p in build(spec).parameters())
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_units_in_sequence_compute_the_model(name):
+    """The units are the model, not a description of it: chained, they give the model's own output."""
+    spec = resolve_spec(name, resolution=64, num_classes=5)
+    torch.manual_seed(0)
+    model = build(spec).eval()
+    x = torch.randn(2, *spec.input_shape)
+    with torch.no_grad():
+        expected = model(x)
+        y = x
+        for unit in cut(model, spec.input_shape):
+            y = unit.module(y)
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_signatures_name_what_is_computed():
+    units = cut_spec(resolve_spec("mobilenet_v2", resolution=96))
+    by_name = {u.name: u for u in units}
+    # features.5 and features.6 are the same inverted residual on the same shape: one measurement serves both
+    assert by_name["features.5"].signature == by_name["features.6"].signature
+    assert by_name["features.4"].signature != by_name["features.5"].signature  # stride 2 vs 1, other shapes
+    other = {u.signature for u in cut_spec(resolve_spec("mobilenet_v2", resolution=128))}
+    shared = [u for u in units if u.signature in other]
+    assert [u.kind for u in shared] == ["Linear"], "at another resolution only the classifier has the same shapes"
+    v3 = {u.signature for u in cut_spec(resolve_spec("mobilenet_v3_large", resolution=96))}
+    assert not v3 & {u.signature for u in units}
+    assert [u.kind for u in units][:2] == ["conv3x3", "mobilenet_v2.InvertedResidual"]
+
+
+def _record(i: int, macs: float, act_elems: int, params: int, kind: str = "k") -> dict:
+    half = act_elems // 2
+    return {"name": f"u{i}", "kind": kind, "signature": f"s{i}", "input_shape": [half], "output_shape": [half],
+            "macs": int(macs), "params": params}
+
+
+def test_unmeasured_units_are_estimated_from_their_kind():
+    table = new_table("dev", "onnxruntime", 1, {})
+    rng = np.random.default_rng(0)
+    truth = np.array([0.002, 0.05, 0.01, 0.03])  # ms per MMAC, per MB of activations, per MB of weights, constant
+    for i in range(12):
+        record = _record(i, rng.uniform(1e6, 5e7), int(rng.uniform(1e4, 1e6)), int(rng.uniform(1e3, 1e6)))
+        record["ms"] = float(np.dot(unit_features(record), truth))
+        table.units[record["signature"]] = record
+    unseen = cut_spec(resolve_spec("mobilenet_v2", resolution=64))[3]
+    unseen.kind = "k"
+    prediction = table.predict([unseen])
+    assert prediction.units[0].source == "fit: k"
+    assert prediction.sum_units_ms == pytest.approx(float(np.dot(unit_features(unseen), truth)), rel=1e-6)
+    assert prediction.measured_fraction == 0.0
+
+
+def test_correction_is_fitted_on_calibration_models():
+    table = new_table("dev", "onnxruntime", 1, {})
+    rng = np.random.default_rng(1)
+    coef = np.array([1.1, 0.02, -0.05, 0.01])
+    for i in range(12):
+        features = [rng.uniform(1, 20), rng.uniform(1, 50), rng.uniform(1, 10), float(rng.integers(10, 60))]
+        table.models.append({"key": f"m{i}", "features": features, "measured_ms": float(np.dot(features, coef)),
+                             "sum_units_ms": features[0]})
+    table.fit_correction()
+    assert list(table.correction.values()) == pytest.approx(list(coef), rel=1e-6)
+    assert table.predict_record(table.models[0]) == pytest.approx(table.models[0]["measured_ms"], rel=1e-9)
+
+
+def test_too_few_calibration_models_leave_the_plain_sum():
+    table = new_table("dev", "onnxruntime", 1, {})
+    table.models = [{"key": "m", "features": [2.0, 1.0, 1.0, 10.0], "measured_ms": 3.0, "sum_units_ms": 2.0}]
+    table.fit_correction()
+    assert table.predict_record(table.models[0]) == 2.0
+
+
+@pytest.mark.parametrize("damage", ["version", "nan", "missing", "text"])
+def test_a_damaged_table_is_refused(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
+    table = new_table("dev", "onnxruntime", 1, {})
+    table.units["s"] = {**_record(0, 1e6, 100, 10), "ms": 0.5}
+    path = table_path("dev", "onnxruntime", 1)
+    table.save(path)
+    data = json.loads(path.read_text())
+    if damage == "version":
+        data["version"] = 99
+    elif damage == "nan":
+        data["units"]["s"]["ms"] = float("nan")
+    elif damage == "missing":
+        del data["units"]["s"]["macs"]
+    path.write_text("{not json" if damage == "text" else json.dumps(data))
+    with pytest.raises(EdgekitError, match="calibrate"):
+        load_table("dev", "onnxruntime", 1)
+
+
+def test_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
+    table = new_table("dev", "onnxruntime", 2, {"arch": "x86_64"})
+    table.units["s"] = {**_record(0, 1e6, 100, 10), "ms": 0.5}
+    table.save(table_path("dev", "onnxruntime", 2))
+    again = load_table("dev", "onnxruntime", 2)
+    assert again == table and isinstance(again, LatencyTable)
+    assert table_path("dev", "onnxruntime", 2).parent == tmp_path / "predictors"
+
+
+GRID = ["--families", "mobilenet_v2", "--widths", "0.35", "--resolutions", "32,48"]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A real calibration on this machine: MobileNetV2 x0.35 at 32 and 48 px, every block timed with ONNX Runtime."""
+    home = tmp_path_factory.mktemp("edgekit-home")
+    env = {"EDGEKIT_HOME": str(home)}
+    done = run_edgekit("bench", "--calibrate-predictor", *GRID, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return env, json.loads(done.stdout)
+
+
+def test_calibration_writes_a_table_of_every_block(calibrated):
+    env, result = calibrated
+    signatures = {u.signature for r in (32, 48)
+                  for u in cut_spec(resolve_spec("mobilenet_v2", width=0.35, resolution=r))}
+    table = json.loads(Path(result["table"]).read_text())
+    assert set(table["units"]) == signatures and result["units"] == len(signatures)
+    assert all(u["ms"] > 0 for u in table["units"].values())
+    assert [m["model"] for m in result["models"]] == ["mobilenet_v2 w0.35 r32", "mobilenet_v2 w0.35 r48"]
+    assert all(m["measured_ms"] > 0 for m in result["models"])
+    # two calibration models are too few to fit the correction: the prediction is the plain sum
+    assert all(m["predicted_ms"] == pytest.approx(m["sum_units_ms"]) for m in result["models"])
+
+
+def test_recalibrating_measures_only_what_is_new(calibrated):
+    env, result = calibrated
+    before = json.loads(Path(result["table"]).read_text())
+    done = run_edgekit("bench", "--calibrate-predictor", *GRID, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(Path(result["table"]).read_text())["units"] == before["units"]
+
+
+def test_predict_a_calibrated_model(calibrated):
+    env, _ = calibrated
+    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {u["source"] for u in result["units"]} == {"measured"} and result["measured_fraction"] == 1.0
+    table = load_table_from(env)
+    assert result["sum_units_ms"] == pytest.approx(sum(table["units"][u["signature"]]["ms"] for u in result["units"]))
+    assert result["measured_ms"] > 0 and "calibration" in result["measured_how"]
+    assert result["error_pct"] == pytest.approx(100 * (result["predicted_ms"] / result["measured_ms"] - 1))
+    shown = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", env=env)
+    assert shown.returncode == 0 and "predicted latency" in shown.stdout and "measured latency" in shown.stdout
+
+
+def load_table_from(env):
+    path = next(iter((Path(env["EDGEKIT_HOME"]) / "predictors").glob("*.json")))
+    return json.loads(path.read_text())
+
+
+def test_predict_an_unseen_shape_from_the_fits(calibrated):
+    env, _ = calibrated
+    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "40", "--measure", "--json",
+                       env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert all(u["source"].startswith("fit: ") for u in result["units"])
+    assert result["measured_fraction"] == 0.0 and result["predicted_ms"] > 0
+    assert result["measured_how"] == "measured now" and result["measured_ms"] > 0
+
+
+def test_search_ranks_within_the_budget_and_writes_the_winners_recipe(calibrated, tmp_path):
+    env, _ = calibrated
+    out = tmp_path / "s"
+    done = run_edgekit("search", "--latency-ms", "1000", "--families", "MobileNetV2", "--widths", "0.35,0.5",
+                       "--resolutions", "32,48", "--metric", "macs", "--in-channels", "1", "--out", str(out),
+                       "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["predicted"] == 4 and result["within_budget"] == 4
+    macs = [c["macs"] for c in result["candidates"]]
+    assert macs == sorted(macs, reverse=True)
+    winner = result["candidates"][0]
+    assert (winner["width"], winner["resolution"]) == (0.5, 48)
+    recipe_path = out / "recipes" / "mobilenet_v2-w0.5-r48.yaml"
+    assert result["train_winner"] == f"edgekit run {recipe_path}"
+    recipe = yaml.safe_load(recipe_path.read_text())
+    assert recipe["model"] == {**recipe["model"], "name": "mobilenet_v2", "width": 0.5, "resolution": 48,
+                               "in_channels": 1}
+    # a budget between the candidates keeps only those predicted under it
+    budget = sorted(c["predicted_ms"] for c in result["candidates"])[1] + 1e-6
+    done = run_edgekit("search", "--latency-ms", str(budget), "--families", "MobileNetV2", "--widths", "0.35,0.5",
+                       "--resolutions", "32,48", "--out", str(out), "--json", env=env)
+    assert json.loads(done.stdout)["within_budget"] == 2
+
+
+def test_search_with_nothing_within_budget(calibrated, tmp_path):
+    env, _ = calibrated
+    done = run_edgekit("search", "--latency-ms", "0.000001", "--families", "mobilenet_v2", "--widths", "0.35",
+                       "--resolutions", "32", "--out", str(tmp_path / "s"), env=env)
+    assert done.returncode == 1 and "no candidate is predicted within" in done.stderr
+    assert "raise --latency-ms" in done.stderr and not (tmp_path / "s").exists()
+
+
+def test_search_ranks_trained_results_by_accuracy(calibrated, tmp_path, digits_artifact):
+    """A trained artifact (MobileNetV2 x0.5 at 32 px on digits) outranks untrained candidates, by its top-1."""
+    env, _ = calibrated
+    results = tmp_path / "runs"
+    results.mkdir()
+    (results / "mv2").symlink_to(digits_artifact, target_is_directory=True)
+    done = run_edgekit("search", "--latency-ms", "1000", "--families", "mobilenet_v2", "--widths", "0.35,0.5",
+                       "--resolutions", "32,48", "--results", str(results), "--in-channels", "1", "--out",
+                       str(tmp_path / "s"), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    first = result["candidates"][0]
+    assert (first["width"], first["resolution"]) == (0.5, 32) and 0 < first["top1"] <= 1
+    assert all(c["top1"] is None for c in result["candidates"][1:])
+    assert result["ranked_by"].startswith("top-1")
+
+
+def test_predict_without_a_table(tmp_path):
+    done = run_edgekit("predict", "mobilenet_v2", env={"EDGEKIT_HOME": str(tmp_path)})
+    assert done.returncode == 2
+    assert "no latency table for local" in done.stderr and "--calibrate-predictor" in done.stderr
+    assert "Traceback" not in done.stderr
+

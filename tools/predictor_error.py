@@ -1,0 +1,115 @@
+"""How well the latency predictor predicts: registered models at several widths and resolutions, each timed whole
+on the device and predicted from its latency table; prints every model and the error distribution.
+
+    edgekit bench --calibrate-predictor --device local            # once: the table
+    python tools/predictor_error.py --device local [--out predictor_error.json]
+
+Points that were calibration models are reported apart from new ones: for a new point the units are looked up or,
+at widths and resolutions the table never saw, estimated from the measured units of their kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from edgekit.bench.run import BenchOptions
+from edgekit.devices.profiles import load_profile
+from edgekit.errors import EdgekitError
+from edgekit.models import build, get_entry, list_models, resolve_spec
+from edgekit.predictor.calibrate import point_key
+from edgekit.predictor.measure import time_on_device
+from edgekit.predictor.table import load_table
+from edgekit.predictor.units import cut_spec
+
+# The largest EfficientNets take minutes each to time at these sizes and add nothing the others do not show.
+SKIP = ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7")
+
+
+def distribution(errors: list[float]) -> dict[str, float]:
+    absolute = sorted(abs(e) for e in errors)
+    if not absolute:
+        return {}
+    return {"models": len(absolute), "within_5pct": sum(a <= 5 for a in absolute) / len(absolute),
+            "within_10pct": sum(a <= 10 for a in absolute) / len(absolute),
+            "within_20pct": sum(a <= 20 for a in absolute) / len(absolute),
+            "median_abs_pct": statistics.median(absolute), "p90_abs_pct": absolute[int(0.9 * (len(absolute) - 1))],
+            "max_abs_pct": absolute[-1], "mean_pct": statistics.fmean(errors)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="local")
+    parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "tflite"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--names", help="comma-separated model names (default: every named model but B5-B7)")
+    parser.add_argument("--widths", default="0.5,0.75,1.0")
+    parser.add_argument("--resolutions", default="128,160,224")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.device)
+        table = load_table(profile.name, args.runtime, args.threads)
+    except EdgekitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = args.names.split(",") if args.names else [
+        n for n in list_models() if not get_entry(n).design_space and n not in SKIP]
+    specs = [resolve_spec(n, width=float(w), resolution=int(r)) for n in names
+             for w in args.widths.split(",") for r in args.resolutions.split(",")]
+    calibrated = {m["key"] for m in table.models}
+    models = {}
+    for i, spec in enumerate(specs):
+        print(f"\rbuilding {i + 1}/{len(specs)}", end="", file=sys.stderr)
+        torch.manual_seed(0)
+        models[point_key(spec)] = build(spec).eval()
+    print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
+          file=sys.stderr)
+    timed = time_on_device([], models, profile, BenchOptions(threads=(args.threads,)), args.runtime,
+                           progress=lambda what: print(f"\r{what:60s}", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    rows = []
+    for spec in specs:
+        key = point_key(spec)
+        prediction = table.predict(cut_spec(spec))
+        measured = timed.models_ms[key]
+        rows.append({"model": key, "calibration_point": key in calibrated, "measured_ms": measured,
+                     "predicted_ms": prediction.ms, "sum_units_ms": prediction.sum_units_ms,
+                     "measured_fraction": prediction.measured_fraction,
+                     "error_pct": 100 * (prediction.ms / measured - 1),
+                     "sum_error_pct": 100 * (prediction.sum_units_ms / measured - 1)})
+    print(f"{'model':42s} {'measured':>9s} {'predicted':>9s} {'error':>7s} {'plain sum':>9s} {'measured units':>14s}")
+    for r in sorted(rows, key=lambda r: r["error_pct"]):
+        print(f"{r['model'] + (' *' if r['calibration_point'] else ''):42s} {r['measured_ms']:9.3f} "
+              f"{r['predicted_ms']:9.3f} {r['error_pct']:+6.1f}% {r['sum_error_pct']:+8.1f}% "
+              f"{r['measured_fraction']:13.0%}")
+    print("* a calibration model (its units and its whole time are in the table)")
+    summary = {
+        "all": distribution([r["error_pct"] for r in rows]),
+        "new points": distribution([r["error_pct"] for r in rows if not r["calibration_point"]]),
+        "calibration points": distribution([r["error_pct"] for r in rows if r["calibration_point"]]),
+        "plain sum of units, all": distribution([r["sum_error_pct"] for r in rows]),
+    }
+    print(f"\n{'set':28s} {'models':>6s} {'<=5%':>6s} {'<=10%':>6s} {'<=20%':>6s} {'median':>7s} {'p90':>6s} "
+          f"{'max':>6s} {'bias':>6s}")
+    for label, d in summary.items():
+        if d:
+            print(f"{label:28s} {d['models']:6d} {d['within_5pct']:6.0%} {d['within_10pct']:6.0%} "
+                  f"{d['within_20pct']:6.0%} {d['median_abs_pct']:6.1f}% {d['p90_abs_pct']:5.1f}% "
+                  f"{d['max_abs_pct']:5.1f}% {d['mean_pct']:+5.1f}%")
+    info = timed.info
+    print(f"\ndevice: {profile.name}, {info.get('cpu_model') or '?'}, {info.get('arch', '?')}; table of "
+          f"{table.created} with {len(table.units)} units and {len(table.models)} calibration models")
+    if args.out:
+        args.out.write_text(json.dumps({"device": profile.name, "info": info, "summary": summary, "rows": rows},
+                                       indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
