@@ -202,8 +202,11 @@ def predict(spec: Any, profiles: list[Any], runtime: str, threads: int | None, m
         measured, measured_how = _measure_now(spec, profile, runtime, n_threads), "measured now"
     elif calibrated:
         measured, measured_how = calibrated["measured_ms"], f"measured at calibration ({table.created})"
+    unknown = sorted({u.unit.kind for u in prediction.units if u.source == "fit: all kinds"})
+    warnings = [f"{', '.join(unknown)} never measured on {profile.name}: estimated from other kinds of block; "
+                f"calibrate with --families {spec.name} for a figure you can trust."] if unknown else []
     result = {"spec": spec.to_dict(), "device": profile.name, "runtime": runtime, "threads": n_threads,
-              "predicted_ms": prediction.ms, "sum_units_ms": prediction.sum_units_ms,
+              "warnings": warnings, "predicted_ms": prediction.ms, "sum_units_ms": prediction.sum_units_ms,
               "measured_fraction": prediction.measured_fraction, "measured_ms": measured,
               "measured_how": measured_how,
               "error_pct": None if measured is None else 100 * (prediction.ms / measured - 1),
@@ -226,6 +229,8 @@ def predict(spec: Any, profiles: list[Any], runtime: str, threads: int | None, m
     if measured is not None:
         console.print(f"measured latency: {measured:.2f} ms, {measured_how}; prediction error "
                       f"{result['error_pct']:+.1f}%", highlight=False)
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def _measure_now(spec: Any, profile: Any, runtime: str, threads: int) -> float:
@@ -263,7 +268,6 @@ def search(profiles: list[Any], runtime: str, threads: int | None, latency_ms: f
         raise EdgekitError(f"--latency-ms {latency_ms:g} is not a budget: give a time in milliseconds above 0.")
     runtime, n_threads = _one_setting(profiles, runtime, None if threads is None else (threads,), "search")
     profile = profiles[0]
-    table = load_table(profile.name, runtime, n_threads)
     base = load_recipe(recipe) if recipe is not None else None
     if base is not None:
         in_channels = base.model.in_channels or in_channels
@@ -272,6 +276,7 @@ def search(profiles: list[Any], runtime: str, threads: int | None, latency_ms: f
     specs = candidates(names, parse_list(widths, "--widths", float, SEARCH_WIDTHS, 0.1, 4.0),
                        parse_list(resolutions, "--resolutions", int, SEARCH_RESOLUTIONS, 32, 1024), num_classes,
                        in_channels)
+    table = load_table(profile.name, runtime, n_threads)
     roots = [Path(r.strip()) for r in (results or "runs,sweeps").split(",") if r.strip()]
     accuracy = known_accuracy(roots) if metric == "accuracy" else {}
     by_label = {f"{s.name} w{s.width:g} r{s.resolution}": s for s in specs}

@@ -134,6 +134,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path, 
     _write(root, "devices/bad-transport.yaml", "name: bad-transport\ntransport: carrier-pigeon\n")
     _write(root, "devices/no-host.yaml", "name: no-host\ntransport: ssh\nssh:\n  user: pi\n")
     _write(root, "devices/bad-threads.yaml", "name: bad-threads\ntransport: local\nthreads: [0]\n")
+    _write(root, "home/predictors/local-onnxruntime-fp32-t1.json", "{not json")  # EDGEKIT_HOME=home
     return root
 
 
@@ -268,6 +269,28 @@ CASES: list[tuple[str, list[str]]] = [
     ("run-unknown-key", ["run", "unknown-key.yaml"]),
     ("run-missing-imagefolder", ["run", "missing-data.yaml", "--out", "runs/x"]),
     ("run-zero-epochs", ["run", "recipe.yaml", "--epochs", "0"]),
+    ("bench-calibrate-with-target", ["bench", "art", "--calibrate-predictor"]),
+    ("bench-families-without-calibrate", ["bench", "art", "--families", "MobileNetV2"]),
+    ("bench-calibrate-and-guidelines", ["bench", "--calibrate-predictor", "--guidelines"]),
+    ("bench-calibrate-unknown-family", ["bench", "--calibrate-predictor", "--families", "AlexNet"]),
+    ("bench-calibrate-bad-resolutions", ["bench", "--calibrate-predictor", "--resolutions", "8"]),
+    ("bench-calibrate-bad-widths", ["bench", "--calibrate-predictor", "--widths", "wide"]),
+    ("bench-calibrate-two-threads", ["bench", "--calibrate-predictor", "--threads", "1,2"]),
+    ("predict-no-table", ["predict", "mobilenet_v2", "--threads", "2"]),
+    ("predict-damaged-table", ["predict", "mobilenet_v2"]),
+    ("predict-unknown-model", ["predict", "mobilenet_v9"]),
+    ("predict-zero-width", ["predict", "mobilenet_v2", "--width", "0"]),
+    ("predict-unknown-runtime", ["predict", "mobilenet_v2", "--runtime", "tensorrt"]),
+    ("predict-unknown-device", ["predict", "mobilenet_v2", "--device", "pi-zero"]),
+    ("search-no-budget", ["search"]),
+    ("search-negative-budget", ["search", "--latency-ms", "-1"]),
+    ("search-nan-budget", ["search", "--latency-ms", "nan"]),
+    ("search-unknown-family", ["search", "--latency-ms", "5", "--families", "AlexNet"]),
+    ("search-unknown-metric", ["search", "--latency-ms", "5", "--metric", "speed"]),
+    ("search-bad-widths", ["search", "--latency-ms", "5", "--widths", "0.5,wide"]),
+    ("search-bad-resolutions", ["search", "--latency-ms", "5", "--resolutions", "4000"]),
+    ("search-missing-recipe", ["search", "--latency-ms", "5", "--recipe", "nowhere.yaml"]),
+    ("search-damaged-table", ["search", "--latency-ms", "5", "--families", "mobilenet_v2"]),
 ]
 
 
@@ -299,6 +322,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     monkeypatch.chdir(work)
     monkeypatch.setenv("EDGEKIT_DEVICES", str(work / "devices"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("EDGEKIT_HOME", str(work / "home"))
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     before = _snapshot(work)
 

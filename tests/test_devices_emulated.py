@@ -240,3 +240,26 @@ def test_bench_guidelines_over_ssh(device, tmp_path):
     assert result["device"]["info"]["arch"] == "aarch64"
     assert len(result["cases"]) == 4 * 3 and all(c["p50_ms"] > 0 for c in result["cases"])
     assert _leftovers() == []
+
+
+def test_predictor_verbs_over_ssh(device, tmp_path):
+    """Calibrate, predict and search against the aarch64 board (plumbing: emulated timings are not device timings)."""
+    _, _, env = device
+    env = {**env, "EDGEKIT_HOME": str(tmp_path / "home")}
+    grid = ["--families", "mobilenet_v2", "--widths", "0.35", "--resolutions", "32"]
+    done = run_edgekit("bench", "--calibrate-predictor", "--device", "emulated-ssh", *grid, *FAST, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    calibration = json.loads(done.stdout)
+    assert calibration["device"] == "emulated-ssh" and calibration["units"] >= 15
+    table = json.loads(Path(calibration["table"]).read_text())
+    assert table["info"]["arch"] == "aarch64" and all(u["ms"] > 0 for u in table["units"].values())
+    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--device", "emulated-ssh",
+                       "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    prediction = json.loads(done.stdout)
+    assert prediction["measured_fraction"] == 1.0 and prediction["measured_ms"] > 0
+    done = run_edgekit("search", "--device", "emulated-ssh", "--latency-ms", "100000", "--families", "mobilenet_v2",
+                       "--widths", "0.35", "--resolutions", "32", "--out", str(tmp_path / "s"), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["within_budget"] == 1
+    assert _leftovers() == []

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", default="0.5,0.75,1.0")
     parser.add_argument("--resolutions", default="128,160,224")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    parser.add_argument("--cache", type=Path, help="keep the exported models here, for a faster rerun")
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.device)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
           file=sys.stderr)
     timed = time_on_device([], models, profile, BenchOptions(threads=(args.threads,)), args.runtime,
-                           progress=lambda what: print(f"\r{what:60s}", end="", file=sys.stderr))
+                           progress=lambda what: print(f"\r{what:60s}", end="", file=sys.stderr), cache=args.cache)
     print(file=sys.stderr)
     rows = []
     for spec in specs:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,18 +37,19 @@ def point_key(spec: ModelSpec) -> str:
 
 
 def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, threads: int,
-              progress: Callable[[str], None] | None = None) -> tuple[LatencyTable, list[str]]:
+              progress: Callable[[str], None] | None = None, cache: Path | None = None,
+              fresh: bool = False) -> tuple[LatencyTable, list[str]]:
     """Time every distinct unit of `specs` and each spec whole; merge into the device's table and refit.
 
-    Units and models already in the table are not measured again, so an interrupted or extended calibration
-    only pays for what is new.
+    Units and models already in the table are not measured again, so an extended calibration only pays for
+    what is new; `fresh` starts a new table instead. `cache` keeps the exported files for a rerun.
     """
     if not specs:
         raise EdgekitError("nothing to calibrate: give at least one family, width and resolution.")
-    try:
-        table = load_table(profile.name, runtime, threads)
-    except EdgekitError:
-        table = None
+    table = None
+    if not fresh:
+        with contextlib.suppress(EdgekitError):
+            table = load_table(profile.name, runtime, threads)
     models: dict[str, torch.nn.Module] = {}
     cuts: dict[str, list[Unit]] = {}
     for spec in specs:
@@ -63,7 +66,7 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
     if not todo and not models:
         assert table is not None
         return table, []
-    timed = time_on_device(todo, models, profile, options, runtime, progress)
+    timed = time_on_device(todo, models, profile, options, runtime, progress, cache)
     if table is None:
         table = new_table(profile.name, runtime, threads, timed.info)
     add_units(table, todo, timed.units_ms)

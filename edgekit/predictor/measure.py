@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from edgekit.predictor.units import Unit
 
 FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 # Short timing windows: a calibration times hundreds of small models; rounds interleave them against drift.
-CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 20, "min_seconds": 0.15, "rounds": 3}
+CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 20, "min_seconds": 0.1, "rounds": 5}
 
 
 def _short_windows(options: Any) -> dict[str, Any]:
@@ -38,38 +39,52 @@ class Timed:
     warnings: list[str]
 
 
-def export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
     from edgekit.export.converters import export_onnx, export_tflite, quiet
 
     with quiet(), torch.no_grad():
-        (export_onnx if path.suffix == ".onnx" else export_tflite)(module.eval(), example, path)
+        (export_onnx if fmt == "onnx" else export_tflite)(module.eval(), example, path)
 
 
-def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile: Any, options: Any, runtime: str,
-                   progress: Callable[[str], None] | None = None) -> Timed:
-    """Export each distinct unit (and each whole model) and time them all in one device run, interleaved."""
-    from edgekit.bench.run import bench_device, model_files
+def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path, runtime: str,
+               progress: Callable[[str], None] | None = None) -> dict[str, tuple[str, str]]:
+    """Export each distinct unit and each whole model into `folder` (a file already there is reused: the names
+    are signatures and spec keys, which fix what the file computes). Returns file name -> (unit|model, key)."""
+    from edgekit.safe_files import atomic_path
 
     fmt = FORMATS[runtime]
     distinct: dict[str, Unit] = {}
     for unit in units:
         distinct.setdefault(unit.signature, unit)
+    todo: list[tuple[str, str, str, nn.Module, torch.Tensor]] = [
+        (f"u-{sig}.{fmt}", "unit", sig, unit.module, unit.example()) for sig, unit in distinct.items()]
+    todo += [(f"m-{hashlib.sha256(key.encode()).hexdigest()[:16]}.{fmt}", "model", key, model,
+              torch.zeros(1, *model.spec.input_shape)) for key, model in models.items()]
+    names = {}
+    for i, (name, what, key, module, example) in enumerate(todo):
+        names[name] = (what, key)
+        if (folder / name).is_file():
+            continue
+        if progress:
+            progress(f"exporting {i + 1}/{len(todo)}: {key if what == 'model' else 'a block'}")
+        with atomic_path(folder / name) as tmp:
+            export(module, example, tmp, fmt)
+    return names
+
+
+def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile: Any, options: Any, runtime: str,
+                   progress: Callable[[str], None] | None = None, cache: Path | None = None) -> Timed:
+    """Export each distinct unit (and each whole model) and time them all in one device run, interleaved.
+
+    `cache`: a folder that keeps the exported files for the next call (a benchmark rerun); a temp folder without.
+    """
+    from edgekit.bench.run import bench_device, model_files
+
     options = dataclasses.replace(options, runtime=runtime, **_short_windows(options))
     with tempfile.TemporaryDirectory(prefix="edgekit-predictor-") as tmp:
-        folder = Path(tmp)
-        names: dict[str, tuple[str, str]] = {}
-        for i, (sig, unit) in enumerate(distinct.items()):
-            if progress:
-                progress(f"exporting unit {i + 1}/{len(distinct)} ({unit.kind})")
-            name = f"u-{sig}.{fmt}"
-            export(unit.module, unit.example(), folder / name)
-            names[name] = ("unit", sig)
-        for key, model in models.items():
-            if progress:
-                progress(f"exporting {key}")
-            name = f"m-{len(names)}.{fmt}"
-            export(model, torch.zeros(1, *model.spec.input_shape), folder / name)
-            names[name] = ("model", key)
+        folder = cache or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = export_all(units, models, folder, runtime, progress)
         if progress:
             progress(f"timing {len(names)} models on {profile.name}")
         files = [f for name in names for f in model_files(folder / name)]
