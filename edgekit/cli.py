@@ -770,7 +770,7 @@ def bench(
     appended to the artifact's manifest.json. Exit code 1 when a device could not be benchmarked.
 
     `--guidelines` measures ShuffleNetV2's speed guidelines instead; `--calibrate-predictor` builds the device's
-    latency table (a one-time job: about 20 minutes on a 2-core x86 for the default grid; rerun to extend it).
+    latency table (a one-time job: about 17 minutes on a 2-core x86 for the default grid; rerun to extend it).
     """
     from edgekit.bench.run import BenchOptions
     from edgekit.bench.run import bench as run_bench
