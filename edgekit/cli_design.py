@@ -17,15 +17,7 @@ from edgekit.errors import EdgekitError
 def _parse_sizes(text: str | None) -> tuple[int, ...]:
     from edgekit.guidelines import SIZES
 
-    if text is None:
-        return SIZES
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        sizes = ()
-    if not sizes or any(not 8 <= s <= 512 for s in sizes):
-        raise EdgekitError(f"--sizes {text!r} is not a list of sizes from 8 to 512: write e.g. --sizes 56,28.")
-    return sizes
+    return parse_list(text, "--sizes", int, SIZES, 8, 512, what="sizes")
 
 
 def _parse_only(text: str | None) -> tuple[str, ...] | None:
@@ -117,7 +109,7 @@ def _print_guidelines(cases: list[Any], loss: dict[str, float], title: str) -> N
 # --- the latency predictor: bench --calibrate-predictor, predict, search ------------------------------------------
 
 def parse_list(text: str | None, option: str, kind: type, default: tuple[Any, ...], lo: float,
-               hi: float) -> tuple[Any, ...]:
+               hi: float, what: str = "values") -> tuple[Any, ...]:
     """A comma-separated option (`--widths 0.5,1.0`), each value within [lo, hi]; `default` when not given."""
     if text is None:
         return default
@@ -127,7 +119,7 @@ def parse_list(text: str | None, option: str, kind: type, default: tuple[Any, ..
         values = ()
     if not values or any(not lo <= v <= hi for v in values):
         example = ",".join(str(v) for v in default)
-        raise EdgekitError(f"{option} {text!r} is not a list of values from {lo:g} to {hi:g}: write e.g. "
+        raise EdgekitError(f"{option} {text!r} is not a list of {what} from {lo:g} to {hi:g}: write e.g. "
                            f"{option} {example}.")
     return values
 
