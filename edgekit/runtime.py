@@ -36,10 +36,10 @@ class OnnxRunner:
     def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        from edgekit.bench.harness import ort_session_options
+
+        self.session = ort.InferenceSession(str(path), ort_session_options(threads),
+                                            providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.fixed_batch = self.session.get_inputs()[0].shape[0] == 1
 

@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 # Fashion-MNIST (the default recipe's data) ships as a Debian package; install it when we can.
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
   if [ "$(id -u)" -eq 0 ]; then
-    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+    bash tools/apt_host.sh dataset-fashion-mnist
   else
     echo "note: Fashion-MNIST is missing; install it with: sudo apt-get install dataset-fashion-mnist" >&2
   fi

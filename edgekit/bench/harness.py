@@ -229,15 +229,37 @@ class TFLiteModel:
         return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
 
 
+def int8_products_saturate() -> bool:
+    """True on x86 CPUs without VNNI, where ONNX Runtime's U8S8 kernels add pairs of 8-bit products in a
+    saturating int16 (vpmaddubsw): full-range int8 weights then give wrong outputs, worst in efficient models.
+    Where the flags can't be read (no /proc/cpuinfo), an x86 CPU is assumed to be one of them."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in (_read("/proc/cpuinfo") or "").splitlines()
+                  if line.startswith("flags")), None)
+    return flags is None or not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+def ort_session_options(threads: int):  # noqa: ANN201 (onnxruntime.SessionOptions, imported lazily)
+    """Session options edgekit runs every ONNX model with: on CPUs whose int8 products saturate, ORT's exact
+    (slower) U8U8 path for weights outside [-64, 64] (the session.x64quantprecision entry)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if int8_products_saturate():
+        options.add_session_config_entry("session.x64quantprecision", "1")
+    return options
+
+
 class OnnxModel:
     def __init__(self, path: str, threads: int, profile_dir: str | None = None) -> None:
         import onnxruntime as ort
 
         self.runtime, self.version = "onnxruntime", ort.__version__
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = ort_session_options(threads)
         if profile_dir:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(profile_dir, f"ort_t{threads}")
@@ -245,7 +267,8 @@ class OnnxModel:
         self.input = self.session.get_inputs()[0]
         self.feed: dict = {}
         self.result: list = []
-        self.delegation = {"known": True, "provider": self.session.get_providers()[0]}
+        self.delegation = {"known": True, "provider": self.session.get_providers()[0],
+                           "exact_int8": int8_products_saturate()}
 
     def set_input(self, x: np.ndarray) -> None:
         dtype = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}.get(

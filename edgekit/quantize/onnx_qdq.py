@@ -12,7 +12,10 @@ int8 constant and nothing sits between the Conv and the QuantizeLinear. So:
   calibration as the TFLite graph, but the U8S8 form ORT fuses everywhere (with int8 activations it leaves the
   convolutions and ADDs around every residual connection in float);
 - a Clip or Relu whose every consumer is a QuantizeLinear that already saturates inside the clamp's range is
-  dropped: the int8 range *is* the ReLU6, exactly as TFLite's fused activation.
+  dropped: the int8 range *is* the ReLU6, exactly as TFLite's fused activation;
+- every weight DequantizeLinear gets its own weight and zero-point initializers (torch.onnx shares equal
+  constants): on x86 CPUs without VNNI, ORT's exact-int8 mode (bench.harness.ort_session_options) rewrites each fused
+  weight and zero point to uint8 under a name derived from the original, and fails on a shared one.
 """
 
 from __future__ import annotations
@@ -200,11 +203,36 @@ def activations_to_uint8(model: onnx.ModelProto) -> int:
     return changed
 
 
+def unshare_weight_constants(model: onnx.ModelProto) -> int:
+    """Give each int8 weight DequantizeLinear its own weight and zero-point initializers. Returns the copies made."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        weight = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if weight is None or weight.data_type != onnx.TensorProto.INT8:
+            continue
+        for index in (0, 2):
+            if index >= len(node.input) or node.input[index] not in initializers:
+                continue
+            name = node.input[index]
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}_{node.output[0]}"
+                model.graph.initializer.append(copy)
+                node.input[index] = copy.name
+                copies += 1
+            seen.add(node.input[index])
+    return copies
+
+
 def tidy_qdq(model: onnx.ModelProto) -> dict[str, int]:
-    """All three passes, in place; returns what each changed (recorded in the manifest)."""
+    """All the passes, in place; returns what each changed (recorded in the manifest)."""
     return {
         "weights_folded": fold_weight_quantization(model),
         "clamps_dropped": drop_redundant_clamps(model),
         "activations_to_uint8": activations_to_uint8(model),
         "dequantize_unshared": unshare_dequantize(model),
+        "weight_constants_unshared": unshare_weight_constants(model),
     }

@@ -14,9 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-apt_host() {
-  apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
-}
+apt_host() { bash "$HERE/../apt_host.sh" "$@"; }
 command -v qemu-aarch64-static >/dev/null && command -v adb >/dev/null && command -v ssh >/dev/null \
   && command -v update-binfmts >/dev/null || apt_host qemu-user-static binfmt-support adb openssh-client
 
