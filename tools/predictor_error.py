@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         "new points": distribution([r["error_pct"] for r in rows if not r["calibration_point"]]),
         "calibration points": distribution([r["error_pct"] for r in rows if r["calibration_point"]]),
         "plain sum of units, all": distribution([r["sum_error_pct"] for r in rows]),
+        # where the error comes from: units timed on the device, or units the per-kind fit estimates
+        "units >=90% measured": distribution([r["error_pct"] for r in rows if r["measured_fraction"] >= 0.9]),
+        "units <10% measured": distribution([r["error_pct"] for r in rows if r["measured_fraction"] < 0.1]),
     }
     print(f"\n{'set':28s} {'models':>6s} {'<=5%':>6s} {'<=10%':>6s} {'<=20%':>6s} {'median':>7s} {'p90':>6s} "
           f"{'max':>6s} {'bias':>6s}")
