@@ -240,16 +240,16 @@ def int8_products_saturate() -> bool:
     return flags is None or not {"avx512_vnni", "avx_vnni"} & set(flags)
 
 
-def ort_session_options(threads: int):  # noqa: ANN201 (onnxruntime.SessionOptions, imported lazily)
-    """Session options edgekit runs every ONNX model with: on CPUs whose int8 products saturate, ORT's exact
-    (slower) U8U8 path for weights outside [-64, 64] (the session.x64quantprecision entry)."""
+def ort_session_options(threads: int, exact_int8: bool | None = None):  # noqa: ANN201 (ort.SessionOptions)
+    """Session options edgekit runs every ONNX model with: on CPUs whose int8 products saturate (`exact_int8`,
+    read from the CPU when not given), ORT's exact (slower) U8U8 path for weights outside [-64, 64]."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    if int8_products_saturate():
+    if int8_products_saturate() if exact_int8 is None else exact_int8:
         options.add_session_config_entry("session.x64quantprecision", "1")
     return options
 
@@ -259,7 +259,8 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.runtime, self.version = "onnxruntime", ort.__version__
-        options = ort_session_options(threads)
+        exact_int8 = int8_products_saturate()
+        options = ort_session_options(threads, exact_int8)
         if profile_dir:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(profile_dir, f"ort_t{threads}")
@@ -268,7 +269,7 @@ class OnnxModel:
         self.feed: dict = {}
         self.result: list = []
         self.delegation = {"known": True, "provider": self.session.get_providers()[0],
-                           "exact_int8": int8_products_saturate()}
+                           "exact_int8": exact_int8}
 
     def set_input(self, x: np.ndarray) -> None:
         dtype = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}.get(
