@@ -48,7 +48,9 @@ def _export_both(name: str, tmp_path: Path, **tflite_options: bool) -> tuple[Pat
 @pytest.mark.parametrize("name", FULL_INTEGER)
 def test_every_family_exports_full_integer_graphs(name: str, tmp_path: Path, monkeypatch) -> None:
     onnx_path, tflite_path, report = _export_both(name, tmp_path)
-    ops = inspect_file(tflite_path)["ops"]
+    info = inspect_file(tflite_path)
+    ops = info["ops"]
+    assert info["layout_transposes"] <= 1  # the input's only, channel shuffles included
     assert report["full_integer"], report
     assert report["interior_quantize_dequantize"] == 0
     assert ops.get("QUANTIZE") == 1 and ops.get("DEQUANTIZE") == 1  # float input and output only
@@ -116,6 +118,21 @@ def test_int8_io_has_no_quantize_ops_and_matches_float_io(tmp_path: Path) -> Non
     batch = _calibration(8)
     a, b = TFLiteRunner(float_io).predict(batch), TFLiteRunner(int8_io).predict(batch)
     assert compare(a, b).max_abs_diff <= info["outputs"][0]["quantization"]["scale"] * 1.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2_x0_5"])
+def test_int8_nhwc_has_no_layout_transpose_and_matches_nchw(name: str, tmp_path: Path) -> None:
+    (tmp_path / "nchw").mkdir()
+    (tmp_path / "nhwc").mkdir()
+    _, nchw, _ = _export_both(name, tmp_path / "nchw")
+    _, nhwc, report = _export_both(name, tmp_path / "nhwc", nhwc=True)
+    info = inspect_file(nhwc)
+    assert info["layout_transposes"] == 0 and report["full_integer"]
+    assert info["inputs"][0]["shape"] == [1, RESOLUTION, RESOLUTION, 3]
+    batch = _calibration(8)
+    a, b = TFLiteRunner(nchw).predict(batch), TFLiteRunner(nhwc, layout="nhwc").predict(batch)
+    np.testing.assert_array_equal(a, b)  # the same integer arithmetic, only the layout differs
 
 
 def test_bad_calibration_input_is_refused() -> None:

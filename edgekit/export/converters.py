@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from edgekit.errors import EdgekitError
+from edgekit.export.layout import nhwc_channel_shuffles
 
 ONNX_OPSET = 18
 
@@ -65,13 +66,15 @@ def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, nhwc: boo
     with quiet():
         import litert_torch
 
-    model = model.eval()
+    with quiet():
+        graph = torch.export.export(model.eval(), (example,)).module()
+    module, _ = nhwc_channel_shuffles(graph)
     if nhwc:
-        model = litert_torch.to_channel_last_io(model, args=[0]).eval()
+        module = litert_torch.to_channel_last_io(module, args=[0]).eval()
         example = example.permute(0, 2, 3, 1).contiguous()
     try:
         with quiet():
-            edge_model = litert_torch.convert(model, (example,))
+            edge_model = litert_torch.convert(module, (example,))
             edge_model.export(str(path))
     except Exception as exc:  # the converter's errors come in many types; name the stage and the cause
         raise EdgekitError(f"TFLite conversion failed ({type(exc).__name__}: {str(exc)[:200]}).") from exc

@@ -83,7 +83,9 @@ class ShuffleNetV2(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.conv1(x))
         x = self.conv5(self.stage4(self.stage3(self.stage2(x))))
-        return self.fc(x.mean((2, 3)))
+        # global pooling, not x.mean((2, 3)) as torchvision writes it: the same values, and TFLite's converter
+        # then keeps the mean in NHWC instead of adding a layout TRANSPOSE before it
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
 def shufflenet_v2(width: float, num_classes: int, in_channels: int) -> ShuffleNetV2:
