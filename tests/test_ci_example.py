@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DIGITS_RECIPE, REPO, run_edgekit, write_recipe
+from conftest import CONVERGED_DIGITS_RECIPE, REPO, run_edgekit, write_recipe
 
 WORKFLOW = REPO / "docs" / "ci" / "edgekit-check.yml"
 NOT_HERE = {"Install edgekit"}  # this checkout is installed already
@@ -46,7 +46,7 @@ def test_the_workflow_runs_the_verbs_edgekit_has():
 
 @pytest.mark.slow
 def test_ci_example_passes_then_fails_on_an_accuracy_regression(tmp_path):
-    recipe = write_recipe(tmp_path / "digits.yaml", DIGITS_RECIPE)
+    recipe = write_recipe(tmp_path / "digits.yaml", CONVERGED_DIGITS_RECIPE)
     env = {"RECIPE": str(recipe), "RUN": "runs/ci", "SAMPLES": "200", "MAX_DROP": "1.0",
            "BASELINE": "ci/edgekit-baseline.json", "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
 
@@ -71,7 +71,8 @@ def test_ci_example_passes_then_fails_on_an_accuracy_regression(tmp_path):
     assert "edgekit check: passed" in (tmp_path / "summary.md").read_text()
 
     # A change that costs accuracy (far less training): the same workflow fails the check step, and says why.
-    weak = write_recipe(tmp_path / "weak.yaml", DIGITS_RECIPE.replace("epochs: 3", "epochs: 1\n  limit_batches: 4"))
+    weak_recipe = CONVERGED_DIGITS_RECIPE.replace("epochs: 6", "epochs: 1\n  limit_batches: 4")
+    weak = write_recipe(tmp_path / "weak.yaml", weak_recipe)
     codes = run_workflow({**env, "RECIPE": str(weak), "RUN": "runs/weak"}, tmp_path)
     assert codes["Train"] == 0 and codes["Export FP32 and INT8"] == 0
     assert codes["Check INT8 accuracy"] == 1, codes

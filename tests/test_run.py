@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from conftest import DIGITS_RECIPE, write_recipe
+from conftest import CONVERGED_DIGITS_RECIPE, DIGITS_RECIPE, write_recipe
 
 
 @pytest.mark.slow
 def test_run_trains_exports_checks_and_skips_what_is_up_to_date(tmp_path, edgekit_cli):
-    recipe = write_recipe(tmp_path / "r.yaml", DIGITS_RECIPE + "check:\n  max_drop: 1.5\n")
+    recipe = write_recipe(tmp_path / "r.yaml", CONVERGED_DIGITS_RECIPE + "check:\n  max_drop: 1.5\n")
     out = tmp_path / "run"
     first = edgekit_cli("run", str(recipe), "--out", str(out), "--json")
     assert first.returncode == 0, first.stderr[-3000:]
