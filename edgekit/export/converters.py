@@ -61,17 +61,27 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, nhwc: bool = False) -> None:
+def tflite_ready(graph: torch.fx.GraphModule, example: torch.Tensor,
+                 nhwc: bool) -> tuple[nn.Module, torch.Tensor]:
+    """What litert-torch converts, from an exported graph: a copy with its channel shuffles in NHWC form
+    (edgekit/export/layout.py) and, with `nhwc`, channels-last input and output; and the example to match."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet():
         import litert_torch
 
-    with quiet():
-        graph = torch.export.export(model.eval(), (example,)).module()
-    module, _ = nhwc_channel_shuffles(graph)
+    module: nn.Module = nhwc_channel_shuffles(graph)[0]
     if nhwc:
         module = litert_torch.to_channel_last_io(module, args=[0]).eval()
         example = example.permute(0, 2, 3, 1).contiguous()
+    return module, example
+
+
+def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, nhwc: bool = False) -> None:
+    with quiet():
+        graph = torch.export.export(model.eval(), (example,)).module()
+    module, example = tflite_ready(graph, example, nhwc)
+    import litert_torch
+
     try:
         with quiet():
             edge_model = litert_torch.convert(module, (example,))

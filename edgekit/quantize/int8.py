@@ -19,8 +19,7 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from edgekit.errors import EdgekitError
-from edgekit.export.converters import ONNX_OPSET, quiet
-from edgekit.export.layout import nhwc_channel_shuffles
+from edgekit.export.converters import ONNX_OPSET, quiet, tflite_ready
 from edgekit.quantize.annotator import EdgeQuantizer, QuantSettings
 from edgekit.quantize.equalize import equalize
 from edgekit.quantize.onnx_qdq import tidy_qdq
@@ -149,11 +148,8 @@ def export_int8_tflite(quantized: QuantizedModel, input_shape: tuple[int, ...], 
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
 
-    module: nn.Module = nhwc_channel_shuffles(quantized.graph)[0]  # a copy: the reference graph stays as it is
-    example = torch.zeros((1, *input_shape))
-    if nhwc:
-        module = litert_torch.to_channel_last_io(module, args=[0]).eval()
-        example = example.permute(0, 2, 3, 1).contiguous()
+    # a copy: the torch reference graph stays as it is
+    module, example = tflite_ready(quantized.graph, torch.zeros((1, *input_shape)), nhwc)
     # litert-torch reads only "static Q/DQ" from this config; the quantization itself is already in the graph.
     static_qdq = QuantConfig(pt2e_quantizer=PT2EQuantizer().set_global(get_symmetric_quantization_config()))
     try:
