@@ -29,9 +29,11 @@ def test_harness_meets_both_minimums_and_interleaves(artifact: Path, tmp_path: P
     np.save(tmp_path / "x.npy", x)
     configs = [{"model": str(artifact / name), "input": str(tmp_path / "x.npy"), "runtime": "auto", "threads": 1}
                for name in ("model_int8.tflite", "model_int8.onnx")]
-    results = harness.measure(configs, warmup_runs=3, warmup_seconds=0.0, runs=7, min_seconds=0.3, rounds=2)
+    results = harness.measure(configs, warmup_runs=3, warmup_seconds=0.0, runs=7, min_seconds=0.3, rounds=2,
+                              keep_times=True)
     for r in results:
         s = r["steady"]
+        assert len(r["times_ms"]) == s["count"] and min(r["times_ms"]) == s["min_ms"]
         assert s["count"] >= 7 and s["mean_ms"] * s["count"] >= 300
         assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
         assert r["warmup"]["count"] >= 3 and r["load_ms"] > 0 and r["first_ms"] > 0

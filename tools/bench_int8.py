@@ -8,17 +8,17 @@
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --per-tensor --equalize       # cross-layer equalization
 
 Latency: median of --runs single-image inferences after --warmup, ONNX Runtime CPU provider and the TFLite
-interpreter with XNNPACK. The models are exported by edgekit's own pipeline (random weights with BatchNorm
+interpreter with XNNPACK, timed by edgekit's bench harness in --rounds interleaved rounds (FP32 and INT8 take
+turns, so a noisy machine slows both alike); the speed-up is the median of the per-round ratios, with their range.
+The models are exported by edgekit's own pipeline (random weights with BatchNorm
 statistics for speed; the checkpoint's weights and data for accuracy). Figures for the docs, never asserted in tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +26,31 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgekit.bench.harness import measure  # noqa: E402
 from edgekit.export import export_model  # noqa: E402
 from edgekit.export.converters import quiet  # noqa: E402
 from edgekit.export.int8 import Int8Options  # noqa: E402
 from edgekit.models import ModelSpec, batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
 from edgekit.quantize.qat import schedule_for  # noqa: E402
 from edgekit.recipe import DEFAULT_QAT_LR  # noqa: E402
-from edgekit.runtime import OnnxRunner, TFLiteRunner  # noqa: E402
 
 
-def _median_ms(runner: object, x: np.ndarray, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        runner.predict(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runner.predict(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def _speed_ups(artifact: Path, x: np.ndarray, args: argparse.Namespace) -> list[tuple[str, float, float, list]]:
+    """(runtime, FP32 ms, INT8 ms, per-round FP32/INT8 ratios), all four models timed in interleaved rounds."""
+    np.save(artifact / "bench_input.npy", x)
+    configs = [{"model": str(artifact / f"{stem}.{suffix}"), "runtime": runtime, "threads": args.threads,
+                "input": str(artifact / "bench_input.npy")}
+               for runtime, suffix in (("onnxruntime", "onnx"), ("tflite", "tflite"))
+               for stem in ("model", "model_int8")]
+    results = measure(configs, warmup_runs=args.warmup, warmup_seconds=0.0, runs=args.runs, min_seconds=0.0,
+                      rounds=args.rounds, keep_times=True)
+    rows = []
+    for fp32, int8 in zip(results[0::2], results[1::2], strict=True):
+        size = -(-args.runs // args.rounds)  # the harness's runs per round
+        ratios = [float(np.median(fp32["times_ms"][i:i + size]) / np.median(int8["times_ms"][i:i + size]))
+                  for i in range(0, min(len(fp32["times_ms"]), len(int8["times_ms"])), size)]
+        rows.append((fp32["runtime"], fp32["steady"]["p50_ms"], int8["steady"]["p50_ms"], ratios))
+    return rows
 
 
 def _weights_with_statistics(spec: ModelSpec, path: Path) -> Path:
@@ -59,7 +66,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=10, help="Interleaved rounds the runs are split into.")
     parser.add_argument("--checkpoint", type=Path, help="Measure accuracy too, on the checkpoint's own data.")
     parser.add_argument("--qat-epochs", type=int, default=0, help="Quantization-aware epochs (needs --checkpoint).")
     parser.add_argument("--qat-lr", type=float, default=DEFAULT_QAT_LR)
@@ -98,17 +106,12 @@ def main() -> None:
         result = export_model(spec, weights=weights, out=out, preprocess=preprocess, data=val,
                               evaluate_accuracy=val is not None, int8=options, calibration_data=train)
         x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)
-        rows = []
-        for runtime, make in (("onnxruntime", lambda p: OnnxRunner(p, threads=args.threads)),
-                              ("tflite", lambda p: TFLiteRunner(p, threads=args.threads))):
-            suffix = "onnx" if runtime == "onnxruntime" else "tflite"
-            with quiet():
-                fp32 = _median_ms(make(out / f"model.{suffix}"), x, args.warmup, args.runs)
-                int8 = _median_ms(make(out / f"model_int8.{suffix}"), x, args.warmup, args.runs)
-            rows.append((runtime, fp32, int8))
-        print(f"{'runtime':<12} {'FP32 ms':>8} {'INT8 ms':>8} {'speed-up':>9}")
-        for runtime, fp32, int8 in rows:
-            print(f"{runtime:<12} {fp32:8.2f} {int8:8.2f} {fp32 / int8:8.2f}x")
+        with quiet():
+            rows = _speed_ups(out, x, args)
+        print(f"{'runtime':<15} {'FP32 ms':>8} {'INT8 ms':>8} {'speed-up':>9}  per-round range")
+        for runtime, fp32, int8, ratios in rows:
+            print(f"{runtime:<15} {fp32:8.2f} {int8:8.2f} {np.median(ratios):8.2f}x  "
+                  f"{min(ratios):.2f}x-{max(ratios):.2f}x over {len(ratios)} rounds")
         section = result.manifest["int8"]
         if section["qat"]:
             print(f"quantization-aware: {section['qat']['epochs']} epoch(s) at lr {section['qat']['lr']:g}, "

@@ -315,8 +315,11 @@ def _timed(model: object) -> float:
 
 
 def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
-            rounds: int, profile_dir: str | None = None) -> list[dict]:
-    """Load, first inference and warm-up per configuration, then interleaved steady-state rounds."""
+            rounds: int, profile_dir: str | None = None, keep_times: bool = False) -> list[dict]:
+    """Load, first inference and warm-up per configuration, then interleaved steady-state rounds.
+
+    keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round.
+    """
     results = []
     models = []
     for config in configs:
@@ -359,7 +362,10 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
                 results[i]["_times"].append(t)
                 spent[i] += t
     for model, result in zip(models, results):  # noqa: B905 - runs on Pythons before 3.10
-        result["steady"] = summarize(result.pop("_times"))
+        times = result.pop("_times")
+        result["steady"] = summarize(times)
+        if keep_times:
+            result["times_ms"] = times
         if profile_dir and isinstance(model, OnnxModel):
             result["op_profile"] = _onnx_op_profile(model.session.end_profiling())
     return results
