@@ -152,7 +152,8 @@ def calibrate_predictor(profiles: list[Any], options: Any, families: str | None,
     path = table_path(profile.name, runtime, threads)
     path.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(path), err_console.status(f"calibrating {profile.name}") as status:
-        table, warnings = calibrate(specs, profile, options, runtime, threads, progress=status.update)
+        done = calibrate(specs, profile, options, runtime, threads, progress=status.update)
+        table, warnings = done.table, done.warnings
         table.save(path)
     fitted = [{"model": m["key"], "measured_ms": m["measured_ms"],
                "predicted_ms": table.predict_record(m), "sum_units_ms": m["sum_units_ms"]} for m in table.models]

@@ -65,24 +65,109 @@ def test_signatures_name_what_is_computed():
 
 def _record(i: int, macs: float, act_elems: int, params: int, kind: str = "k") -> dict:
     half = act_elems // 2
+    ops = {"macs_pointwise": int(0.6 * macs), "macs_dense": 0, "macs_depthwise": int(0.4 * macs), "macs_grouped": 0,
+           "macs_linear": 0, "layer_outputs": act_elems, "layers": 3}
     return {"name": f"u{i}", "kind": kind, "signature": f"s{i}", "input_shape": [half], "output_shape": [half],
-            "macs": int(macs), "params": params}
+            "macs": int(macs), "params": params, "ops": ops}
+
+
+def _sized_record(i: int, size: float, rng: np.random.Generator) -> dict:
+    """A unit of kind "k" whose work grows with size, as real units' does, split at random between 1x1 and
+    depthwise layers."""
+    record = _record(i, size * 1e6, int(size * 2e4 * rng.uniform(0.8, 1.25)), int(size * 2e4 * rng.uniform(0.8, 1.25)))
+    record["ops"]["macs_pointwise"] = int(rng.uniform(0.2, 0.9) * record["macs"])
+    record["ops"]["macs_depthwise"] = record["macs"] - record["ops"]["macs_pointwise"]
+    record["ops"]["layer_outputs"] = int(size * 1e4 * rng.uniform(0.8, 1.25))
+    record["ops"]["layers"] = int(rng.integers(1, 6))
+    return record
+
+
+def _kind_table(truth, n: int = 24, seed: int = 0):
+    """A table of n measured units of kind "k" that cost truth(record)."""
+    table = new_table("dev", "onnxruntime", 1, {})
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        record = _sized_record(i, rng.uniform(1, 50), rng)
+        record["ms"] = truth(record)
+        table.units[record["signature"]] = record
+    return table
+
+
+def _unit_like(record: dict):
+    """A Unit with the record's figures (predict takes Units)."""
+    unit = cut_spec(resolve_spec("mobilenet_v2", resolution=64))[3]
+    unit.kind, unit.signature, unit.macs, unit.params, unit.ops = (
+        record["kind"], record["signature"], record["macs"], record["params"], record["ops"])
+    unit.input_shape, unit.output_shape = tuple(record["input_shape"]), tuple(record["output_shape"])
+    return unit
+
+
+def test_cut_counts_each_kind_of_layer():
+    units = cut_spec(resolve_spec("mobilenet_v2", resolution=64))
+    block = next(u for u in units if u.kind == "mobilenet_v2.InvertedResidual" and u.ops["layers"] == 3)
+    assert block.ops["macs_pointwise"] and block.ops["macs_depthwise"] and not block.ops["macs_dense"]
+    assert sum(v for k, v in block.ops.items() if k.startswith("macs_")) == block.macs
+    assert units[0].ops["macs_dense"] == units[0].macs  # the 3x3 stem
+    assert units[-1].ops["macs_linear"] == 1280 * 1000
 
 
 def test_unmeasured_units_are_estimated_from_their_kind():
-    table = new_table("dev", "onnxruntime", 1, {})
-    rng = np.random.default_rng(0)
-    truth = np.array([0.002, 0.05, 0.01, 0.03])  # ms per MMAC, per MB of activations, per MB of weights, constant
-    for i in range(12):
-        record = _record(i, rng.uniform(1e6, 5e7), int(rng.uniform(1e4, 1e6)), int(rng.uniform(1e3, 1e6)))
-        record["ms"] = float(np.dot(unit_features(record), truth))
-        table.units[record["signature"]] = record
-    unseen = cut_spec(resolve_spec("mobilenet_v2", resolution=64))[3]
+    truth = np.array([0.002, 0.004, 0.03, 0.0, 0.0, 0.01, 0.05, 0.01, 0.001, 0.03])  # per term of unit_features
+    table = _kind_table(lambda r: float(np.dot(unit_features(r), truth)))
+    unseen = next(u for u in cut_spec(resolve_spec("mobilenet_v2", resolution=64))
+                  if u.ops["macs_depthwise"] and not u.ops["macs_dense"])
     unseen.kind = "k"
     prediction = table.predict([unseen])
     assert prediction.units[0].source == "fit: k"
     assert prediction.sum_units_ms == pytest.approx(float(np.dot(unit_features(unseen), truth)), rel=1e-6)
     assert prediction.measured_fraction == 0.0
+
+
+def test_an_estimate_carries_the_fit_error_of_its_nearest_measured_units():
+    """Measured units that run 40% slower than the kind's linear fit say so of unmeasured units beside them."""
+    truth = np.array([0.002, 0.004, 0.03, 0.0, 0.0, 0.01, 0.05, 0.01, 0.001, 0.03])
+
+    def linear(r):
+        return float(np.dot(unit_features(r), truth))
+
+    table = _kind_table(linear, n=40)
+    rng = np.random.default_rng(7)
+    slow_here, elsewhere = (_sized_record(90 + i, size, rng) | {"signature": f"unseen{i}"}
+                            for i, size in enumerate((45, 5)))
+    for i, scale in enumerate((0.97, 1.0, 1.03)):  # three measured units next to slow_here, 40% over the line
+        twin = _record(80 + i, slow_here["macs"] * scale, 0, int(slow_here["params"] * scale))
+        twin |= {"input_shape": slow_here["input_shape"], "output_shape": slow_here["output_shape"],
+                 "ops": {k: type(v)(v * scale) for k, v in slow_here["ops"].items()} | {"layers": 3}}
+        table.units[twin["signature"]] = twin | {"ms": 1.4 * linear(twin)}
+    slow_here["ops"]["layers"] = 3
+    assert table.predict([_unit_like(slow_here)]).sum_units_ms == pytest.approx(1.4 * linear(slow_here), rel=0.05)
+    # far from them the estimate stays near the line (within the noise the three slow units add to the fit)
+    assert table.predict([_unit_like(elsewhere)]).sum_units_ms == pytest.approx(linear(elsewhere), rel=0.15)
+    plain_fit = float(np.dot(unit_features(slow_here), table._estimator().fits["k"]))
+    assert plain_fit < 1.2 * linear(slow_here), "the linear fit alone misses it (else the test is moot)"
+
+
+def test_a_version_1_table_is_upgraded_without_timing_again(tmp_path, monkeypatch):
+    """Version 1 lacked the per-layer work; the calibration models' specs in the table give it back."""
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
+    spec = resolve_spec("mobilenet_v2", width=0.35, resolution=32)
+    units = cut_spec(spec)
+    table = new_table("dev", "onnxruntime", 1, {})
+    table.units = {u.signature: {**u.to_dict(), "ms": 0.1} for u in units}
+    table.models = [{"key": "m", "spec": spec.to_dict(), "measured_ms": 1.0, "sum_units_ms": 1.0,
+                     "features": [1.0, 0.1, 0.1, 10.0]}]
+    data = table.to_dict() | {"version": 1}
+    for record in data["units"].values():
+        del record["ops"]
+    path = table_path("dev", "onnxruntime", 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data))
+    upgraded = load_table("dev", "onnxruntime", 1)
+    assert upgraded.version == 2 and all(upgraded.units[u.signature]["ops"] == u.ops for u in units)
+    data["models"] = []  # no specs to cut: the table cannot be upgraded, and says how to get a new one
+    path.write_text(json.dumps(data))
+    with pytest.raises(EdgekitError, match="older edgekit.*calibrate it again"):
+        load_table("dev", "onnxruntime", 1)
 
 
 def test_correction_is_fitted_on_calibration_models():

@@ -3,6 +3,14 @@ on the device and predicted from its latency table; prints every model and the e
 
     edgekit bench --calibrate-predictor --device local            # once: the table
     python tools/predictor_error.py --device local [--out predictor_error.json]
+    python tools/predictor_error.py --device local --measured predictor_error.json   # rescore, no timing
+    python tools/predictor_error.py --device local --calibrate   # a fresh table, timed in the same run as the models
+
+A machine's speed drifts between runs (a shared VM's by 10-30%, a phone's with its temperature), and a prediction
+cannot be better than the device agrees with itself. The script therefore prints that agreement: the calibration
+models timed again now against their times in the table. --calibrate removes the drift between the two runs: it
+builds a fresh table (the default grid, saved as the device's table) in the same interleaved run that times the
+models, so the figures measure the predictor, not the machine's mood.
 
 Points that were calibration models are reported apart from new ones: for a new point the units are looked up or,
 at widths and resolutions the table never saw, estimated from the measured units of their kind.
@@ -19,13 +27,21 @@ from pathlib import Path
 import torch
 
 from edgekit.bench.run import BenchOptions
-from edgekit.devices.profiles import load_profile
+from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.errors import EdgekitError
-from edgekit.models import build, get_entry, list_models, resolve_spec
-from edgekit.predictor.calibrate import point_key
+from edgekit.models import ModelSpec, build, get_entry, list_models, resolve_spec
+from edgekit.predictor.calibrate import (
+    CALIBRATION_NAMES,
+    CALIBRATION_RESOLUTIONS,
+    CALIBRATION_WIDTHS,
+    calibrate,
+    grid,
+    point_key,
+)
 from edgekit.predictor.measure import time_on_device
-from edgekit.predictor.table import load_table
+from edgekit.predictor.table import LatencyTable, load_table, table_path
 from edgekit.predictor.units import cut_spec
+from edgekit.safe_files import output_lock
 
 # The largest EfficientNets take minutes each to time at these sizes and add nothing the others do not show.
 SKIP = ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7")
@@ -42,6 +58,58 @@ def distribution(errors: list[float]) -> dict[str, float]:
             "max_abs_pct": absolute[-1], "mean_pct": statistics.fmean(errors)}
 
 
+def _specs(args: argparse.Namespace) -> list[ModelSpec]:
+    names = args.names.split(",") if args.names else [
+        n for n in list_models() if not get_entry(n).design_space and n not in SKIP]
+    return [resolve_spec(n, width=float(w), resolution=int(r)) for n in names
+            for w in args.widths.split(",") for r in args.resolutions.split(",")]
+
+
+def _spec_of(key: str) -> ModelSpec:
+    """The spec behind a point_key ("NAME wWIDTH rRESOLUTION")."""
+    name, width, resolution = key.split()
+    return resolve_spec(name, width=float(width[1:]), resolution=int(resolution[1:]))
+
+
+def _time_whole(specs: list[ModelSpec], profile: DeviceProfile, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Each spec timed whole on the device: point_key -> p50 ms, and the device's description."""
+    models = _built(specs)
+    print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
+          file=sys.stderr)
+    timed = time_on_device([], models, profile, BenchOptions(threads=(args.threads,)), args.runtime,
+                           progress=_progress, cache=args.cache)
+    print(file=sys.stderr)
+    return timed.models_ms, timed.info
+
+
+def _calibrate_and_time(specs: list[ModelSpec], profile: DeviceProfile,
+                        args: argparse.Namespace) -> tuple[LatencyTable, dict, dict]:
+    """A fresh table of the default calibration grid and the specs timed whole, all in one interleaved run."""
+    models = _built(specs)
+    done = calibrate(grid(CALIBRATION_NAMES, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
+                     BenchOptions(threads=(args.threads,)), args.runtime, args.threads, progress=_progress,
+                     cache=args.cache, fresh=True, also_time=models)
+    print(file=sys.stderr)
+    path = table_path(profile.name, args.runtime, args.threads)
+    with output_lock(path):
+        done.table.save(path)
+    print(f"table saved: {path}", file=sys.stderr)
+    return done.table, done.also_timed_ms, done.table.info
+
+
+def _progress(what: str) -> None:
+    print(f"\r{what:60s}", end="", file=sys.stderr)
+
+
+def _built(specs: list[ModelSpec]) -> dict:
+    models = {}
+    for i, spec in enumerate(specs):
+        print(f"\rbuilding {i + 1}/{len(specs)}", end="", file=sys.stderr)
+        torch.manual_seed(0)
+        models[point_key(spec)] = build(spec).eval()
+    return models
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="local")
@@ -52,33 +120,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolutions", default="128,160,224")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--cache", type=Path, help="keep the exported models here, for a faster rerun")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="calibrate a fresh table in the same device run (saved as the device's table)")
+    parser.add_argument("--measured", type=Path,
+                        help="an earlier --out file: score the table against its measured times, timing nothing")
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.device)
-        table = load_table(profile.name, args.runtime, args.threads)
+        table = None if args.calibrate else load_table(profile.name, args.runtime, args.threads)
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = args.names.split(",") if args.names else [
-        n for n in list_models() if not get_entry(n).design_space and n not in SKIP]
-    specs = [resolve_spec(n, width=float(w), resolution=int(r)) for n in names
-             for w in args.widths.split(",") for r in args.resolutions.split(",")]
-    calibrated = {m["key"] for m in table.models}
-    models = {}
-    for i, spec in enumerate(specs):
-        print(f"\rbuilding {i + 1}/{len(specs)}", end="", file=sys.stderr)
-        torch.manual_seed(0)
-        models[point_key(spec)] = build(spec).eval()
-    print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
-          file=sys.stderr)
-    timed = time_on_device([], models, profile, BenchOptions(threads=(args.threads,)), args.runtime,
-                           progress=lambda what: print(f"\r{what:60s}", end="", file=sys.stderr), cache=args.cache)
-    print(file=sys.stderr)
+    if args.calibrate:
+        specs = _specs(args)
+        table, measured_ms, info = _calibrate_and_time(specs, profile, args)
+    elif args.measured:
+        try:
+            earlier = json.loads(args.measured.read_text())
+            measured_ms = {r["model"]: r["measured_ms"] for r in earlier["rows"]}
+            info = earlier["info"]
+            timed_on = (earlier["device"], earlier.get("runtime", args.runtime), earlier.get("threads", args.threads))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"error: {args.measured} is not a predictor_error.py --out file ({type(exc).__name__}): "
+                  "write one with --out.", file=sys.stderr)
+            return 2
+        if timed_on != (profile.name, args.runtime, args.threads):
+            print(f"error: {args.measured} was timed on {timed_on[0]} ({timed_on[1]}, {timed_on[2]} thread(s)): "
+                  "give the same --device, --runtime and --threads.", file=sys.stderr)
+            return 2
+        specs = [_spec_of(key) for key in measured_ms]
+    else:
+        specs = _specs(args)
+        measured_ms, info = _time_whole(specs, profile, args)
+    then = {m["key"]: m["measured_ms"] for m in table.models}
+    calibrated = set(then)
     rows = []
     for spec in specs:
         key = point_key(spec)
         prediction = table.predict(cut_spec(spec))
-        measured = timed.models_ms[key]
+        measured = measured_ms[key]
         rows.append({"model": key, "calibration_point": key in calibrated, "measured_ms": measured,
                      "predicted_ms": prediction.ms, "sum_units_ms": prediction.sum_units_ms,
                      "measured_fraction": prediction.measured_fraction,
@@ -98,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         # where the error comes from: units timed on the device, or units the per-kind fit estimates
         "units >=90% measured": distribution([r["error_pct"] for r in rows if r["measured_fraction"] >= 0.9]),
         "units <10% measured": distribution([r["error_pct"] for r in rows if r["measured_fraction"] < 0.1]),
+        # the floor: the calibration models timed now against their own times in the table (0 with --calibrate)
+        "device vs itself": distribution([100 * (r["measured_ms"] / then[r["model"]] - 1) for r in rows
+                                          if r["model"] in then]),
     }
     print(f"\n{'set':28s} {'models':>6s} {'<=5%':>6s} {'<=10%':>6s} {'<=20%':>6s} {'median':>7s} {'p90':>6s} "
           f"{'max':>6s} {'bias':>6s}")
@@ -106,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:28s} {d['models']:6d} {d['within_5pct']:6.0%} {d['within_10pct']:6.0%} "
                   f"{d['within_20pct']:6.0%} {d['median_abs_pct']:6.1f}% {d['p90_abs_pct']:5.1f}% "
                   f"{d['max_abs_pct']:5.1f}% {d['mean_pct']:+5.1f}%")
-    info = timed.info
     print(f"\ndevice: {profile.name}, {info.get('cpu_model') or '?'}, {info.get('arch', '?')}; table of "
           f"{table.created} with {len(table.units)} units and {len(table.models)} calibration models")
     if args.out:
-        args.out.write_text(json.dumps({"device": profile.name, "info": info, "summary": summary, "rows": rows},
+        args.out.write_text(json.dumps({"device": profile.name, "runtime": args.runtime,
+                                        "threads": args.threads, "info": info, "summary": summary, "rows": rows},
                                        indent=2))
     return 0
 

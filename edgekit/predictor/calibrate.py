@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,22 @@ def point_key(spec: ModelSpec) -> str:
     return f"{spec.name} w{spec.width:g} r{spec.resolution}"
 
 
+@dataclass
+class Calibration:
+    table: LatencyTable
+    warnings: list[str]
+    also_timed_ms: dict[str, float]  # the `also_time` models, whole, timed in the same run
+
+
 def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, threads: int,
               progress: Callable[[str], None] | None = None, cache: Path | None = None,
-              fresh: bool = False) -> tuple[LatencyTable, list[str]]:
+              fresh: bool = False, also_time: dict[str, torch.nn.Module] | None = None) -> Calibration:
     """Time every distinct unit of `specs` and each spec whole; merge into the device's table and refit.
 
     Units and models already in the table are not measured again, so an extended calibration only pays for
     what is new; `fresh` starts a new table instead. `cache` keeps the exported files for a rerun.
+    `also_time` (point_key -> model) are timed whole in the same interleaved run and not added to the table:
+    models to score the table on without the drift between two runs.
     """
     if not specs:
         raise EdgekitError("nothing to calibrate: give at least one family, width and resolution.")
@@ -63,14 +73,15 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
             models[key] = model
     known = set(table.units) if table else set()
     todo = [u for units in cuts.values() for u in units if u.signature not in known]
-    if not todo and not models:
+    if not todo and not models and not also_time:
         assert table is not None
-        return table, []
-    timed = time_on_device(todo, models, profile, options, runtime, progress, cache)
+        return Calibration(table, [], {})
+    timed = time_on_device(todo, {**(also_time or {}), **models}, profile, options, runtime, progress, cache)
     if table is None:
         table = new_table(profile.name, runtime, threads, timed.info)
     add_units(table, todo, timed.units_ms)
-    for key, ms in timed.models_ms.items():
+    for key in models:
+        ms = timed.models_ms[key]
         units = cuts[key]
         total = sum(table.units[u.signature]["ms"] for u in units)
         spec = models[key].spec
@@ -78,4 +89,4 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
                              "features": model_features(units, total)})
     table.info = timed.info
     table.fit_correction()
-    return table, timed.warnings
+    return Calibration(table, timed.warnings, {key: timed.models_ms[key] for key in also_time or {}})

@@ -1,8 +1,13 @@
 """A device's latency table: measured units, a fallback for unmeasured ones, and a whole-model correction.
 
 Prediction is nn-Meter's idea at block granularity: a model's latency is the sum of its units' latencies, each
-looked up by signature in the table (measured on the device) or, for a unit never measured, estimated by a
-least-squares fit over the measured units of its kind (MACs, activation bytes, weight bytes).
+looked up by signature in the table (measured on the device) or, for a unit never measured, estimated in two steps:
+
+1. a least-squares fit over the measured units of its kind (over all units where a kind has few) on what its
+   layers do: the MACs of each kind of convolution, the elements they write, activation and weight bytes, layers;
+2. times the fit's error on the measured units of that kind nearest to it in size (a weighted geometric mean over
+   NEIGHBOURS of them), which carries what a linear fit cannot: that a kernel runs faster per MAC at some channel
+   counts than at others.
 
 A unit timed alone is not the unit inside a model: alone, its weights stay in cache between runs, and its input
 and output pay the runtime's layout conversions at the graph edges (ONNX Runtime's NCHWc reorders). Calibration
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -26,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.predictor.units import Unit
+from edgekit.predictor.units import OP_FEATURES, Unit
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: unit records carry their per-layer-kind work ("ops")
 CORRECTION_TERMS = ("sum_units_ms", "weight_mb", "activation_mb", "units")
-MIN_FIT = 3  # measured units of a kind needed before the kind gets a fit of its own
+MIN_FIT = 12  # measured units of a kind needed before the kind gets a fit of its own (the fit has 10 terms)
+NEIGHBOURS = 3  # measured units of the kind whose fit error an estimate carries
 
 
 def home() -> Path:
@@ -45,16 +52,64 @@ def table_path(device: str, runtime: str, threads: int, precision: str = "fp32")
     return home() / "predictors" / f"{safe}-{runtime}-{precision}-t{threads}.json"
 
 
+def _activation_mb(d: dict[str, Any]) -> float:
+    return 4 * (math.prod(d["input_shape"]) + math.prod(d["output_shape"])) / 1e6
+
+
+def _weight_mb(d: dict[str, Any]) -> float:
+    return 4 * d["params"] / 1e6
+
+
 def unit_features(unit: Unit | dict[str, Any]) -> list[float]:
-    """What a unit's cost is regressed on: MACs, activation bytes in and out, weight bytes, and a constant."""
+    """What a unit's cost is regressed on: MACs of each kind of layer, the elements those layers write, activation
+    bytes in and out, weight bytes, the number of layers, and a constant."""
     d = unit.to_dict() if isinstance(unit, Unit) else unit
-    act = 4 * (int(np.prod(d["input_shape"])) + int(np.prod(d["output_shape"])))
-    return [d["macs"] / 1e6, act / 1e6, 4 * d["params"] / 1e6, 1.0]
+    ops = d["ops"]
+    return [*(ops[k] / 1e6 for k in OP_FEATURES if k.startswith("macs_")), 4 * ops["layer_outputs"] / 1e6,
+            _activation_mb(d), _weight_mb(d), float(ops["layers"]), 1.0]
+
+
+def _position(d: dict[str, Any]) -> np.ndarray:
+    """Where a unit sits among the units of its kind: log sizes, so that neighbours are units of similar scale."""
+    ops = d["ops"]
+    return np.log1p(np.array([d["macs"], math.prod(d["input_shape"]), math.prod(d["output_shape"]), d["params"],
+                              ops["macs_depthwise"], ops["layers"]], dtype=np.float64))
 
 
 def model_features(units: list[Unit | dict[str, Any]], sum_units_ms: float) -> list[float]:
-    feats = [unit_features(u) for u in units]
-    return [sum_units_ms, sum(f[2] for f in feats), sum(f[1] for f in feats), float(len(units))]
+    dicts = [u.to_dict() if isinstance(u, Unit) else u for u in units]
+    return [sum_units_ms, sum(map(_weight_mb, dicts)), sum(map(_activation_mb, dicts)), float(len(units))]
+
+
+class _Estimator:
+    """Estimates for units the table never measured: a fit per kind, times its error on the nearest measured units."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_kind.setdefault(record["kind"], []).append(record)
+        self.everything = _lstsq(records)
+        self.fits = {kind: _lstsq(rows) for kind, rows in by_kind.items() if len(rows) >= MIN_FIT}
+        self.residuals = {kind: (np.array([_position(r) for r in rows]),
+                                 np.array([math.log(r["ms"] / self._fitted(r)) if r["ms"] > 0 else 0.0
+                                           for r in rows]))
+                          for kind, rows in by_kind.items()}
+
+    def _fitted(self, d: dict[str, Any]) -> float:
+        coef = self.fits.get(d["kind"], self.everything)
+        return max(float(np.dot(unit_features(d), coef)), 1e-4)
+
+    def __call__(self, unit: Unit) -> tuple[float, str]:
+        d = unit.to_dict()
+        fitted = self._fitted(d)
+        source = f"fit: {d['kind']}" if d["kind"] in self.fits else "fit: all kinds"
+        if d["kind"] not in self.residuals:
+            return fitted, source
+        positions, log_errors = self.residuals[d["kind"]]
+        distance = np.linalg.norm(positions - _position(d), axis=1)
+        nearest = np.argsort(distance)[:NEIGHBOURS]
+        weights = 1.0 / (distance[nearest] + 0.05)
+        return fitted * math.exp(float(np.dot(weights, log_errors[nearest]) / weights.sum())), source
 
 
 @dataclass
@@ -92,13 +147,13 @@ class LatencyTable:
 
     # --- fitting ------------------------------------------------------------------------------------------------
 
-    def _fits(self) -> dict[str, np.ndarray]:
-        by_kind: dict[str, list[dict[str, Any]]] = {}
-        for record in self.units.values():
-            by_kind.setdefault(record["kind"], []).append(record)
-        fits = {kind: _lstsq(records) for kind, records in by_kind.items() if len(records) >= MIN_FIT}
-        fits["*"] = _lstsq(list(self.units.values()))
-        return fits
+    def _estimator(self) -> _Estimator:
+        key = (len(self.units), sum(r["ms"] for r in self.units.values()))
+        cached = self.__dict__.get("_estimator_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _Estimator(list(self.units.values())))
+            self.__dict__["_estimator_cache"] = cached  # not a dataclass field: never saved
+        return cached[1]
 
     def fit_correction(self) -> None:
         """Fit the whole-model correction on the calibration models (a plain sum where there are too few)."""
@@ -117,16 +172,14 @@ class LatencyTable:
         if not self.units:
             raise EdgekitError(f"the latency table for {self.device} is empty: calibrate it again "
                                f"(edgekit bench --calibrate-predictor --device {self.device}).")
-        fits = self._fits()
+        estimate = self._estimator()
         rows = []
         for unit in units:
             record = self.units.get(unit.signature)
             if record is not None:
                 rows.append(UnitPrediction(unit, record["ms"], "measured"))
                 continue
-            kind = unit.kind if unit.kind in fits else "*"
-            ms = max(float(np.dot(unit_features(unit), fits[kind])), 0.0)
-            rows.append(UnitPrediction(unit, ms, f"fit: {kind if kind != '*' else 'all kinds'}"))
+            rows.append(UnitPrediction(unit, *estimate(unit)))
         total = sum(r.ms for r in rows)
         return Prediction(rows, total, self.corrected(model_features([r.unit for r in rows], total)))
 
@@ -149,6 +202,8 @@ class LatencyTable:
     @classmethod
     def from_dict(cls, data: Any, origin: str) -> LatencyTable:
         fix = "calibrate it again (edgekit bench --calibrate-predictor)"
+        if isinstance(data, dict) and data.get("version") == 1:
+            data = _upgrade_from_v1(data, origin, fix)
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             raise EdgekitError(f"{origin} is not an edgekit latency table of version {TABLE_VERSION}: {fix}.")
         try:
@@ -157,6 +212,7 @@ class LatencyTable:
                 if not (isinstance(record["ms"], (int, float)) and np.isfinite(record["ms"]) and record["ms"] >= 0):
                     raise ValueError("a unit time is not a finite number")
                 unit_features(record)
+                _position(record)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EdgekitError(f"{origin} is damaged ({type(exc).__name__}: {exc}): {fix}.") from None
         return table
@@ -166,6 +222,20 @@ class LatencyTable:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, self.to_dict())
+
+
+def _upgrade_from_v1(data: dict[str, Any], origin: str, fix: str) -> dict[str, Any]:
+    """A version-1 table lacks each unit's per-layer work; every unit came from a calibration model the table
+    keeps the spec of, so cutting those models again restores it without timing anything again."""
+    from edgekit.models import ModelSpec
+    from edgekit.predictor.units import cut_spec
+
+    try:
+        ops = {u.signature: u.ops for m in data["models"] for u in cut_spec(ModelSpec(**m["spec"]))}
+        units = {sig: {**record, "ops": ops[sig]} for sig, record in data["units"].items()}
+    except (KeyError, TypeError, ValueError, EdgekitError):
+        raise EdgekitError(f"{origin} was made by an older edgekit and cannot be upgraded: {fix}.") from None
+    return {**data, "units": units, "version": 2}
 
 
 def _lstsq(records: list[dict[str, Any]]) -> np.ndarray:

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
 
 from edgekit.errors import EdgekitError
+
+# What a unit's layers do, by kind: the multiply-accumulates of each kind of convolution (the kinds run different
+# kernels at different speeds), the elements convolutions and linears write, and how many such layers there are.
+OP_FEATURES = ("macs_pointwise", "macs_dense", "macs_depthwise", "macs_grouped", "macs_linear", "layer_outputs",
+               "layers")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Unit:
     macs: int
     params: int
     module: nn.Module
+    ops: dict[str, int] = field(default_factory=dict)  # OP_FEATURES: the unit's work by kind of layer
 
     @property
     def in_bytes(self) -> int:
@@ -51,7 +57,7 @@ class Unit:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "signature": self.signature,
                 "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
-                "macs": self.macs, "params": self.params}
+                "macs": self.macs, "params": self.params, "ops": dict(self.ops)}
 
 
 def _opened(module: nn.Module) -> bool:
@@ -165,25 +171,33 @@ def cut(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
     shape = tuple(input_shape)
     for i, segment in enumerate(_segments(graph, model)):
         module = _module_of(segment, model).eval()
-        out, macs = _run_counting(module, torch.zeros(1, *shape, device=_device(model)))
+        out, ops = _run_counting(module, torch.zeros(1, *shape, device=_device(model)))
+        macs = sum(v for k, v in ops.items() if k.startswith("macs_"))
         text = ";".join(_node_text(n, model) for n in segment)
         name = ".".join(str(n.target) for n in segment if n.op == "call_module")[:80] or f"unit{i}"
         units.append(Unit(name, _kind(segment, model), signature(text, shape), shape, tuple(out.shape[1:]),
-                          macs, sum(p.numel() for p in module.parameters()), module))
+                          macs, sum(p.numel() for p in module.parameters()), module, ops))
         shape = tuple(out.shape[1:])
     return units
 
 
-def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """One forward pass, counting conv and linear multiply-accumulates as `edgekit profile` does."""
-    macs = 0
+def _layer_kind(m: nn.Module) -> str:
+    if isinstance(m, nn.Linear):
+        return "macs_linear"
+    if m.groups == 1:
+        return "macs_pointwise" if m.kernel_size == (1, 1) else "macs_dense"
+    return "macs_depthwise" if m.groups == m.in_channels else "macs_grouped"
+
+
+def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
+    """One forward pass, counting conv and linear multiply-accumulates as `edgekit profile` does, by layer kind."""
+    ops = dict.fromkeys(OP_FEATURES, 0)
 
     def count(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(m, nn.Conv2d):
-            macs += out.numel() * math.prod(m.weight.shape[1:])
-        else:
-            macs += out.numel() * m.in_features  # type: ignore[operator]
+        fan_in = math.prod(m.weight.shape[1:]) if isinstance(m, nn.Conv2d) else m.in_features
+        ops[_layer_kind(m)] += out.numel() * fan_in
+        ops["layer_outputs"] += out.numel()
+        ops["layers"] += 1
 
     handles = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
@@ -192,7 +206,7 @@ def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int
     finally:
         for handle in handles:
             handle.remove()
-    return out, macs
+    return out, ops
 
 
 def _device(model: nn.Module) -> torch.device:
