@@ -34,6 +34,7 @@ def test_harness_meets_both_minimums_and_interleaves(artifact: Path, tmp_path: P
     for r in results:
         s = r["steady"]
         assert len(r["times_ms"]) == s["count"] and min(r["times_ms"]) == s["min_ms"]
+        assert r["runs_per_round"] == 4 and len(r["times_ms"]) % 4 == 0
         assert s["count"] >= 7 and s["mean_ms"] * s["count"] >= 300
         assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
         assert r["warmup"]["count"] >= 3 and r["load_ms"] > 0 and r["first_ms"] > 0

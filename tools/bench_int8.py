@@ -46,7 +46,7 @@ def _speed_ups(artifact: Path, x: np.ndarray, args: argparse.Namespace) -> list[
                       rounds=args.rounds, keep_times=True)
     rows = []
     for fp32, int8 in zip(results[0::2], results[1::2], strict=True):
-        size = -(-args.runs // args.rounds)  # the harness's runs per round
+        size = fp32["runs_per_round"]
         ratios = [float(np.median(fp32["times_ms"][i:i + size]) / np.median(int8["times_ms"][i:i + size]))
                   for i in range(0, min(len(fp32["times_ms"]), len(int8["times_ms"])), size)]
         rows.append((fp32["runtime"], fp32["steady"]["p50_ms"], int8["steady"]["p50_ms"], ratios))

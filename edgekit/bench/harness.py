@@ -318,7 +318,8 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
             rounds: int, profile_dir: str | None = None, keep_times: bool = False) -> list[dict]:
     """Load, first inference and warm-up per configuration, then interleaved steady-state rounds.
 
-    keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round.
+    keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round, and
+    the runs each round gives it ("runs_per_round").
     """
     results = []
     models = []
@@ -365,7 +366,7 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
         times = result.pop("_times")
         result["steady"] = summarize(times)
         if keep_times:
-            result["times_ms"] = times
+            result["times_ms"], result["runs_per_round"] = times, per_round
         if profile_dir and isinstance(model, OnnxModel):
             result["op_profile"] = _onnx_op_profile(model.session.end_profiling())
     return results
