@@ -195,9 +195,17 @@ def predict(spec: Any, profiles: list[Any], runtime: str, threads: int | None, m
         measured, measured_how = _measure_now(spec, profile, runtime, n_threads), "measured now"
     elif calibrated:
         measured, measured_how = calibrated["measured_ms"], f"measured at calibration ({table.created})"
-    unknown = sorted({u.unit.kind for u in prediction.units if u.source == "fit: all kinds"})
+    measured_kinds = {record["kind"] for record in table.units.values()}
+    unknown = sorted({u.unit.kind for u in prediction.units if u.unit.kind not in measured_kinds})
     warnings = [f"{', '.join(unknown)} never measured on {profile.name}: estimated from other kinds of block; "
                 f"calibrate with --families {spec.name} for a figure you can trust."] if unknown else []
+    new_paths = sorted({_kernel_path(u.unit) for u in prediction.units
+                        if not u.kernels_measured and u.unit.kind not in unknown})
+    if new_paths:
+        warnings.append(f"{'; '.join(new_paths)}: never measured on {profile.name} on these kernel paths (a "
+                        f"runtime picks its kernel by channel alignment and channels per group), so their estimate "
+                        f"can be off by tens of percent; calibrate with --families {spec.name} for a figure you "
+                        "can trust.")
     result = {"spec": spec.to_dict(), "device": profile.name, "runtime": runtime, "threads": n_threads,
               "warnings": warnings, "predicted_ms": prediction.ms, "sum_units_ms": prediction.sum_units_ms,
               "measured_fraction": prediction.measured_fraction, "measured_ms": measured,
@@ -224,6 +232,11 @@ def predict(spec: Any, profiles: list[Any], runtime: str, threads: int | None, m
                       f"{result['error_pct']:+.1f}%", highlight=False)
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def _kernel_path(unit: Any) -> str:
+    group = f", {unit.ops['group_width']} channels per group" if unit.ops["group_width"] else ""
+    return f"{unit.kind} ({unit.ops['alignment']}-aligned channels{group})"
 
 
 def _measure_now(spec: Any, profile: Any, runtime: str, threads: int) -> float:

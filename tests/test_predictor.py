@@ -12,7 +12,7 @@ import yaml
 from edgekit.errors import EdgekitError
 from edgekit.models import build, get_entry, list_models, resolve_spec
 from edgekit.predictor.table import LatencyTable, load_table, new_table, table_path, unit_features
-from edgekit.predictor.units import cut, cut_spec
+from edgekit.predictor.units import OP_FEATURES, cut, cut_spec
 from edgekit.profile import profile_spec
 from tests.conftest import run_edgekit
 
@@ -66,7 +66,7 @@ def test_signatures_name_what_is_computed():
 def _record(i: int, macs: float, act_elems: int, params: int, kind: str = "k") -> dict:
     half = act_elems // 2
     ops = {"macs_pointwise": int(0.6 * macs), "macs_dense": 0, "macs_depthwise": int(0.4 * macs), "macs_grouped": 0,
-           "macs_linear": 0, "layer_outputs": act_elems, "layers": 3}
+           "macs_linear": 0, "layer_outputs": act_elems, "layers": 3, "alignment": 16, "group_width": 0}
     return {"name": f"u{i}", "kind": kind, "signature": f"s{i}", "input_shape": [half], "output_shape": [half],
             "macs": int(macs), "params": params, "ops": ops}
 
@@ -111,6 +111,43 @@ def test_cut_counts_each_kind_of_layer():
     assert units[-1].ops["macs_linear"] == 1280 * 1000
 
 
+def test_cut_records_which_kernels_a_unit_needs():
+    """Channels per group and channel alignment decide a runtime's kernel: RegNet-X 600MF's 3x3 convolutions have
+    24 channels per group (a multiple of 8, not of 16), 400MF's have 16."""
+    def blocks(name):
+        return [u for u in cut_spec(resolve_spec(name, resolution=64)) if u.ops["macs_grouped"]]
+
+    assert {u.ops["group_width"] for u in blocks("regnet_x_600mf")} == {24}
+    assert {u.ops["alignment"] for u in blocks("regnet_x_600mf")} == {8}
+    assert {u.ops["group_width"] for u in blocks("regnet_x_400mf")} == {16}
+    assert {u.ops["alignment"] for u in blocks("regnet_x_400mf")} == {16}
+    mobilenet = cut_spec(resolve_spec("mobilenet_v2", resolution=64))
+    assert mobilenet[0].ops["alignment"] == 1  # the stem reads 3 channels
+    assert all(u.ops["group_width"] == 0 for u in mobilenet)  # depthwise is not grouped
+
+
+def test_an_estimate_takes_its_correction_from_units_on_the_same_kernel_path():
+    """Units with 8-aligned channels run 2x the fit; a 8-aligned unit far in size from them, and right beside
+    16-aligned ones, is still estimated 2x, not 1x: the kernel features outweigh size."""
+    truth = np.array([0.002, 0.004, 0.03, 0.0, 0.0, 0.01, 0.05, 0.01, 0.001, 0.03])
+
+    def linear(r):
+        return float(np.dot(unit_features(r), truth))
+
+    table = _kind_table(linear, n=40)
+    rng = np.random.default_rng(3)
+    for i, size in enumerate((2.0, 2.2, 2.4, 2.6)):  # small slow-path units
+        record = _sized_record(200 + i, size, rng)
+        record["ops"] |= {"alignment": 8, "group_width": 24}
+        table.units[record["signature"]] = record | {"ms": 2 * linear(record)}
+    query = _sized_record(300, 40, rng) | {"signature": "unseen"}
+    query["ops"] |= {"alignment": 8, "group_width": 24}
+    predicted = table.predict([_unit_like(query)]).sum_units_ms
+    assert predicted == pytest.approx(2 * linear(query), rel=0.25)
+    query["ops"] |= {"alignment": 16, "group_width": 0}  # the same unit on the fast path: the line
+    assert table.predict([_unit_like(query)]).sum_units_ms == pytest.approx(linear(query), rel=0.15)
+
+
 def test_unmeasured_units_are_estimated_from_their_kind():
     truth = np.array([0.002, 0.004, 0.03, 0.0, 0.0, 0.01, 0.05, 0.01, 0.001, 0.03])  # per term of unit_features
     table = _kind_table(lambda r: float(np.dot(unit_features(r), truth)))
@@ -137,7 +174,8 @@ def test_an_estimate_carries_the_fit_error_of_its_nearest_measured_units():
     for i, scale in enumerate((0.97, 1.0, 1.03)):  # three measured units next to slow_here, 40% over the line
         twin = _record(80 + i, slow_here["macs"] * scale, 0, int(slow_here["params"] * scale))
         twin |= {"input_shape": slow_here["input_shape"], "output_shape": slow_here["output_shape"],
-                 "ops": {k: type(v)(v * scale) for k, v in slow_here["ops"].items()} | {"layers": 3}}
+                 "ops": {k: int(v * scale) for k, v in slow_here["ops"].items() if k in OP_FEATURES}
+                 | {"layers": 3, "alignment": 16, "group_width": 0}}
         table.units[twin["signature"]] = twin | {"ms": 1.4 * linear(twin)}
     slow_here["ops"]["layers"] = 3
     assert table.predict([_unit_like(slow_here)]).sum_units_ms == pytest.approx(1.4 * linear(slow_here), rel=0.05)
@@ -147,8 +185,10 @@ def test_an_estimate_carries_the_fit_error_of_its_nearest_measured_units():
     assert plain_fit < 1.2 * linear(slow_here), "the linear fit alone misses it (else the test is moot)"
 
 
-def test_a_version_1_table_is_upgraded_without_timing_again(tmp_path, monkeypatch):
-    """Version 1 lacked the per-layer work; the calibration models' specs in the table give it back."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_table_is_upgraded_without_timing_again(tmp_path, monkeypatch, version):
+    """Version 1 lacked the per-layer work, version 2 the kernel features; the calibration models' specs in the
+    table give them back."""
     monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
     spec = resolve_spec("mobilenet_v2", width=0.35, resolution=32)
     units = cut_spec(spec)
@@ -156,14 +196,17 @@ def test_a_version_1_table_is_upgraded_without_timing_again(tmp_path, monkeypatc
     table.units = {u.signature: {**u.to_dict(), "ms": 0.1} for u in units}
     table.models = [{"key": "m", "spec": spec.to_dict(), "measured_ms": 1.0, "sum_units_ms": 1.0,
                      "features": [1.0, 0.1, 0.1, 10.0]}]
-    data = table.to_dict() | {"version": 1}
+    data = table.to_dict() | {"version": version}
     for record in data["units"].values():
-        del record["ops"]
+        if version == 1:
+            del record["ops"]
+        else:
+            record["ops"] = {k: v for k, v in record["ops"].items() if k in OP_FEATURES}
     path = table_path("dev", "onnxruntime", 1)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(data))
     upgraded = load_table("dev", "onnxruntime", 1)
-    assert upgraded.version == 2 and all(upgraded.units[u.signature]["ops"] == u.ops for u in units)
+    assert upgraded.version == 3 and all(upgraded.units[u.signature]["ops"] == u.ops for u in units)
     data["models"] = []  # no specs to cut: the table cannot be upgraded, and says how to get a new one
     path.write_text(json.dumps(data))
     with pytest.raises(EdgekitError, match="older edgekit.*calibrate it again"):
@@ -287,6 +330,20 @@ def test_predict_an_unseen_shape_from_the_fits(calibrated):
     assert result["units"][-1]["source"] == "measured"
     assert 0 < result["measured_fraction"] < 1 and result["predicted_ms"] > 0
     assert result["measured_how"] == "measured now" and result["measured_ms"] > 0
+    assert result["warnings"] == [], "same widths, same kernel paths: nothing to warn of"
+
+
+def test_predict_warns_of_kernel_paths_the_table_never_measured(calibrated):
+    """A stem that reads 4 channels runs another kernel than the calibrated 3-channel one: the estimate says so."""
+    env, _ = calibrated
+    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--in-channels", "4",
+                       "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["units"][0]["source"].startswith("fit: ")
+    (warning,) = result["warnings"]
+    assert "conv3x3 (4-aligned channels)" in warning and "--families mobilenet_v2" in warning
+    assert all(u["source"] == "measured" for u in result["units"][1:]), "only the stem changed"
 
 
 def test_search_ranks_within_the_budget_and_writes_the_winners_recipe(calibrated, tmp_path):

@@ -17,10 +17,13 @@ from edgekit.predictor.measure import time_on_device
 from edgekit.predictor.table import LatencyTable, add_units, load_table, model_features, new_table
 from edgekit.predictor.units import Unit, cut
 
-# One representative per family; widths and resolutions span what users deploy.
+# One representative per family, and for RegNet one network per group width the zoo uses (X: 8, 16, 24, 48;
+# Y: 8, 16, 24): runtimes pick their grouped-convolution kernel by channels per group, and no fit over other group
+# widths predicts which (see KERNEL_FEATURES in units.py). Widths and resolutions span what users deploy.
 CALIBRATION_NAMES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v1",
-                     "shufflenet_v2_x1_0", "efficientnet_b0", "efficientnet_lite0", "regnet_x_400mf",
-                     "regnet_y_400mf")
+                     "shufflenet_v2_x1_0", "efficientnet_b0", "efficientnet_lite0", "regnet_x_200mf",
+                     "regnet_x_400mf", "regnet_x_600mf", "regnet_x_3_2gf", "regnet_y_400mf", "regnet_y_600mf",
+                     "regnet_y_1_6gf")
 CALIBRATION_WIDTHS = (0.5, 1.0)
 CALIBRATION_RESOLUTIONS = (128, 224)
 

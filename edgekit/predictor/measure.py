@@ -16,8 +16,11 @@ from torch import nn
 from edgekit.predictor.units import Unit
 
 FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
-# Short timing windows: a calibration times hundreds of small models; rounds interleave them against drift.
-CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 20, "min_seconds": 0.1, "rounds": 5}
+# A calibration times hundreds of units and models in one run, in rounds that interleave them against drift. Every
+# file gets the same runs in the same 20 rounds (no minimum time, which would leave the smallest units to be
+# timed alone at the end): units and the models they predict are measured across the same stretch of the run, so
+# a machine that slows down midway slows both alike.
+CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 60, "min_seconds": 0.0, "rounds": 20}
 
 
 def _short_windows(options: Any) -> dict[str, Any]:

@@ -32,12 +32,17 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.predictor.units import OP_FEATURES, Unit
+from edgekit.predictor.units import KERNEL_FEATURES, OP_FEATURES, Unit
 
-TABLE_VERSION = 2  # 2: unit records carry their per-layer-kind work ("ops")
+TABLE_VERSION = 3  # 2: unit records carry their per-layer-kind work ("ops"); 3: and their kernel features
 CORRECTION_TERMS = ("sum_units_ms", "weight_mb", "activation_mb", "units")
 MIN_FIT = 12  # measured units of a kind needed before the kind gets a fit of its own (the fit has 10 terms)
 NEIGHBOURS = 3  # measured units of the kind whose fit error an estimate carries
+# How far apart two units are for a difference in kernel features, in the log-size units of `_position`: a
+# mismatch in channel alignment (8 against 16) weighs as much as a 250x difference in size, so an estimate takes
+# its correction from units on the same kernel path wherever the table has them.
+ALIGNMENT_WEIGHT = 8.0
+GROUP_WIDTH_WEIGHT = 2.0
 
 
 def home() -> Path:
@@ -70,10 +75,13 @@ def unit_features(unit: Unit | dict[str, Any]) -> list[float]:
 
 
 def _position(d: dict[str, Any]) -> np.ndarray:
-    """Where a unit sits among the units of its kind: log sizes, so that neighbours are units of similar scale."""
+    """Where a unit sits among the units of its kind: log sizes, so that neighbours are units of similar scale,
+    and its kernel features, so that they run the same kernels."""
     ops = d["ops"]
-    return np.log1p(np.array([d["macs"], math.prod(d["input_shape"]), math.prod(d["output_shape"]), d["params"],
-                              ops["macs_depthwise"], ops["layers"]], dtype=np.float64))
+    sizes = np.log1p(np.array([d["macs"], math.prod(d["input_shape"]), math.prod(d["output_shape"]), d["params"],
+                               ops["macs_depthwise"], ops["layers"]], dtype=np.float64))
+    kernels = [ALIGNMENT_WEIGHT * math.log2(ops["alignment"]), GROUP_WIDTH_WEIGHT * math.log1p(ops["group_width"])]
+    return np.concatenate([sizes, kernels])
 
 
 def model_features(units: list[Unit | dict[str, Any]], sum_units_ms: float) -> list[float]:
@@ -88,6 +96,7 @@ class _Estimator:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_kind.setdefault(record["kind"], []).append(record)
+        self.kernels = {_kernel_key(r) for r in records}
         self.everything = _lstsq(records)
         self.fits = {kind: _lstsq(rows) for kind, rows in by_kind.items() if len(rows) >= MIN_FIT}
         self.residuals = {kind: (np.array([_position(r) for r in rows]),
@@ -98,6 +107,10 @@ class _Estimator:
     def _fitted(self, d: dict[str, Any]) -> float:
         coef = self.fits.get(d["kind"], self.everything)
         return max(float(np.dot(unit_features(d), coef)), 1e-4)
+
+    def measured_kernels(self, unit: Unit) -> bool:
+        """Whether the table measured a unit of this kind on the same kernel path (alignment, group width)."""
+        return _kernel_key(unit.to_dict()) in self.kernels
 
     def __call__(self, unit: Unit) -> tuple[float, str]:
         d = unit.to_dict()
@@ -112,11 +125,16 @@ class _Estimator:
         return fitted * math.exp(float(np.dot(weights, log_errors[nearest]) / weights.sum())), source
 
 
+def _kernel_key(d: dict[str, Any]) -> tuple[Any, ...]:
+    return d["kind"], *(d["ops"][k] for k in KERNEL_FEATURES)
+
+
 @dataclass
 class UnitPrediction:
     unit: Unit
     ms: float
     source: str  # "measured", "fit: KIND" or "fit: all kinds"
+    kernels_measured: bool = True  # False: no unit of its kind on its kernel path was measured (a weak estimate)
 
 
 @dataclass
@@ -179,7 +197,7 @@ class LatencyTable:
             if record is not None:
                 rows.append(UnitPrediction(unit, record["ms"], "measured"))
                 continue
-            rows.append(UnitPrediction(unit, *estimate(unit)))
+            rows.append(UnitPrediction(unit, *estimate(unit), estimate.measured_kernels(unit)))
         total = sum(r.ms for r in rows)
         return Prediction(rows, total, self.corrected(model_features([r.unit for r in rows], total)))
 
@@ -202,8 +220,8 @@ class LatencyTable:
     @classmethod
     def from_dict(cls, data: Any, origin: str) -> LatencyTable:
         fix = "calibrate it again (edgekit bench --calibrate-predictor)"
-        if isinstance(data, dict) and data.get("version") == 1:
-            data = _upgrade_from_v1(data, origin, fix)
+        if isinstance(data, dict) and data.get("version") in (1, 2):
+            data = _upgrade(data, origin, fix)
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             raise EdgekitError(f"{origin} is not an edgekit latency table of version {TABLE_VERSION}: {fix}.")
         try:
@@ -224,9 +242,10 @@ class LatencyTable:
         write_json_atomic(path, self.to_dict())
 
 
-def _upgrade_from_v1(data: dict[str, Any], origin: str, fix: str) -> dict[str, Any]:
-    """A version-1 table lacks each unit's per-layer work; every unit came from a calibration model the table
-    keeps the spec of, so cutting those models again restores it without timing anything again."""
+def _upgrade(data: dict[str, Any], origin: str, fix: str) -> dict[str, Any]:
+    """An older table lacks some of each unit's per-layer work (version 1 all of it, version 2 the kernel
+    features); every unit came from a calibration model the table keeps the spec of, so cutting those models again
+    restores it without timing anything again."""
     from edgekit.models import ModelSpec
     from edgekit.predictor.units import cut_spec
 
@@ -235,7 +254,7 @@ def _upgrade_from_v1(data: dict[str, Any], origin: str, fix: str) -> dict[str, A
         units = {sig: {**record, "ops": ops[sig]} for sig, record in data["units"].items()}
     except (KeyError, TypeError, ValueError, EdgekitError):
         raise EdgekitError(f"{origin} was made by an older edgekit and cannot be upgraded: {fix}.") from None
-    return {**data, "units": units, "version": 2}
+    return {**data, "units": units, "version": TABLE_VERSION}
 
 
 def _lstsq(records: list[dict[str, Any]]) -> np.ndarray:

@@ -27,6 +27,15 @@ from edgekit.errors import EdgekitError
 # kernels at different speeds), the elements convolutions and linears write, and how many such layers there are.
 OP_FEATURES = ("macs_pointwise", "macs_dense", "macs_depthwise", "macs_grouped", "macs_linear", "layer_outputs",
                "layers")
+# Which kernel a runtime picks, beyond the kind of layer: SIMD kernels take channel blocks of 4, 8 or 16 (ONNX
+# Runtime's NCHWc path on AVX-512 needs multiples of 16, else a slower generic one), and a grouped convolution runs
+# one small matrix product per group. So a 3x3 convolution with 24 channels per group can take twice the time of
+# one with 16 on the same tensor, for 1.5x the MACs (tools/grouped_conv_speed.py). `alignment` is the largest power of two (up to MAX_ALIGNMENT) dividing every
+# channel count read and written per group by the unit's convolutions that do at least SIGNIFICANT_SHARE of its
+# MACs; `group_width` the channels per group of its largest grouped convolution (0 without one).
+KERNEL_FEATURES = ("alignment", "group_width")
+MAX_ALIGNMENT = 64
+SIGNIFICANT_SHARE = 0.05
 
 
 @dataclass
@@ -191,13 +200,24 @@ def _layer_kind(m: nn.Module) -> str:
 
 def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
     """One forward pass, counting conv and linear multiply-accumulates as `edgekit profile` does, by layer kind."""
-    ops = dict.fromkeys(OP_FEATURES, 0)
+    ops = dict.fromkeys(OP_FEATURES, 0) | {"alignment": MAX_ALIGNMENT, "group_width": 0}
+    convs: list[tuple[int, int]] = []  # (MACs, alignment) per convolution
+    largest_grouped = 0
 
     def count(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal largest_grouped
         fan_in = math.prod(m.weight.shape[1:]) if isinstance(m, nn.Conv2d) else m.in_features
-        ops[_layer_kind(m)] += out.numel() * fan_in
+        kind, macs = _layer_kind(m), out.numel() * fan_in
+        ops[kind] += macs
         ops["layer_outputs"] += out.numel()
         ops["layers"] += 1
+        if isinstance(m, nn.Conv2d):
+            per_group = 1 if kind == "macs_depthwise" else m.groups
+            channels = (m.in_channels // per_group) | (m.out_channels // per_group)
+            convs.append((macs, channels & -channels))  # the largest power of two dividing both
+        if kind == "macs_grouped" and macs > largest_grouped:
+            largest_grouped = macs
+            ops["group_width"] = m.in_channels // m.groups
 
     handles = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
@@ -206,6 +226,9 @@ def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dic
     finally:
         for handle in handles:
             handle.remove()
+    # the layers that do the work set the path: an SE block's squeeze convolutions, a few % of the MACs, do not
+    work = sum(macs for macs, _ in convs)
+    ops["alignment"] = min([MAX_ALIGNMENT, *(a for macs, a in convs if macs >= SIGNIFICANT_SHARE * work)])
     return out, ops
 
 
