@@ -30,9 +30,10 @@ OP_FEATURES = ("macs_pointwise", "macs_dense", "macs_depthwise", "macs_grouped",
 # Which kernel a runtime picks, beyond the kind of layer: SIMD kernels take channel blocks of 4, 8 or 16 (ONNX
 # Runtime's NCHWc path on AVX-512 needs multiples of 16, else a slower generic one), and a grouped convolution runs
 # one small matrix product per group. So a 3x3 convolution with 24 channels per group can take twice the time of
-# one with 16 on the same tensor, for 1.5x the MACs (tools/grouped_conv_speed.py). `alignment` is the largest power of two (up to MAX_ALIGNMENT) dividing every
-# channel count read and written per group by the unit's convolutions that do at least SIGNIFICANT_SHARE of its
-# MACs; `group_width` the channels per group of its largest grouped convolution (0 without one).
+# one with 16 on the same tensor, for 1.5x the MACs (tools/grouped_conv_speed.py). `alignment` is the largest
+# power of two (up to MAX_ALIGNMENT) dividing every channel count read and written per group by the unit's
+# convolutions that do at least SIGNIFICANT_SHARE of its MACs; `group_width` the channels per group of its largest
+# grouped convolution (0 without one).
 KERNEL_FEATURES = ("alignment", "group_width")
 MAX_ALIGNMENT = 64
 SIGNIFICANT_SHARE = 0.05
