@@ -201,7 +201,7 @@ def _layer_kind(m: nn.Module) -> str:
 
 def _run_counting(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, int]]:
     """One forward pass, counting conv and linear multiply-accumulates as `edgekit profile` does, by layer kind."""
-    ops = dict.fromkeys(OP_FEATURES, 0) | {"alignment": MAX_ALIGNMENT, "group_width": 0}
+    ops = dict.fromkeys(OP_FEATURES, 0) | {"group_width": 0}  # "alignment" is set once all layers are seen
     convs: list[tuple[int, int]] = []  # (MACs, alignment) per convolution
     largest_grouped = 0
 
