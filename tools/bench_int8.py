@@ -6,12 +6,16 @@
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --qat-epochs 1   # INT8 fine-tuned quantization-aware
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --per-tensor --max-drop 0.5   # float fallback's cost
     python tools/bench_int8.py --checkpoint runs/NAME/best.pt --per-tensor --equalize       # cross-layer equalization
+    python tools/bench_int8.py --reference       # also time ai-edge-quantizer's full-int8 file of the same FP32 model
 
 Latency: median of --runs single-image inferences after --warmup, ONNX Runtime CPU provider and the TFLite
 interpreter with XNNPACK, timed by edgekit's bench harness in --rounds interleaved rounds (FP32 and INT8 take
 turns, so a noisy machine slows both alike); the speed-up is the median of the per-round ratios, with their range.
 The models are exported by edgekit's own pipeline (random weights with BatchNorm
-statistics for speed; the checkpoint's weights and data for accuracy). Figures for the docs, never asserted in tests.
+statistics for speed; the checkpoint's weights and data for accuracy). `--reference` adds a yardstick for the
+TFLite figure: the same FP32 .tflite quantized full-int8 by ai-edge-quantizer (static int8 weights and
+activations), timed in the same rounds, so the speed-up a CPU allows is told apart from what edgekit's graph gets.
+Figures for the docs, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -34,22 +38,47 @@ from edgekit.models import ModelSpec, batchnorm_statistics_from_noise, build, re
 from edgekit.quantize.qat import schedule_for  # noqa: E402
 from edgekit.recipe import DEFAULT_QAT_LR  # noqa: E402
 
+REFERENCE_CALIBRATION_IMAGES = 16
+
+
+def _reference_int8(artifact: Path, x: np.ndarray) -> str:
+    """ai-edge-quantizer's full-int8 file of edgekit's FP32 .tflite (calibrated on noise: speed does not depend on
+    the ranges)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    signatures = Interpreter(model_path=str(artifact / "model.tflite")).get_signature_list()
+    signature, names = next(iter(signatures.items()))
+    rng = np.random.default_rng(1)
+    data = {signature: [{names["inputs"][0]: rng.standard_normal(x.shape).astype(np.float32)}
+                        for _ in range(REFERENCE_CALIBRATION_IMAGES)]}
+    q = quantizer.Quantizer(str(artifact / "model.tflite"))
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    path = artifact / "reference_int8.tflite"
+    q.quantize(q.calibrate(data), serialize_to_path=str(path), enable_progress_bar=False,
+               enable_progress_report=False)
+    return str(path)
+
 
 def _speed_ups(artifact: Path, x: np.ndarray, args: argparse.Namespace) -> list[tuple[str, float, float, list]]:
-    """(runtime, FP32 ms, INT8 ms, per-round FP32/INT8 ratios), all four models timed in interleaved rounds."""
+    """(runtime label, FP32 ms, INT8 ms, per-round FP32/INT8 ratios), all models timed in interleaved rounds."""
     np.save(artifact / "bench_input.npy", x)
-    configs = [{"model": str(artifact / f"{stem}.{suffix}"), "runtime": runtime, "threads": args.threads,
+    pairs = [(runtime, str(artifact / f"model.{suffix}"), str(artifact / f"model_int8.{suffix}"))
+             for runtime, suffix in (("onnxruntime", "onnx"), ("tflite", "tflite"))]
+    if args.reference:
+        pairs.append(("tflite", str(artifact / "model.tflite"), _reference_int8(artifact, x)))
+    configs = [{"model": model, "runtime": runtime, "threads": args.threads,
                 "input": str(artifact / "bench_input.npy")}
-               for runtime, suffix in (("onnxruntime", "onnx"), ("tflite", "tflite"))
-               for stem in ("model", "model_int8")]
+               for runtime, *models in pairs for model in models]
     results = measure(configs, warmup_runs=args.warmup, warmup_seconds=0.0, runs=args.runs, min_seconds=0.0,
                       rounds=args.rounds, keep_times=True)
     rows = []
-    for fp32, int8 in zip(results[0::2], results[1::2], strict=True):
+    for label, fp32, int8 in zip(("onnxruntime", "tflite", "tflite (ai-edge-quantizer)"), results[0::2],
+                                 results[1::2], strict=False):
         size = fp32["runs_per_round"]
         ratios = [float(np.median(fp32["times_ms"][i:i + size]) / np.median(int8["times_ms"][i:i + size]))
                   for i in range(0, min(len(fp32["times_ms"]), len(int8["times_ms"])), size)]
-        rows.append((fp32["runtime"], fp32["steady"]["p50_ms"], int8["steady"]["p50_ms"], ratios))
+        rows.append((label, fp32["steady"]["p50_ms"], int8["steady"]["p50_ms"], ratios))
     return rows
 
 
@@ -74,6 +103,8 @@ def main() -> None:
     parser.add_argument("--per-tensor", action="store_true", help="Per-tensor weight scales.")
     parser.add_argument("--equalize", action="store_true", help="Cross-layer equalization before calibration.")
     parser.add_argument("--max-drop", type=float, help="Accuracy-aware float fallback (needs --checkpoint).")
+    parser.add_argument("--reference", action="store_true",
+                        help="Also time ai-edge-quantizer's full-int8 .tflite of the same FP32 model.")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -108,9 +139,9 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)
         with quiet():
             rows = _speed_ups(out, x, args)
-        print(f"{'runtime':<15} {'FP32 ms':>8} {'INT8 ms':>8} {'speed-up':>9}  per-round range")
+        print(f"{'runtime':<26} {'FP32 ms':>8} {'INT8 ms':>8} {'speed-up':>9}  per-round range")
         for runtime, fp32, int8, ratios in rows:
-            print(f"{runtime:<15} {fp32:8.2f} {int8:8.2f} {np.median(ratios):8.2f}x  "
+            print(f"{runtime:<26} {fp32:8.2f} {int8:8.2f} {np.median(ratios):8.2f}x  "
                   f"{min(ratios):.2f}x-{max(ratios):.2f}x over {len(ratios)} rounds")
         section = result.manifest["int8"]
         if section["qat"]:
