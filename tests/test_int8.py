@@ -135,6 +135,19 @@ def test_int8_nhwc_has_no_layout_transpose_and_matches_nchw(name: str, tmp_path:
     np.testing.assert_array_equal(a, b)  # the same integer arithmetic, only the layout differs
 
 
+@pytest.mark.parametrize("qat", [False, True])
+def test_the_int8_graph_is_in_eval_mode(qat: bool) -> None:
+    # convert skips torchao's train-to-eval rewrite: that is only right while capture exports the eval-mode model
+    model = _model_with_statistics("mobilenet_v3_small")  # its classifier has dropout
+    model.train()
+    quantized = quantize_ptq(model, _calibration(8), QuantSettings(qat=qat))
+    dropouts = [n for n in quantized.graph.graph.nodes if "dropout" in str(n.target)]
+    assert dropouts and all(n.args[2] is False for n in dropouts), [n.args for n in dropouts]
+    assert not [n for n in quantized.graph.graph.nodes if "batch_norm" in str(n.target)]  # folded
+    x = torch.from_numpy(_calibration(4))
+    assert torch.equal(quantized(x), quantized(x))
+
+
 def test_bad_calibration_input_is_refused() -> None:
     model = create("mobilenet_v2", width=0.35, resolution=RESOLUTION, num_classes=10).eval()
     with pytest.raises(EdgekitError, match="model takes"):

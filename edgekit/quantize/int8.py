@@ -109,12 +109,13 @@ def prepare_captured(graph: GraphModule, images: np.ndarray, settings: QuantSett
 
 
 def convert(prepared: GraphModule, settings: QuantSettings, calibration_images: int) -> QuantizedModel:
-    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     equalized = getattr(prepared, "edgekit_equalized_pairs", 0)
     with quiet():
-        converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+        # No move_exported_model_to_eval: `capture` exports the eval-mode model, so dropout and batchnorm are
+        # already their eval forms, and torchao's pattern rewrite (1-2 s a call) would replace them with themselves
+        converted = convert_pt2e(prepared, fold_quantize=False)
     return QuantizedModel(graph=converted, settings=settings, calibration_images=calibration_images,
                           equalized_pairs=equalized)
 
