@@ -160,6 +160,17 @@ def test_unmeasured_units_are_estimated_from_their_kind():
     assert prediction.measured_fraction == 0.0
 
 
+def test_a_table_without_a_unit_estimates_it_and_leaves_the_original_whole():
+    truth = np.array([0.002, 0.004, 0.03, 0.0, 0.0, 0.01, 0.05, 0.01, 0.001, 0.03])
+    table = _kind_table(lambda r: float(np.dot(unit_features(r), truth)) * (1.5 if r["signature"] == "s3" else 1))
+    unit = _unit_like(table.units["s3"])
+    held_out = table.without({"s3"})
+    assert "s3" not in held_out.units and len(held_out.units) == len(table.units) - 1
+    assert held_out.predict([unit]).units[0].source == "fit: k"
+    assert held_out.predict([unit]).sum_units_ms == pytest.approx(table.units["s3"]["ms"] / 1.5, rel=0.05)
+    assert table.predict([unit]).units[0].source == "measured" and "s3" in table.units
+
+
 def test_an_estimate_carries_the_fit_error_of_its_nearest_measured_units():
     """Measured units that run 40% slower than the kind's linear fit say so of unmeasured units beside them."""
     truth = np.array([0.002, 0.004, 0.03, 0.0, 0.0, 0.01, 0.05, 0.01, 0.001, 0.03])

@@ -184,6 +184,12 @@ class LatencyTable:
         coef = np.linalg.lstsq(a / y[:, None], np.ones_like(y), rcond=None)[0]  # minimise relative error
         self.correction = dict(zip(CORRECTION_TERMS, map(float, coef), strict=True))
 
+    def without(self, signatures: set[str]) -> LatencyTable:
+        """A copy that never measured these units (to score its estimates against their measured times)."""
+        kept = {k: v for k, v in self.units.items() if k not in signatures}
+        return LatencyTable(self.device, self.runtime, self.threads, self.precision, self.info, kept,
+                            self.models, dict(self.correction), self.created, self.version)
+
     # --- predicting ---------------------------------------------------------------------------------------------
 
     def predict(self, units: list[Unit]) -> Prediction:
