@@ -57,29 +57,30 @@ def _reference_int8(artifact: Path, x: np.ndarray) -> str:
     path = artifact / "reference_int8.tflite"
     q.quantize(q.calibrate(data), serialize_to_path=str(path), enable_progress_bar=False,
                enable_progress_report=False)
-    return str(path)
+    return path.name
 
 
 def _speed_ups(artifact: Path, x: np.ndarray, args: argparse.Namespace) -> list[tuple[str, float, float, list]]:
-    """(runtime label, FP32 ms, INT8 ms, per-round FP32/INT8 ratios), all models timed in interleaved rounds."""
+    """(runtime label, FP32 ms, INT8 ms, per-round FP32/INT8 ratios), every file timed once in interleaved rounds."""
     np.save(artifact / "bench_input.npy", x)
-    pairs = [(runtime, str(artifact / f"model.{suffix}"), str(artifact / f"model_int8.{suffix}"))
-             for runtime, suffix in (("onnxruntime", "onnx"), ("tflite", "tflite"))]
+    files = [("onnxruntime", "model.onnx"), ("onnxruntime", "model_int8.onnx"), ("tflite", "model.tflite"),
+             ("tflite", "model_int8.tflite")]
+    rows = [("onnxruntime", 0, 1), ("tflite", 2, 3)]  # label, FP32 file, INT8 file
     if args.reference:
-        pairs.append(("tflite", str(artifact / "model.tflite"), _reference_int8(artifact, x)))
-    configs = [{"model": model, "runtime": runtime, "threads": args.threads,
-                "input": str(artifact / "bench_input.npy")}
-               for runtime, *models in pairs for model in models]
+        files.append(("tflite", _reference_int8(artifact, x)))
+        rows.append(("tflite (ai-edge-quantizer)", 2, 4))
+    configs = [{"model": str(artifact / name), "runtime": runtime, "threads": args.threads,
+                "input": str(artifact / "bench_input.npy")} for runtime, name in files]
     results = measure(configs, warmup_runs=args.warmup, warmup_seconds=0.0, runs=args.runs, min_seconds=0.0,
                       rounds=args.rounds, keep_times=True)
-    rows = []
-    for label, fp32, int8 in zip(("onnxruntime", "tflite", "tflite (ai-edge-quantizer)"), results[0::2],
-                                 results[1::2], strict=False):
+    speed_ups = []
+    for label, i, j in rows:
+        fp32, int8 = results[i], results[j]
         size = fp32["runs_per_round"]
-        ratios = [float(np.median(fp32["times_ms"][i:i + size]) / np.median(int8["times_ms"][i:i + size]))
-                  for i in range(0, min(len(fp32["times_ms"]), len(int8["times_ms"])), size)]
-        rows.append((label, fp32["steady"]["p50_ms"], int8["steady"]["p50_ms"], ratios))
-    return rows
+        ratios = [float(np.median(fp32["times_ms"][k:k + size]) / np.median(int8["times_ms"][k:k + size]))
+                  for k in range(0, min(len(fp32["times_ms"]), len(int8["times_ms"])), size)]
+        speed_ups.append((label, fp32["steady"]["p50_ms"], int8["steady"]["p50_ms"], ratios))
+    return speed_ups
 
 
 def _weights_with_statistics(spec: ModelSpec, path: Path) -> Path:

@@ -25,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +186,7 @@ class LatencyTable:
 
     def without(self, signatures: set[str]) -> LatencyTable:
         """A copy that never measured these units (to score its estimates against their measured times)."""
-        kept = {k: v for k, v in self.units.items() if k not in signatures}
-        return LatencyTable(self.device, self.runtime, self.threads, self.precision, self.info, kept,
-                            self.models, dict(self.correction), self.created, self.version)
+        return replace(self, units={k: v for k, v in self.units.items() if k not in signatures})
 
     # --- predicting ---------------------------------------------------------------------------------------------
 
