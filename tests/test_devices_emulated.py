@@ -59,8 +59,18 @@ def _leftovers() -> list[str]:
 
 
 def _harness_processes() -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in ps if "harness.py --model" in line]
+    """Benchmark runs alive on the emulated device (processes rooted in its tree: a local bench that another
+    test process runs at the same time is not one)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "root")) == ROOT:
+                args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if "harness.py --model" in args:
+                    found.append(args)
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.parametrize("name", ["emulated-ssh", "emulated-adb"])
