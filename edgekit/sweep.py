@@ -8,6 +8,7 @@ Latency is measured afterwards, one point at a time, so points never compete for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -65,12 +66,21 @@ def plan_points(recipe: Recipe, widths: list[float], resolutions: list[int], out
     return points
 
 
+def thread_budget() -> int:
+    """The threads this process may use: OMP_NUM_THREADS where the user (or a parent that split the cores) set it,
+    else the cores it may run on."""
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("OMP_NUM_THREADS", "")) > 0:
+            return int(os.environ["OMP_NUM_THREADS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_points(points: list[Point], jobs: int, on_done: Callable[[Point], None] | None = None) -> None:
     """Run `edgekit run` for every point, `jobs` at a time, splitting the cores between them."""
     for point in points:
         point.recipe_path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(point.recipe_path, yaml.safe_dump(point.recipe.to_dict(), sort_keys=False))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, thread_budget() // jobs)
     # EDGEKIT_PARENT_PID: a point's process stops when the sweep dies, even by SIGKILL (no orphan writers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "EDGEKIT_PARENT_PID": str(os.getpid())}
 
