@@ -157,8 +157,10 @@ def calibrate_predictor(profiles: list[Any], options: Any, families: str | None,
         table.save(path)
     fitted = [{"model": m["key"], "measured_ms": m["measured_ms"],
                "predicted_ms": table.predict_record(m), "sum_units_ms": m["sum_units_ms"]} for m in table.models]
+    in_context = sum(1 for r in table.units.values() if r.get("in_context"))
     result = {"table": str(path), "device": profile.name, "runtime": runtime, "threads": threads,
-              "units": len(table.units), "models": fitted, "correction": table.correction, "warnings": warnings}
+              "units": len(table.units), "units_in_context": in_context, "models": fitted,
+              "correction": table.correction, "warnings": warnings}
     if as_json:
         _print_json(result)
         return
@@ -171,7 +173,9 @@ def calibrate_predictor(profiles: list[Any], options: Any, families: str | None,
                     f"{row['predicted_ms']:.3f}", f"{error:+.1f}%")
     console.print(out)
     terms = ", ".join(f"{k} {v:+.4g}" for k, v in table.correction.items())
-    console.print(f"{len(table.units)} units measured; correction: {terms}", highlight=False)
+    context = (f"{in_context} timed in context (their share of a profiled calibration model)" if in_context else
+               "timed alone (this runtime gives no per-node profile)")
+    console.print(f"{len(table.units)} units measured, {context}; correction: {terms}", highlight=False)
     console.print(f"wrote {path}", highlight=False)
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ import yaml
 
 from edgekit.errors import EdgekitError
 from edgekit.models import build, get_entry, list_models, resolve_spec
+from edgekit.predictor.context import context_times, unit_shares
 from edgekit.predictor.table import LatencyTable, load_table, new_table, table_path, unit_features
 from edgekit.predictor.units import OP_FEATURES, cut, cut_spec
 from edgekit.profile import profile_spec
@@ -61,6 +62,26 @@ def test_signatures_name_what_is_computed():
     v3 = {u.signature for u in cut_spec(resolve_spec("mobilenet_v3_large", resolution=96))}
     assert not v3 & {u.signature for u in units}
     assert [u.kind for u in units][:2] == ["conv3x3", "mobilenet_v2.InvertedResidual"]
+
+
+def test_dropout_rates_do_not_split_a_signature():
+    """EfficientNet's stochastic-depth rate grows with a block's depth, so B1's extra blocks shift every rate; at
+    inference the blocks compute the same as B0's, and share their measurements."""
+    b0 = cut_spec(resolve_spec("efficientnet_b0", width=0.5, resolution=64))
+    b1 = cut_spec(resolve_spec("efficientnet_b1", width=0.5, resolution=64))
+    assert {u.signature for u in b0} <= {u.signature for u in b1}
+    rates = {m.p for u in b1 for m in u.module.modules() if type(m).__name__ == "StochasticDepth"}
+    assert len(rates) > 5, "the blocks do differ in their drop rate (else the test is moot)"
+
+
+def test_the_same_block_at_another_width_shares_a_template():
+    narrow = {u.name: u for u in cut_spec(resolve_spec("mobilenet_v2", width=0.5, resolution=96))}
+    wide = {u.name: u for u in cut_spec(resolve_spec("mobilenet_v2", width=1.0, resolution=128))}
+    assert narrow["features.5"].signature != wide["features.5"].signature
+    assert narrow["features.5"].template == wide["features.5"].template == wide["features.6"].template
+    assert wide["features.4"].template != wide["features.5"].template  # stride 2 against 1
+    v3 = {u.template for u in cut_spec(resolve_spec("mobilenet_v3_large", resolution=96))}
+    assert not v3 & {u.template for u in narrow.values()}
 
 
 def _record(i: int, macs: float, act_elems: int, params: int, kind: str = "k") -> dict:
@@ -196,31 +217,16 @@ def test_an_estimate_carries_the_fit_error_of_its_nearest_measured_units():
     assert plain_fit < 1.2 * linear(slow_here), "the linear fit alone misses it (else the test is moot)"
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_an_older_table_is_upgraded_without_timing_again(tmp_path, monkeypatch, version):
-    """Version 1 lacked the per-layer work, version 2 the kernel features; the calibration models' specs in the
-    table give them back."""
+@pytest.mark.parametrize("version", [1, 3])
+def test_an_older_table_is_refused_with_the_fix(tmp_path, monkeypatch, version):
+    """Tables before version 4 keyed units by signatures that counted dropout rates: nothing in them matches."""
     monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
-    spec = resolve_spec("mobilenet_v2", width=0.35, resolution=32)
-    units = cut_spec(spec)
     table = new_table("dev", "onnxruntime", 1, {})
-    table.units = {u.signature: {**u.to_dict(), "ms": 0.1} for u in units}
-    table.models = [{"key": "m", "spec": spec.to_dict(), "measured_ms": 1.0, "sum_units_ms": 1.0,
-                     "features": [1.0, 0.1, 0.1, 10.0]}]
-    data = table.to_dict() | {"version": version}
-    for record in data["units"].values():
-        if version == 1:
-            del record["ops"]
-        else:
-            record["ops"] = {k: v for k, v in record["ops"].items() if k in OP_FEATURES}
+    table.units["s"] = {**_record(0, 1e6, 100, 10), "ms": 0.5}
     path = table_path("dev", "onnxruntime", 1)
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(data))
-    upgraded = load_table("dev", "onnxruntime", 1)
-    assert upgraded.version == 3 and all(upgraded.units[u.signature]["ops"] == u.ops for u in units)
-    data["models"] = []  # no specs to cut: the table cannot be upgraded, and says how to get a new one
-    path.write_text(json.dumps(data))
-    with pytest.raises(EdgekitError, match="older edgekit.*calibrate it again"):
+    path.write_text(json.dumps(table.to_dict() | {"version": version}))
+    with pytest.raises(EdgekitError, match=f"older edgekit \\(table version {version}\\).*calibrate it again"):
         load_table("dev", "onnxruntime", 1)
 
 
@@ -297,6 +303,13 @@ def test_calibration_writes_a_table_of_every_block(calibrated):
     assert all(m["measured_ms"] > 0 for m in result["models"])
     # two calibration models are too few to fit the correction: the prediction is the plain sum
     assert all(m["predicted_ms"] == pytest.approx(m["sum_units_ms"]) for m in result["models"])
+    # every unit's time is its share of a model's profile, so a model's units add up to its measured time (to the
+    # classifier, which both models hold and which takes the mean of its two shares)
+    assert result["units_in_context"] == len(signatures)
+    assert all(u["in_context"] and u["alone_ms"] > 0 for u in table["units"].values())
+    for model in table["models"]:
+        assert sum(model["unit_shares"]) == pytest.approx(1.0) and model["unprofiled_share"] < 0.5
+        assert model["sum_units_ms"] == pytest.approx(model["measured_ms"], rel=0.05)
 
 
 def test_recalibrating_measures_only_what_is_new(calibrated):
@@ -415,3 +428,30 @@ def test_predict_without_a_table(tmp_path):
     assert "no latency table for local" in done.stderr and "--calibrate-predictor" in done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def test_a_profiled_model_is_split_among_its_units():
+    names = ["features.0", "features.1", "features.2.avgpool", "classifier"]
+    nodes = [(": Net/features: Sequential/features.0: ConvBNAct/features.0.0: Conv2d", 2.0),
+             ("", 1.0),  # a reorder the runtime added: the unit before it pays
+             (": Net/features: Sequential/features.1: Block/features.1.conv: Conv2d", 3.0),
+             (": Net/features: Sequential/features.2: Block", 1.0),  # joined with the pooling after it
+             (": Net/classifier: Sequential/classifier.1: Linear", 3.0)]
+    shares, unnamed = unit_shares(nodes, names)
+    assert shares == pytest.approx([0.3, 0.3, 0.1, 0.3]) and unnamed == pytest.approx(0.1)
+
+
+def test_a_unit_in_two_models_takes_the_geometric_mean_of_its_shares():
+    models = [{"units": ["a", "b"], "unit_shares": [0.25, 0.75], "measured_ms": 4.0},
+              {"units": ["b", "c"], "unit_shares": [0.5, 0.5], "measured_ms": 12.0},
+              {"units": ["c"], "measured_ms": 1.0}]  # not profiled (a runtime without a per-node profile)
+    times = context_times(models)
+    b = (0.75 * 4.0 * 0.5 * 12.0) ** 0.5
+    assert times == pytest.approx({"a": 1.0, "b": b, "c": 6.0})
+    table = new_table("dev", "onnxruntime", 1, {})
+    table.units = {sig: {**_record(i, 1e6, 100, 10), "signature": sig, "ms": 9.0} for i, sig in enumerate("abcd")}
+    table.models = models
+    table.refit()
+    assert {sig: r["ms"] for sig, r in table.units.items()} == pytest.approx({"a": 1.0, "b": b, "c": 6.0, "d": 9.0})
+    assert table.units["d"]["alone_ms"] == 9.0 and not table.units["d"]["in_context"]
+    assert [m["sum_units_ms"] for m in models] == pytest.approx([1.0 + b, b + 6.0, 6.0])

@@ -315,10 +315,11 @@ def _timed(model: object) -> float:
 
 
 def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
-            rounds: int, profile_dir: str | None = None, keep_times: bool = False) -> list[dict]:
+            rounds: int, profile_dir: str | None = None, keep_times: bool = False,
+            all_nodes: bool = False) -> list[dict]:
     """Load, first inference and warm-up per configuration, then interleaved steady-state rounds.
 
-    keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round, and
+    all_nodes: the profile lists every node, in the order they ran, not only the slowest. keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round, and
     the runs each round gives it ("runs_per_round").
     """
     results = []
@@ -368,12 +369,13 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
         if keep_times:
             result["times_ms"], result["runs_per_round"] = times, per_round
         if profile_dir and isinstance(model, OnnxModel):
-            result["op_profile"] = _onnx_op_profile(model.session.end_profiling())
+            result["op_profile"] = _onnx_op_profile(model.session.end_profiling(), all_nodes=all_nodes)
     return results
 
 
-def _onnx_op_profile(path: str, top: int = 10) -> dict:
-    """ONNX Runtime's per-node trace, summed by op type and by node (mean ms per inference)."""
+def _onnx_op_profile(path: str, top: int = 10, all_nodes: bool = False) -> dict:
+    """ONNX Runtime's per-node trace, summed by op type and by node (mean ms per inference); with all_nodes,
+    also every node in the order it ran ("nodes": [name, ms])."""
     with open(path, encoding="utf-8") as f:
         events = json.load(f)
     os.remove(path)
@@ -389,8 +391,11 @@ def _onnx_op_profile(path: str, top: int = 10) -> dict:
         node = by_node.setdefault(event["name"][: -len("_kernel_time")], [op, 0.0])
         node[1] += ms
     nodes = sorted(by_node.items(), key=lambda item: -item[1][1])[:top]
-    return {"by_op_type_ms": dict(sorted(by_type.items(), key=lambda item: -item[1])),
-            "top_nodes": [{"node": name, "op": op, "ms": ms} for name, (op, ms) in nodes]}
+    profile = {"by_op_type_ms": dict(sorted(by_type.items(), key=lambda item: -item[1])),
+               "top_nodes": [{"node": name, "op": op, "ms": ms} for name, (op, ms) in nodes]}
+    if all_nodes:  # a dict keeps the order nodes first ran in
+        profile["nodes"] = [[name, ms] for name, (_, ms) in by_node.items()]
+    return profile
 
 
 def _set_cores(mask: str | None) -> list[int] | None:
@@ -416,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cores", help="hex CPU mask to pin to, e.g. f0 for the big cores of a 4+4 SoC")
     parser.add_argument("--op-profile", help="directory for ONNX Runtime's per-operator profile")
+    parser.add_argument("--all-nodes", action="store_true", help="the profile lists every node, in run order")
     parser.add_argument("--json-out", help="write the JSON here instead of stdout")
     args = parser.parse_args(argv)
     if args.probe:
@@ -429,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
                    for m, i in zip(args.model, args.input) for t in threads]  # noqa: B905
         before = device_state()
         results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
-                          args.rounds, args.op_profile)
+                          args.rounds, args.op_profile, all_nodes=args.all_nodes)
         report = {"harness": HARNESS_VERSION, "arch": platform.machine(), "python": platform.python_version(),
                   "cores_pinned": cores, "before": before, "after": device_state(),
                   "peak_rss_mb": _peak_rss_mb(), "results": results}

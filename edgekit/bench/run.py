@@ -41,6 +41,7 @@ class BenchOptions:
     rounds: int = 5
     cores: str | None = None  # None: the device profile's
     op_profile: bool = False
+    all_nodes: bool = False  # with op_profile: every node's time in run order, not only the slowest (ONNX Runtime)
 
 
 @dataclass
@@ -231,7 +232,7 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
         if cores:
             argv += ["--cores", cores]
         if options.op_profile:
-            argv += ["--op-profile", workdir]
+            argv += ["--op-profile", workdir, *(["--all-nodes"] if options.all_nodes else [])]
         done = transport.run(_remote(profile, argv, profile.timeout_s), profile.timeout_s + 30)
         report = _json_from(done, where, "the benchmark")
     finally:

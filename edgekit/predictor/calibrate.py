@@ -14,7 +14,8 @@ import torch
 from edgekit.errors import EdgekitError
 from edgekit.models import ModelSpec, build, get_entry, resolve_spec
 from edgekit.predictor.measure import time_on_device
-from edgekit.predictor.table import LatencyTable, add_units, load_table, model_features, new_table
+from edgekit.predictor.context import unit_shares
+from edgekit.predictor.table import LatencyTable, add_units, load_table, new_table
 from edgekit.predictor.units import Unit, cut
 
 # One representative per family, and for RegNet one network per group width the zoo uses (X: 8, 16, 24, 48;
@@ -79,17 +80,18 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
     if not todo and not models and not also_time:
         assert table is not None
         return Calibration(table, [], {})
-    timed = time_on_device(todo, {**(also_time or {}), **models}, profile, options, runtime, progress, cache)
+    timed = time_on_device(todo, {**(also_time or {}), **models}, profile, options, runtime, progress, cache,
+                           profile_models=models)
     if table is None:
         table = new_table(profile.name, runtime, threads, timed.info)
     add_units(table, todo, timed.units_ms)
     for key in models:
-        ms = timed.models_ms[key]
         units = cuts[key]
-        total = sum(table.units[u.signature]["ms"] for u in units)
-        spec = models[key].spec
-        table.models.append({"key": key, "spec": spec.to_dict(), "measured_ms": ms, "sum_units_ms": total,
-                             "features": model_features(units, total)})
+        record = {"key": key, "spec": models[key].spec.to_dict(), "measured_ms": timed.models_ms[key],
+                  "units": [u.signature for u in units]}
+        if key in timed.nodes:
+            record["unit_shares"], record["unprofiled_share"] = unit_shares(timed.nodes[key], [u.name for u in units])
+        table.models.append(record)
     table.info = timed.info
-    table.fit_correction()
+    table.refit()
     return Calibration(table, timed.warnings, {key: timed.models_ms[key] for key in also_time or {}})

@@ -21,6 +21,10 @@ FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 # timed alone at the end): units and the models they predict are measured across the same stretch of the run, so
 # a machine that slows down midway slows both alike.
 CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 60, "min_seconds": 0.0, "rounds": 20}
+# The per-node profile only splits a model's measured time among its units, so a few runs are enough; it runs
+# apart from the timing, whose figures the profiler's own cost would raise.
+PROFILE_OPTIONS = {"op_profile": True, "all_nodes": True, "warmup_runs": 3, "warmup_seconds": 0.0, "runs": 20,
+                   "min_seconds": 0.0, "rounds": 1}
 
 
 def _short_windows(options: Any) -> dict[str, Any]:
@@ -40,6 +44,8 @@ class Timed:
     device: str
     info: dict[str, Any]
     warnings: list[str]
+    # model key -> (exporter scope, ms) of every node in run order, for the models asked to be profiled
+    nodes: dict[str, list[tuple[str, float]]] = dataclasses.field(default_factory=dict)
 
 
 def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
@@ -76,10 +82,13 @@ def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path
 
 
 def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile: Any, options: Any, runtime: str,
-                   progress: Callable[[str], None] | None = None, cache: Path | None = None) -> Timed:
+                   progress: Callable[[str], None] | None = None, cache: Path | None = None,
+                   profile_models: Iterable[str] = ()) -> Timed:
     """Export each distinct unit (and each whole model) and time them all in one device run, interleaved.
 
     `cache`: a folder that keeps the exported files for the next call (a benchmark rerun); a temp folder without.
+    `profile_models`: model keys to run again under ONNX Runtime's per-node profiler, after the timing (other
+    runtimes have no per-node profile in Python: their models get none).
     """
     from edgekit.bench.run import bench_device, model_files
 
@@ -92,8 +101,30 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
             progress(f"timing {len(names)} models on {profile.name}")
         files = [f for name in names for f in model_files(folder / name)]
         run = bench_device(profile, files, options)
-    timed = Timed({}, {}, run.device, run.info, run.warnings)
-    for result in run.results:
-        what, key = names[result["file"]]
-        (timed.units_ms if what == "unit" else timed.models_ms)[key] = result["steady"]["p50_ms"]
+        timed = Timed({}, {}, run.device, run.info, run.warnings)
+        for result in run.results:
+            what, key = names[result["file"]]
+            (timed.units_ms if what == "unit" else timed.models_ms)[key] = result["steady"]["p50_ms"]
+        wanted = set(profile_models)
+        if runtime == "onnxruntime" and wanted:
+            timed.nodes = _profile_nodes({n: k for n, (w, k) in names.items() if w == "model" and k in wanted},
+                                         folder, profile, options, progress)
     return timed
+
+
+def _profile_nodes(files: dict[str, str], folder: Path, profile: Any, options: Any,
+                   progress: Callable[[str], None] | None) -> dict[str, list[tuple[str, float]]]:
+    from edgekit.bench.run import bench_device, model_files
+    from edgekit.predictor.context import node_scopes, scope_of
+
+    if progress:
+        progress(f"profiling {len(files)} models on {profile.name}")
+    run = bench_device(profile, [f for name in files for f in model_files(folder / name)],
+                       dataclasses.replace(options, **PROFILE_OPTIONS))
+    nodes = {}
+    for result in run.results:
+        listed = result.get("op_profile", {}).get("nodes")
+        if listed:
+            scopes = node_scopes(folder / result["file"])
+            nodes[files[result["file"]]] = [(scope_of(name, scopes), ms) for name, ms in listed]
+    return nodes

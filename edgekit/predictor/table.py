@@ -34,7 +34,9 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.predictor.units import KERNEL_FEATURES, OP_FEATURES, Unit
 
-TABLE_VERSION = 3  # 2: unit records carry their per-layer-kind work ("ops"); 3: and their kernel features
+# 2: unit records carry their per-layer-kind work ("ops"); 3: and their kernel features; 4: signatures leave out
+# dropout rates, units carry their template and their time in context, models the signatures of their units
+TABLE_VERSION = 4
 CORRECTION_TERMS = ("sum_units_ms", "weight_mb", "activation_mb", "units")
 MIN_FIT = 12  # measured units of a kind needed before the kind gets a fit of its own (the fit has 10 terms)
 NEIGHBOURS = 3  # measured units of the kind whose fit error an estimate carries
@@ -43,6 +45,9 @@ NEIGHBOURS = 3  # measured units of the kind whose fit error an estimate carries
 # its correction from units on the same kernel path wherever the table has them.
 ALIGNMENT_WEIGHT = 8.0
 GROUP_WIDTH_WEIGHT = 2.0
+# ... and a unit of another template (another block design, stride or grouping) as much as a 50x difference in
+# size: the same block at the calibrated widths brackets the one at a width between them.
+TEMPLATE_WEIGHT = 4.0
 
 
 def home() -> Path:
@@ -101,7 +106,8 @@ class _Estimator:
         self.fits = {kind: _lstsq(rows) for kind, rows in by_kind.items() if len(rows) >= MIN_FIT}
         self.residuals = {kind: (np.array([_position(r) for r in rows]),
                                  np.array([math.log(r["ms"] / self._fitted(r)) if r["ms"] > 0 else 0.0
-                                           for r in rows]))
+                                           for r in rows]),
+                                 np.array([r.get("template", "") for r in rows]))
                           for kind, rows in by_kind.items()}
 
     def _fitted(self, d: dict[str, Any]) -> float:
@@ -118,8 +124,9 @@ class _Estimator:
         source = f"fit: {d['kind']}" if d["kind"] in self.fits else "fit: all kinds"
         if d["kind"] not in self.residuals:
             return fitted, source
-        positions, log_errors = self.residuals[d["kind"]]
-        distance = np.linalg.norm(positions - _position(d), axis=1)
+        positions, log_errors, templates = self.residuals[d["kind"]]
+        distance = (np.linalg.norm(positions - _position(d), axis=1)
+                    + TEMPLATE_WEIGHT * (templates != d.get("template", "")))
         nearest = np.argsort(distance)[:NEIGHBOURS]
         weights = 1.0 / (distance[nearest] + 0.05)
         return fitted * math.exp(float(np.dot(weights, log_errors[nearest]) / weights.sum())), source
@@ -173,6 +180,22 @@ class LatencyTable:
             self.__dict__["_estimator_cache"] = cached  # not a dataclass field: never saved
         return cached[1]
 
+    def refit(self) -> None:
+        """Each unit's time from the calibration models it sits in (where they were profiled; timed alone
+        elsewhere), each model's sum of units from those, and the correction on the sums."""
+        from edgekit.predictor.context import context_times
+
+        in_context = context_times(self.models)
+        for signature, record in self.units.items():
+            record.setdefault("alone_ms", record["ms"])
+            record["ms"] = in_context.get(signature, record["alone_ms"])
+            record["in_context"] = signature in in_context
+        for model in self.models:
+            records = [self.units[sig] for sig in model["units"]]
+            model["sum_units_ms"] = sum(r["ms"] for r in records)
+            model["features"] = model_features(records, model["sum_units_ms"])
+        self.fit_correction()
+
     def fit_correction(self) -> None:
         """Fit the whole-model correction on the calibration models (a plain sum where there are too few)."""
         rows = [m for m in self.models if m.get("measured_ms")]
@@ -224,8 +247,9 @@ class LatencyTable:
     @classmethod
     def from_dict(cls, data: Any, origin: str) -> LatencyTable:
         fix = "calibrate it again (edgekit bench --calibrate-predictor)"
-        if isinstance(data, dict) and data.get("version") in (1, 2):
-            data = _upgrade(data, origin, fix)
+        if isinstance(data, dict) and data.get("version") in range(1, TABLE_VERSION):
+            # older tables keyed units by signatures that counted dropout rates: nothing can be looked up in them
+            raise EdgekitError(f"{origin} was made by an older edgekit (table version {data['version']}): {fix}.")
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             raise EdgekitError(f"{origin} is not an edgekit latency table of version {TABLE_VERSION}: {fix}.")
         try:
@@ -244,21 +268,6 @@ class LatencyTable:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, self.to_dict())
-
-
-def _upgrade(data: dict[str, Any], origin: str, fix: str) -> dict[str, Any]:
-    """An older table lacks some of each unit's per-layer work (version 1 all of it, version 2 the kernel
-    features); every unit came from a calibration model the table keeps the spec of, so cutting those models again
-    restores it without timing anything again."""
-    from edgekit.models import ModelSpec
-    from edgekit.predictor.units import cut_spec
-
-    try:
-        ops = {u.signature: u.ops for m in data["models"] for u in cut_spec(ModelSpec(**m["spec"]))}
-        units = {sig: {**record, "ops": ops[sig]} for sig, record in data["units"].items()}
-    except (KeyError, TypeError, ValueError, EdgekitError):
-        raise EdgekitError(f"{origin} was made by an older edgekit and cannot be upgraded: {fix}.") from None
-    return {**data, "units": units, "version": TABLE_VERSION}
 
 
 def _lstsq(records: list[dict[str, Any]]) -> np.ndarray:
@@ -289,6 +298,8 @@ def new_table(device: str, runtime: str, threads: int, info: dict[str, Any]) -> 
 
 
 def add_units(table: LatencyTable, units: Iterable[Unit], times: dict[str, float]) -> None:
+    """Units timed alone (`refit` puts their time in context where a profiled model holds them)."""
     for unit in units:
         if unit.signature in times:
-            table.units[unit.signature] = {**unit.to_dict(), "ms": times[unit.signature]}
+            table.units[unit.signature] = {**unit.to_dict(), "ms": times[unit.signature],
+                                           "alone_ms": times[unit.signature]}

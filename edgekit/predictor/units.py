@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 from edgekit.errors import EdgekitError
+from edgekit.models._layers import StochasticDepth
 
 # What a unit's layers do, by kind: the multiply-accumulates of each kind of convolution (the kinds run different
 # kernels at different speeds), the elements convolutions and linears write, and how many such layers there are.
@@ -37,6 +38,7 @@ OP_FEATURES = ("macs_pointwise", "macs_dense", "macs_depthwise", "macs_grouped",
 KERNEL_FEATURES = ("alignment", "group_width")
 MAX_ALIGNMENT = 64
 SIGNIFICANT_SHARE = 0.05
+TRAINING_ONLY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, StochasticDepth)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Unit:
     params: int
     module: nn.Module
     ops: dict[str, int] = field(default_factory=dict)  # OP_FEATURES: the unit's work by kind of layer
+    template: str = ""  # its structure without sizes: the same block at any width or resolution shares it
 
     @property
     def in_bytes(self) -> int:
@@ -67,7 +70,7 @@ class Unit:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "signature": self.signature,
                 "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
-                "macs": self.macs, "params": self.params, "ops": dict(self.ops)}
+                "macs": self.macs, "params": self.params, "ops": dict(self.ops), "template": self.template}
 
 
 def _opened(module: nn.Module) -> bool:
@@ -88,13 +91,36 @@ def _plain(value: Any) -> bool:
 
 
 def describe(module: nn.Module) -> str:
-    """Everything about a module that decides what it computes, in a stable text (weights excluded)."""
+    """Everything about a module that decides what it computes at inference, in a stable text (weights excluded).
+
+    Dropout and stochastic depth are identities at inference, so their rates are left out: EfficientNet's drop
+    rate grows with a block's depth in the network, and with it in the text two blocks that compute the same thing
+    (in B0 and B1, or twice in one stage) would be timed twice and never share a measurement."""
     parts = []
     for name, sub in module.named_modules():
+        if isinstance(sub, TRAINING_ONLY):
+            parts.append(f"{name}:{type(sub).__name__}")
+            continue
         attrs = sorted((k, v) for k, v in vars(sub).items()
                        if not k.startswith("_") and k != "training" and _plain(v))
         parts.append(f"{name}:{type(sub).__name__}({sub.extra_repr()}){attrs}")
     return ";".join(parts)
+
+
+def template(module: fx.GraphModule, kind: str) -> str:
+    """A unit's structure without its sizes: its layers' types in order (convolutions with their kernel, stride
+    and grouping) and the functions it calls. The same block of a network at another width or resolution, or a
+    block built alike in another network of the family, has the same template."""
+    parts = [kind]
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d):
+            grouping = "dw" if sub.groups == sub.in_channels > 1 else "g" if sub.groups > 1 else ""
+            parts.append(f"conv{sub.kernel_size[0]}s{sub.stride[0]}{grouping}")
+        elif sub is not module:
+            parts.append(type(sub).__name__)
+    parts += [getattr(n.target, "__name__", str(n.target)) for n in module.graph.nodes
+              if n.op in ("call_function", "call_method")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
 def _node_text(node: fx.Node, root: nn.Module) -> str:
@@ -185,8 +211,9 @@ def cut(model: nn.Module, input_shape: tuple[int, ...]) -> list[Unit]:
         macs = sum(v for k, v in ops.items() if k.startswith("macs_"))
         text = ";".join(_node_text(n, model) for n in segment)
         name = ".".join(str(n.target) for n in segment if n.op == "call_module")[:80] or f"unit{i}"
-        units.append(Unit(name, _kind(segment, model), signature(text, shape), shape, tuple(out.shape[1:]),
-                          macs, sum(p.numel() for p in module.parameters()), module, ops))
+        kind = _kind(segment, model)
+        units.append(Unit(name, kind, signature(text, shape), shape, tuple(out.shape[1:]), macs,
+                          sum(p.numel() for p in module.parameters()), module, ops, template(module, kind)))
         shape = tuple(out.shape[1:])
     return units
 
