@@ -319,8 +319,9 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
             all_nodes: bool = False) -> list[dict]:
     """Load, first inference and warm-up per configuration, then interleaved steady-state rounds.
 
-    all_nodes: the profile lists every node, in the order they ran, not only the slowest. keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round, and
-    the runs each round gives it ("runs_per_round").
+    keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round, and
+    the runs each round gives it ("runs_per_round"). all_nodes: the profile (profile_dir) lists every node, in
+    the order they ran, not only the slowest.
     """
     results = []
     models = []

@@ -13,8 +13,8 @@ import torch
 
 from edgekit.errors import EdgekitError
 from edgekit.models import ModelSpec, build, get_entry, resolve_spec
-from edgekit.predictor.measure import time_on_device
 from edgekit.predictor.context import unit_shares
+from edgekit.predictor.measure import time_on_device
 from edgekit.predictor.table import LatencyTable, add_units, load_table, new_table
 from edgekit.predictor.units import Unit, cut
 
