@@ -261,6 +261,8 @@ def test_predictor_verbs_over_ssh(device, tmp_path):
     assert done.returncode == 0, done.stderr
     calibration = json.loads(done.stdout)
     assert calibration["device"] == "emulated-ssh" and calibration["units"] >= 15
+    # ONNX Runtime's per-node profile, taken on the board, put every unit's time in context
+    assert calibration["runtime"] == "onnxruntime" and calibration["units_in_context"] == calibration["units"]
     table = json.loads(Path(calibration["table"]).read_text())
     assert table["info"]["arch"] == "aarch64" and all(u["ms"] > 0 for u in table["units"].values())
     done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--device", "emulated-ssh",

@@ -34,6 +34,7 @@ from edgekit.predictor.calibrate import (
     CALIBRATION_NAMES,
     CALIBRATION_RESOLUTIONS,
     CALIBRATION_WIDTHS,
+    LARGEST,
     calibrate,
     grid,
     point_key,
@@ -42,9 +43,6 @@ from edgekit.predictor.measure import time_on_device
 from edgekit.predictor.table import LatencyTable, load_table, table_path
 from edgekit.predictor.units import cut_spec
 from edgekit.safe_files import output_lock
-
-# The largest EfficientNets take minutes each to time at these sizes and add nothing the others do not show.
-SKIP = ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7")
 
 
 def distribution(errors: list[float]) -> dict[str, float]:
@@ -60,7 +58,7 @@ def distribution(errors: list[float]) -> dict[str, float]:
 
 def _specs(args: argparse.Namespace) -> list[ModelSpec]:
     names = args.names.split(",") if args.names else [
-        n for n in list_models() if not get_entry(n).design_space and n not in SKIP]
+        n for n in list_models() if not get_entry(n).design_space and n not in LARGEST]
     return [resolve_spec(n, width=float(w), resolution=int(r)) for n in names
             for w in args.widths.split(",") for r in args.resolutions.split(",")]
 

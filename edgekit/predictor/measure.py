@@ -21,6 +21,8 @@ FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 # timed alone at the end): units and the models they predict are measured across the same stretch of the run, so
 # a machine that slows down midway slows both alike.
 CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 60, "min_seconds": 0.0, "rounds": 20}
+# Model files per device run, in bytes (see _bench_in_batches).
+BATCH_BYTES = 512 * 2**20
 # The per-node profile only splits a model's measured time among its units, so a few runs are enough; it runs
 # apart from the timing, whose figures the profiler's own cost would raise.
 PROFILE_OPTIONS = {"op_profile": True, "all_nodes": True, "warmup_runs": 3, "warmup_seconds": 0.0, "runs": 20,
@@ -84,14 +86,12 @@ def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path
 def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile: Any, options: Any, runtime: str,
                    progress: Callable[[str], None] | None = None, cache: Path | None = None,
                    profile_models: Iterable[str] = ()) -> Timed:
-    """Export each distinct unit (and each whole model) and time them all in one device run, interleaved.
+    """Export each distinct unit (and each whole model) and time them all on the device, interleaved.
 
     `cache`: a folder that keeps the exported files for the next call (a benchmark rerun); a temp folder without.
     `profile_models`: model keys to run again under ONNX Runtime's per-node profiler, after the timing (other
     runtimes have no per-node profile in Python: their models get none).
     """
-    from edgekit.bench.run import bench_device, model_files
-
     options = dataclasses.replace(options, runtime=runtime, **_short_windows(options))
     with tempfile.TemporaryDirectory(prefix="edgekit-predictor-") as tmp:
         folder = cache or Path(tmp)
@@ -99,8 +99,7 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
         names = export_all(units, models, folder, runtime, progress)
         if progress:
             progress(f"timing {len(names)} models on {profile.name}")
-        files = [f for name in names for f in model_files(folder / name)]
-        run = bench_device(profile, files, options)
+        run = _bench_in_batches(profile, folder, list(names), options)
         timed = Timed({}, {}, run.device, run.info, run.warnings)
         for result in run.results:
             what, key = names[result["file"]]
@@ -112,15 +111,41 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
     return timed
 
 
+def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any) -> Any:
+    """One device run per BATCH_BYTES of model files, merged: the harness holds every model of a run in memory
+    to interleave them, and a calibration's hundreds of models would not fit a phone's or a Pi's. The files are
+    dealt in a fixed shuffled order, so each batch mixes units and models of every size and drift between
+    batches does not fall on one kind."""
+    from edgekit.bench.run import bench_device, model_files
+
+    order = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
+    batches: list[list[str]] = [[]]
+    size = 0
+    for name in order:
+        file_size = (folder / name).stat().st_size
+        if batches[-1] and size + file_size > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(name)
+        size += file_size
+    merged = None
+    for batch in batches:
+        run = bench_device(profile, [f for name in batch for f in model_files(folder / name)], options)
+        if merged is None:
+            merged = run
+        else:
+            merged.results += run.results
+            merged.warnings += [w for w in run.warnings if w not in merged.warnings]
+    return merged
+
+
 def _profile_nodes(files: dict[str, str], folder: Path, profile: Any, options: Any,
                    progress: Callable[[str], None] | None) -> dict[str, list[tuple[str, float]]]:
-    from edgekit.bench.run import bench_device, model_files
     from edgekit.predictor.context import node_scopes, scope_of
 
     if progress:
         progress(f"profiling {len(files)} models on {profile.name}")
-    run = bench_device(profile, [f for name in files for f in model_files(folder / name)],
-                       dataclasses.replace(options, **PROFILE_OPTIONS))
+    run = _bench_in_batches(profile, folder, list(files), dataclasses.replace(options, **PROFILE_OPTIONS))
     nodes = {}
     for result in run.results:
         listed = result.get("op_profile", {}).get("nodes")

@@ -5,17 +5,20 @@ looked up by signature in the table (measured on the device) or, for a unit neve
 
 1. a least-squares fit over the measured units of its kind (over all units where a kind has few) on what its
    layers do: the MACs of each kind of convolution, the elements they write, activation and weight bytes, layers;
-2. times the fit's error on the measured units of that kind nearest to it in size (a weighted geometric mean over
+2. times the fit's error on the measured units of that kind nearest to it (a weighted geometric mean over
    NEIGHBOURS of them), which carries what a linear fit cannot: that a kernel runs faster per MAC at some channel
-   counts than at others.
+   counts than at others. Nearest means on the same kernel path, of the same template (the same block at
+   another width or resolution), then of similar size.
 
 A unit timed alone is not the unit inside a model: alone, its weights stay in cache between runs, and its input
-and output pay the runtime's layout conversions at the graph edges (ONNX Runtime's NCHWc reorders). Calibration
-therefore also times whole models and fits, by least squares,
+and output pay the runtime's layout conversions at the graph edges (ONNX Runtime's NCHWc reorders). So where the
+runtime profiles per node (ONNX Runtime), a unit's time is its share of the calibration models that hold it,
+run whole (`context.py`); elsewhere it is its time alone. Calibration also fits, on the models it timed whole,
 
     model_ms = a * sum(unit_ms) + b * weight_MB + c * activation_MB + d * units
 
-so the table's figure for a model is this corrected sum. The coefficients are stored with the table.
+so the table's figure for a model is this corrected sum (with units in context, a is near 1 and the rest near 0).
+The coefficients are stored with the table.
 """
 
 from __future__ import annotations
@@ -188,7 +191,7 @@ class LatencyTable:
         in_context = context_times(self.models)
         for signature, record in self.units.items():
             record.setdefault("alone_ms", record["ms"])
-            record["ms"] = in_context.get(signature, record["alone_ms"])
+            record["ms"] = in_context.get(signature, record["alone_ms"] or record["ms"])
             record["in_context"] = signature in in_context
         for model in self.models:
             records = [self.units[sig] for sig in model["units"]]
@@ -297,9 +300,11 @@ def new_table(device: str, runtime: str, threads: int, info: dict[str, Any]) -> 
                         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
-def add_units(table: LatencyTable, units: Iterable[Unit], times: dict[str, float]) -> None:
-    """Units timed alone (`refit` puts their time in context where a profiled model holds them)."""
+def add_units(table: LatencyTable, units: Iterable[Unit], alone: dict[str, float],
+              in_context: dict[str, float]) -> None:
+    """New units, with their time alone where they were timed alone (else None) and in context where a profiled
+    model holds them; `refit` picks which the table uses."""
     for unit in units:
-        if unit.signature in times:
-            table.units[unit.signature] = {**unit.to_dict(), "ms": times[unit.signature],
-                                           "alone_ms": times[unit.signature]}
+        if unit.signature in alone or unit.signature in in_context:
+            ms = in_context.get(unit.signature, alone.get(unit.signature))
+            table.units[unit.signature] = {**unit.to_dict(), "ms": ms, "alone_ms": alone.get(unit.signature)}
