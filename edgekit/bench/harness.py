@@ -115,6 +115,13 @@ def device_state() -> dict:
     }
 
 
+def _mem_available_mb() -> float | None:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def probe() -> dict:
     """What this device is and which runtimes it has: `edgekit devices check` prints it."""
     runtimes = {}
@@ -134,6 +141,7 @@ def probe() -> dict:
     return {
         "arch": platform.machine(),
         "system": platform.system(),
+        "mem_available_mb": _mem_available_mb(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "runtimes": runtimes,

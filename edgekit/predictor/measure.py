@@ -21,8 +21,10 @@ FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 # timed alone at the end): units and the models they predict are measured across the same stretch of the run, so
 # a machine that slows down midway slows both alike.
 CALIBRATION_OPTIONS = {"warmup_runs": 3, "warmup_seconds": 0.1, "runs": 60, "min_seconds": 0.0, "rounds": 20}
-# Model files per device run, in bytes (see _bench_in_batches).
+# Model files per device run (see _bench_in_batches): a quarter of the memory the device has free (ONNX Runtime
+# holds about 2.5x a model's file size), and at least MIN_BATCH_BYTES; BATCH_BYTES where the device cannot say.
 BATCH_BYTES = 512 * 2**20
+MIN_BATCH_BYTES = 256 * 2**20
 # The per-node profile only splits a model's measured time among its units, so a few runs are enough; it runs
 # apart from the timing, whose figures the profiler's own cost would raise.
 PROFILE_OPTIONS = {"op_profile": True, "all_nodes": True, "warmup_runs": 3, "warmup_seconds": 0.0, "runs": 20,
@@ -111,19 +113,41 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
     return timed
 
 
+def batch_bytes(profile: Any) -> int:
+    """How many bytes of model files one device run may take, from the memory the device has free."""
+    import contextlib
+
+    from edgekit.bench.run import probe_device
+    from edgekit.devices.transports import connect
+    from edgekit.errors import EdgekitError
+
+    try:
+        transport = connect(profile)
+        workdir = transport.make_temp_dir()
+        try:
+            free_mb = probe_device(profile, transport, workdir).get("mem_available_mb")
+        finally:
+            with contextlib.suppress(EdgekitError):
+                transport.remove_dir(workdir)
+    except EdgekitError:
+        return BATCH_BYTES
+    return max(MIN_BATCH_BYTES, int(free_mb * 2**20 / 4)) if free_mb else BATCH_BYTES
+
+
 def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any) -> Any:
-    """One device run per BATCH_BYTES of model files, merged: the harness holds every model of a run in memory
-    to interleave them, and a calibration's hundreds of models would not fit a phone's or a Pi's. The files are
-    dealt in a fixed shuffled order, so each batch mixes units and models of every size and drift between
-    batches does not fall on one kind."""
+    """As few device runs as the device's memory allows (batch_bytes of model files each), merged: the harness
+    holds every model of a run in memory to interleave them, and a calibration's hundreds of models would not fit
+    a phone's or a Pi's. Models in one run are timed across the same stretch of it; between runs a machine's
+    speed drifts, so the files are dealt in a fixed shuffled order and the drift falls on no one kind."""
     from edgekit.bench.run import bench_device, model_files
 
+    budget = batch_bytes(profile)
     order = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
     batches: list[list[str]] = [[]]
     size = 0
     for name in order:
         file_size = (folder / name).stat().st_size
-        if batches[-1] and size + file_size > BATCH_BYTES:
+        if batches[-1] and size + file_size > budget:
             batches.append([])
             size = 0
         batches[-1].append(name)
