@@ -455,3 +455,28 @@ def test_a_unit_in_two_models_takes_the_geometric_mean_of_its_shares():
     assert {sig: r["ms"] for sig, r in table.units.items()} == pytest.approx({"a": 1.0, "b": b, "c": 6.0, "d": 9.0})
     assert table.units["d"]["alone_ms"] == 9.0 and not table.units["d"]["in_context"]
     assert [m["sum_units_ms"] for m in models] == pytest.approx([1.0 + b, b + 6.0, 6.0])
+
+
+def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
+    """Each run holds its models in memory: with room for one file at a time, every unit still gets its time."""
+    from edgekit.bench.run import BenchOptions
+    from edgekit.devices.profiles import load_profile
+    from edgekit.predictor import measure
+
+    assert measure.batch_bytes(load_profile("local")) >= measure.MIN_BATCH_BYTES  # probed: this machine's memory
+    from edgekit.bench import run as bench_run
+
+    runs = []
+    original = bench_run.bench_device
+
+    def counting(profile, files, options):
+        runs.append(len(files))
+        return original(profile, files, options)
+
+    monkeypatch.setattr(bench_run, "bench_device", counting)
+    monkeypatch.setattr(measure, "batch_bytes", lambda profile: 1)
+    units = cut_spec(resolve_spec("mobilenet_v2", width=0.35, resolution=32), meta=False)[:3]
+    timed = measure.time_on_device(units, {}, load_profile("local"), BenchOptions(threads=(1,), runs=3, rounds=1),
+                                   "onnxruntime", cache=tmp_path)
+    assert runs == [1, 1, 1] and set(timed.units_ms) == {u.signature for u in units}
+    assert all(ms > 0 for ms in timed.units_ms.values())

@@ -44,6 +44,8 @@ from edgekit.predictor.table import LatencyTable, load_table, table_path
 from edgekit.predictor.units import cut_spec
 from edgekit.safe_files import output_lock
 
+AGAIN = " again"
+
 
 def distribution(errors: list[float]) -> dict[str, float]:
     absolute = sorted(abs(e) for e in errors)
@@ -71,7 +73,7 @@ def _spec_of(key: str) -> ModelSpec:
 
 def _time_whole(specs: list[ModelSpec], profile: DeviceProfile, args: argparse.Namespace) -> tuple[dict, dict]:
     """Each spec timed whole on the device: point_key -> p50 ms, and the device's description."""
-    models = _built(specs)
+    models = _built(specs, args.again)
     print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
           file=sys.stderr)
     timed = time_on_device([], models, profile, BenchOptions(threads=(args.threads,)), args.runtime,
@@ -83,7 +85,7 @@ def _time_whole(specs: list[ModelSpec], profile: DeviceProfile, args: argparse.N
 def _calibrate_and_time(specs: list[ModelSpec], profile: DeviceProfile,
                         args: argparse.Namespace) -> tuple[LatencyTable, dict, dict]:
     """A fresh table of the default calibration grid and the specs timed whole, all in one interleaved run."""
-    models = _built(specs)
+    models = _built(specs, args.again)
     done = calibrate(grid(CALIBRATION_NAMES, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
                      BenchOptions(threads=(args.threads,)), args.runtime, args.threads, progress=_progress,
                      cache=args.cache, fresh=True, also_time=models)
@@ -99,12 +101,16 @@ def _progress(what: str) -> None:
     print(f"\r{what:60s}", end="", file=sys.stderr)
 
 
-def _built(specs: list[ModelSpec]) -> dict:
+def _built(specs: list[ModelSpec], again: int = 0) -> dict:
+    """The specs' models by point_key, and the first `again` of them a second time (key + AGAIN): exported and
+    loaded apart, they show how far the device disagrees with itself within one run."""
     models = {}
     for i, spec in enumerate(specs):
         print(f"\rbuilding {i + 1}/{len(specs)}", end="", file=sys.stderr)
         torch.manual_seed(0)
         models[point_key(spec)] = build(spec).eval()
+    for key in list(models)[::max(1, len(models) // again)][:again] if again else []:
+        models[key + AGAIN] = models[key]
     return models
 
 
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="keep the exported models here, for a faster rerun")
     parser.add_argument("--calibrate", action="store_true",
                         help="calibrate a fresh table in the same device run (saved as the device's table)")
+    parser.add_argument("--again", type=int, default=0, metavar="N",
+                        help="time N of the models twice in the run, as separate files: the device against itself")
     parser.add_argument("--measured", type=Path,
                         help="an earlier --out file: score the table against its measured times, timing nothing")
     args = parser.parse_args(argv)
@@ -136,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             earlier = json.loads(args.measured.read_text())
             measured_ms = {r["model"]: r["measured_ms"] for r in earlier["rows"]}
+            measured_ms |= {key + AGAIN: ms for key, ms in earlier.get("timed_twice_ms", {}).items()}
             info = earlier["info"]
             timed_on = (earlier["device"], earlier.get("runtime", args.runtime), earlier.get("threads", args.threads))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -150,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         specs = _specs(args)
         measured_ms, info = _time_whole(specs, profile, args)
+    twice = {key[: -len(AGAIN)]: ms for key, ms in measured_ms.items() if key.endswith(AGAIN)}
+    measured_ms = {key: ms for key, ms in measured_ms.items() if not key.endswith(AGAIN)}
     then = {m["key"]: m["measured_ms"] for m in table.models}
     calibrated = set(then)
     rows = []
@@ -177,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "units >=90% measured": distribution([r["error_pct"] for r in rows if r["measured_fraction"] >= 0.9]),
         "units <10% measured": distribution([r["error_pct"] for r in rows if r["measured_fraction"] < 0.1]),
         # the floor: the calibration models timed now against their own times in the table (0 with --calibrate)
+        # the floor within one run: a model timed twice, from two files loaded apart (--again)
+        "device vs itself, one run": distribution([100 * (twice[key] / measured_ms[key] - 1) for key in twice]),
         "device vs itself": distribution([100 * (r["measured_ms"] / then[r["model"]] - 1) for r in rows
                                           if r["model"] in then]),
     }
@@ -191,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{table.created} with {len(table.units)} units and {len(table.models)} calibration models")
     if args.out:
         args.out.write_text(json.dumps({"device": profile.name, "runtime": args.runtime,
-                                        "threads": args.threads, "info": info, "summary": summary, "rows": rows},
+                                        "threads": args.threads, "info": info, "summary": summary, "rows": rows,
+                                        "timed_twice_ms": twice},
                                        indent=2))
     return 0
 

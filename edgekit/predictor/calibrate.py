@@ -21,9 +21,8 @@ from edgekit.predictor.units import Unit, cut
 # Every named network, at two widths and two resolutions: a unit at another width or resolution is then estimated
 # from the same block of the same network on either side of it. Calibrating one network per family left the
 # others' blocks to be estimated from another network's channel counts, and runtimes pick kernels by channel
-# counts (see KERNEL_FEATURES in units.py): within 10% for 80% of those networks, against 97% at a new
-# resolution of a calibrated one (docs/predictor.md). The largest EfficientNets take minutes each to time and
-# add no block design the others lack.
+# counts (see KERNEL_FEATURES in units.py): that was the predictor's largest error (docs/predictor.md). The
+# largest EfficientNets take minutes each to time and add no block design the others lack.
 LARGEST = ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7")
 CALIBRATION_NAMES = tuple(n for n in list_models() if not get_entry(n).design_space and n not in LARGEST)
 CALIBRATION_WIDTHS = (0.5, 1.0)
