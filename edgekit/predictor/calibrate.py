@@ -94,11 +94,11 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
         if key in timed.nodes:
             record["unit_shares"], record["unprofiled_share"] = unit_shares(timed.nodes[key], [u.name for u in units])
         table.models.append(record)
-    alone = timed.units_ms
-    uncovered = [u for u in todo if u.signature not in context_times(table.models)]
+    alone, in_context = timed.units_ms, context_times(table.models)
+    uncovered = [u for u in todo if u.signature not in in_context]
     if profiled and uncovered:
         alone = time_on_device(uncovered, {}, profile, options, runtime, progress, cache).units_ms
-    add_units(table, todo, alone, context_times(table.models))
+    add_units(table, todo, alone, in_context)
     table.info = timed.info
     table.refit()
     return Calibration(table, timed.warnings, {key: timed.models_ms[key] for key in also_time or {}})

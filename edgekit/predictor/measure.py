@@ -101,7 +101,8 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
         names = export_all(units, models, folder, runtime, progress)
         if progress:
             progress(f"timing {len(names)} models on {profile.name}")
-        run = _bench_in_batches(profile, folder, list(names), options)
+        budget = batch_bytes(profile)  # one probe for the timing and the profile runs
+        run = _bench_in_batches(profile, folder, list(names), options, budget)
         timed = Timed({}, {}, run.device, run.info, run.warnings)
         for result in run.results:
             what, key = names[result["file"]]
@@ -109,7 +110,7 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
         wanted = set(profile_models)
         if runtime == "onnxruntime" and wanted:
             timed.nodes = _profile_nodes({n: k for n, (w, k) in names.items() if w == "model" and k in wanted},
-                                         folder, profile, options, progress)
+                                         folder, profile, options, budget, progress)
     return timed
 
 
@@ -134,14 +135,13 @@ def batch_bytes(profile: Any) -> int:
     return max(MIN_BATCH_BYTES, int(free_mb * 2**20 / 4)) if free_mb else BATCH_BYTES
 
 
-def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any) -> Any:
-    """As few device runs as the device's memory allows (batch_bytes of model files each), merged: the harness
+def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any, budget: int) -> Any:
+    """As few device runs as the device's memory allows (`budget` bytes of model files each), merged: the harness
     holds every model of a run in memory to interleave them, and a calibration's hundreds of models would not fit
     a phone's or a Pi's. Models in one run are timed across the same stretch of it; between runs a machine's
     speed drifts, so the files are dealt in a fixed shuffled order and the drift falls on no one kind."""
     from edgekit.bench.run import bench_device, model_files
 
-    budget = batch_bytes(profile)
     order = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
     batches: list[list[str]] = [[]]
     size = 0
@@ -163,13 +163,13 @@ def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any
     return merged
 
 
-def _profile_nodes(files: dict[str, str], folder: Path, profile: Any, options: Any,
+def _profile_nodes(files: dict[str, str], folder: Path, profile: Any, options: Any, budget: int,
                    progress: Callable[[str], None] | None) -> dict[str, list[tuple[str, float]]]:
     from edgekit.predictor.context import node_scopes, scope_of
 
     if progress:
         progress(f"profiling {len(files)} models on {profile.name}")
-    run = _bench_in_batches(profile, folder, list(files), dataclasses.replace(options, **PROFILE_OPTIONS))
+    run = _bench_in_batches(profile, folder, list(files), dataclasses.replace(options, **PROFILE_OPTIONS), budget)
     nodes = {}
     for result in run.results:
         listed = result.get("op_profile", {}).get("nodes")
