@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekit.core.errors import EdgekitError, first_line
+from edgekit.core.files import atomic_path
 from edgekit.data import Preprocess
-from edgekit.errors import EdgekitError, first_line
 from edgekit.models import ModelSpec, build, spec_from_record
-from edgekit.safe_files import atomic_path
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

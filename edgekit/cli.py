@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit import __version__
-from edgekit.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
+from edgekit.core.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
 from edgekit.recipe import DEFAULT_QAT_LR
 
 app = typer.Typer(
@@ -133,7 +133,7 @@ def models(
 ) -> None:
     """List the registered models with their default resolution, params and MACs."""
     from edgekit.models import get_entry, list_models
-    from edgekit.profile import profile_spec
+    from edgekit.models.complexity import profile_spec
 
     names = list_models()
     if family is not None:
@@ -186,7 +186,7 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (params, macs, layers, ...).")] = False,
 ) -> None:
     """Layer-by-layer params, MACs and activation memory of a model."""
-    from edgekit.profile import profile_spec
+    from edgekit.models.complexity import profile_spec
 
     prof = profile_spec(
         name, width=width, resolution=resolution, res_mult=res_mult, num_classes=num_classes,
@@ -513,8 +513,8 @@ def train(
     Writes RUN/best.pt, RUN/last.pt (resume point), RUN/metrics.jsonl (one line per epoch) and
     RUN/summary.json. Runs unchanged under `torchrun --nproc_per_node N` (DistributedDataParallel).
     """
+    from edgekit.core.ui import Reporter
     from edgekit.train import train as train_recipe
-    from edgekit.ui import Reporter
 
     recipe = _load_recipe_with(recipe_path, epochs, batch_size, limit_batches, data)
     out = out or Path("runs") / recipe.name
@@ -578,7 +578,7 @@ def eval_cmd(
     """
     from edgekit.data import DataSource, load_split, require_same_classes
     from edgekit.evaluate import evaluate
-    from edgekit.runners import open_model
+    from edgekit.runtime.open import open_model
 
     opened = open_model(target, threads=threads)
     label = data or opened.data
@@ -624,8 +624,8 @@ def run_cmd(
     Each stage is skipped when its output is up to date, so running it again is cheap; an interrupted
     run continues where it stopped. Exits 1 when an accuracy check fails.
     """
-    from edgekit.run import run_recipe
-    from edgekit.ui import Reporter
+    from edgekit.core.ui import Reporter
+    from edgekit.pipeline.run import run_recipe
 
     recipe = _load_recipe_with(recipe_path, epochs, None, limit_batches, None)
     out = out or Path("runs") / recipe.name
@@ -772,8 +772,8 @@ def bench(
     `--guidelines` measures ShuffleNetV2's speed guidelines instead; `--calibrate-predictor` builds the device's
     latency table (a one-time job: about 17 minutes on a 2-core x86 for the default grid; rerun to extend it).
     """
-    from edgekit.bench.run import BenchOptions
-    from edgekit.bench.run import bench as run_bench
+    from edgekit.bench.host import BenchOptions
+    from edgekit.bench.host import bench as run_bench
     from edgekit.devices.profiles import load_profile, parse_cores
 
     if runtime not in ("auto", "tflite", "onnxruntime"):
@@ -971,7 +971,7 @@ def devices_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Reach a device and probe it: arch, CPU, cores, Python, runtimes, governor, free space. Exit 1 if unusable."""
-    from edgekit.devices.check import check_device
+    from edgekit.devices.doctor import check_device
     from edgekit.devices.profiles import load_profile
 
     profile = load_profile(name)

@@ -11,17 +11,17 @@ import typer
 from rich.table import Table
 
 from edgekit.cli import _print_json, _progress, console, err_console
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 def _parse_sizes(text: str | None) -> tuple[int, ...]:
-    from edgekit.guidelines import SIZES
+    from edgekit.bench.guidelines import SIZES
 
     return parse_list(text, "--sizes", int, SIZES, 8, 512, what="sizes")
 
 
 def _parse_only(text: str | None) -> tuple[str, ...] | None:
-    from edgekit.guidelines import EXPERIMENTS
+    from edgekit.bench.guidelines import EXPERIMENTS
 
     if text is None:
         return None
@@ -34,9 +34,8 @@ def _parse_only(text: str | None) -> tuple[str, ...] | None:
 
 def bench_guidelines(profiles: list[Any], options: Any, only: str | None, sizes: str | None, channel_scale: float,
                      out: Path | None, as_json: bool) -> None:
-    from edgekit.artifact import write_json_atomic
-    from edgekit.guidelines import measure, plot, slowdowns, write_models
-    from edgekit.safe_files import output_lock
+    from edgekit.bench.guidelines import measure, plot, slowdowns, write_models
+    from edgekit.core.files import output_lock, write_json_atomic
 
     if len(profiles) != 1:
         raise EdgekitError("--guidelines measures one device at a time: give one --device.")
@@ -77,7 +76,7 @@ def bench_guidelines(profiles: list[Any], options: Any, only: str | None, sizes:
 
 
 def _print_guidelines(cases: list[Any], loss: dict[str, float], title: str) -> None:
-    from edgekit.guidelines import EXPERIMENTS
+    from edgekit.bench.guidelines import EXPERIMENTS
 
     console.print(f"[bold]{title}[/]: images per second (slow-down against the first row of each size)",
                   highlight=False)
@@ -137,11 +136,11 @@ def _one_setting(profiles: list[Any], runtime: str, threads: tuple[int, ...] | N
 
 def calibrate_predictor(profiles: list[Any], options: Any, families: str | None, widths: str | None,
                         resolutions: str | None, as_json: bool) -> None:
+    from edgekit.core.files import output_lock
     from edgekit.predictor.calibrate import CALIBRATION_NAMES, CALIBRATION_RESOLUTIONS, CALIBRATION_WIDTHS, calibrate
     from edgekit.predictor.calibrate import grid as calibration_grid
     from edgekit.predictor.search import named_models
     from edgekit.predictor.table import table_path
-    from edgekit.safe_files import output_lock
 
     runtime, threads = _one_setting(profiles, options.runtime, options.threads, "--calibrate-predictor")
     options = dataclasses.replace(options, threads=(threads,))
@@ -244,7 +243,7 @@ def _kernel_path(unit: Any) -> str:
 
 
 def _measure_now(spec: Any, profile: Any, runtime: str, threads: int) -> float:
-    from edgekit.bench.run import BenchOptions
+    from edgekit.bench.host import BenchOptions
     from edgekit.models import build
     from edgekit.predictor.measure import time_on_device
 
@@ -257,7 +256,7 @@ def _measure_now(spec: Any, profile: Any, runtime: str, threads: int) -> float:
 def search(profiles: list[Any], runtime: str, threads: int | None, latency_ms: float, families: str | None,
            widths: str | None, resolutions: str | None, metric: str, results: str | None, recipe: Path | None,
            num_classes: int, in_channels: int, top: int, out: Path | None, as_json: bool) -> None:
-    from edgekit.artifact import write_json_atomic
+    from edgekit.core.files import output_lock, write_json_atomic
     from edgekit.predictor.search import (
         SEARCH_RESOLUTIONS,
         SEARCH_WIDTHS,
@@ -270,7 +269,6 @@ def search(profiles: list[Any], runtime: str, threads: int | None, latency_ms: f
     )
     from edgekit.predictor.table import load_table
     from edgekit.recipe import load_recipe
-    from edgekit.safe_files import output_lock
 
     if metric not in ("accuracy", "macs"):
         raise EdgekitError(f"--metric {metric!r}: use accuracy or macs.")

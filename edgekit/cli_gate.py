@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit.cli import _print_json, _user_errors, app, console, err_console
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 @app.command()
@@ -52,12 +52,12 @@ def check(
     Exit 0 when every check passes, 1 when one fails, 2 on bad input (nothing is written then).
     The result is also recorded in each artifact's manifest.json under `check`.
     """
-    from edgekit.artifact import write_output
     from edgekit.check.baseline import load_baseline
     from edgekit.check.gate import CheckOptions
     from edgekit.check.gate import check as run_check
     from edgekit.check.outputs import append_step_summary, junit_xml
     from edgekit.check.outputs import markdown as markdown_text
+    from edgekit.core.files import write_output
 
     if reference not in ("auto", "torch", "onnx", "tflite"):
         raise EdgekitError(f"--reference {reference!r}: use auto, torch, onnx or tflite.")
@@ -190,12 +190,12 @@ def sweep(
     when the sweep runs again: an interrupted sweep continues where it stopped. Latency is measured one point
     at a time after training. Exit 1 when a point failed or missed its accuracy budget.
     """
-    from edgekit.bench.run import BenchOptions
-    from edgekit.bench.run import bench as run_bench
+    from edgekit.bench.host import BenchOptions
+    from edgekit.bench.host import bench as run_bench
     from edgekit.cli import _load_recipe_with, _thread_counts
     from edgekit.devices.profiles import load_profile
+    from edgekit.pipeline.sweep import needs_bench, plan_points, run_points
     from edgekit.report.render import write_report
-    from edgekit.sweep import needs_bench, plan_points, run_points
 
     widths = _numbers(width, "--width", float)
     resolutions = _numbers(resolution, "--resolution", int)

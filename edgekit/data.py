@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 FASHION_MNIST_ENV = "EDGEKIT_FASHION_MNIST"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.errors import EdgekitError
 from edgekit.data import ImageSet, Preprocess
-from edgekit.errors import EdgekitError
-from edgekit.runtime import Runner
+from edgekit.runtime.runners import Runner
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 def inspect_file(path: Path) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
 
 
 def _inspect_tflite(path: Path) -> dict[str, Any]:
-    from edgekit.runtime import tflite_interpreter
+    from edgekit.runtime.runners import tflite_interpreter
 
     try:
         interpreter = tflite_interpreter(path, delegates=False)

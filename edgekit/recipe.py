@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 
 def _choice(*values: str) -> dict[str, Any]:

@@ -23,16 +23,15 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from edgekit.artifact import write_json_atomic, write_text_atomic
 from edgekit.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import clean_stale, output_lock, write_json_atomic, write_text_atomic
+from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip, load_split, preprocess_for
-from edgekit.errors import EdgekitError
 from edgekit.evaluate import Evaluation, evaluate
 from edgekit.models import build, resolve_spec
 from edgekit.models._registry import ModelSpec
 from edgekit.recipe import Recipe
-from edgekit.safe_files import clean_stale, output_lock
-from edgekit.ui import Reporter
 
 LAST, BEST, METRICS, SUMMARY = "last.pt", "best.pt", "metrics.jsonl", "summary.json"
 

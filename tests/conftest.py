@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # tools/ holds helpers the tests share with the scripts (tools.imagenet_samples)
+    sys.path.insert(0, str(REPO))
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 

@@ -340,7 +340,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 def test_malicious_pickle_never_runs(inputs: Path, tmp_path: Path) -> None:
     """Loading goes through torch.load(weights_only=True): the payload's os.system is never called."""
     from edgekit.checkpoint import load_checkpoint
-    from edgekit.errors import EdgekitError
+    from edgekit.core.errors import EdgekitError
 
     marker = tmp_path / "pwned"
     torch.save(Evil(marker), tmp_path / "evil.pt")
@@ -354,12 +354,12 @@ def test_malicious_pickle_never_runs(inputs: Path, tmp_path: Path) -> None:
 def test_unexpected_error_is_one_line_exit_3_and_debug_shows_the_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import edgekit.profile
+    import edgekit.models.complexity
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(edgekit.profile, "profile_spec", broken)
+    monkeypatch.setattr(edgekit.models.complexity, "profile_spec", broken)
     code, _, err = run_main(["profile", "mobilenet_v2"], monkeypatch, capsys)
     assert code == 3
     assert [line for line in err.splitlines() if line.strip()] == [

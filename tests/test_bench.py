@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.bench import benchmark_model, harness
+from edgekit.bench import benchmark_model
+from edgekit.core.errors import EdgekitError
 from edgekit.devices.profiles import find_profiles, load_profile, read_profile
-from edgekit.errors import EdgekitError
+from edgekit.runtime import harness
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from edgekit.core.errors import EdgekitError
 from edgekit.data import (
     FASHION_MNIST_ENV,
     DataSource,
@@ -18,7 +19,6 @@ from edgekit.data import (
     preprocess_for,
     seeded_split,
 )
-from edgekit.errors import EdgekitError
 
 
 def test_fashion_mnist_is_the_real_dataset():

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgekit.artifact import sha256_file
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import sha256_file
 from edgekit.export import export_model
 from edgekit.inspect import inspect_file
 from edgekit.models import create, resolve_spec
@@ -72,7 +72,7 @@ def test_onnx_dynamic_batch_and_checker(tmp_path):
 
 
 def test_torchvision_weights_export_with_their_hash(tmp_path):
-    from edgekit.pretrained import torchvision_mobilenet_v2
+    from tools.imagenet_samples import torchvision_mobilenet_v2
 
     weights = torchvision_mobilenet_v2()
     spec = resolve_spec("mobilenet_v2", resolution=96)

@@ -9,13 +9,13 @@ import torch
 from blocks import MAX_STEPS_OFF, steps_off
 from torch import nn
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.export.int8 import ort_fused_histogram
 from edgekit.models import batchnorm_statistics_from_noise, create
 from edgekit.quantize import fallback
 from edgekit.quantize.annotator import QuantSettings
 from edgekit.quantize.int8 import convert, export_int8_onnx, export_int8_tflite, prepare, tflite_int8_report
-from edgekit.runtime import OnnxRunner, TFLiteRunner
+from edgekit.runtime.runners import OnnxRunner, TFLiteRunner
 
 RESOLUTION = 32
 

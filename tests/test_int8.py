@@ -10,15 +10,15 @@ import torch
 from blocks import MAX_STEPS_OFF, Block, steps_off
 from onnx import numpy_helper
 
-from edgekit.bench import harness
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.export.int8 import ort_fused_histogram
 from edgekit.inspect import inspect_file
 from edgekit.models import batchnorm_statistics_from_noise, create
-from edgekit.parity import compare
 from edgekit.quantize.annotator import QuantSettings
 from edgekit.quantize.int8 import export_int8_onnx, export_int8_tflite, quantize_ptq, tflite_int8_report
-from edgekit.runtime import OnnxRunner, TFLiteRunner
+from edgekit.runtime import harness
+from edgekit.runtime.parity import compare
+from edgekit.runtime.runners import OnnxRunner, TFLiteRunner
 
 RESOLUTION = 32
 FULL_INTEGER = ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",

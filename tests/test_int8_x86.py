@@ -16,9 +16,9 @@ import pytest
 import torch
 from blocks import MAX_STEPS_OFF, Block, steps_off
 
-from edgekit.bench import harness
 from edgekit.quantize.annotator import QuantSettings
 from edgekit.quantize.int8 import export_int8_onnx, quantize_ptq
+from edgekit.runtime import harness
 
 REPO = Path(__file__).resolve().parents[1]
 ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -26,7 +26,7 @@ ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
 RUN_UNDER_QEMU = """
 import sys
 import numpy as np
-from edgekit.bench import harness
+from edgekit.runtime import harness
 harness.int8_products_saturate = lambda: sys.argv[1] == "exact"
 model = harness.OnnxModel(sys.argv[2], threads=1)
 out = []

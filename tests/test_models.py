@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.models import create, get_entry, list_models, make_divisible
-from edgekit.profile import profile_spec
+from edgekit.models.complexity import profile_spec
 
 FAMILIES = {
     "MobileNetV1", "MobileNetV2", "MobileNetV3", "ShuffleNetV1", "ShuffleNetV2", "EfficientNet",

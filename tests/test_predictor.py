@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.models import build, get_entry, list_models, resolve_spec
+from edgekit.models.complexity import profile_spec
 from edgekit.predictor.context import context_times, unit_shares
 from edgekit.predictor.table import LatencyTable, load_table, new_table, table_path, unit_features
 from edgekit.predictor.units import OP_FEATURES, cut, cut_spec
-from edgekit.profile import profile_spec
 from tests.conftest import run_edgekit
 
 # One network per family (and MobileNetV1, whose blocks are Sequential subclasses).
@@ -459,7 +459,7 @@ def test_a_unit_in_two_models_takes_the_geometric_mean_of_its_shares():
 
 def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
     """Each run holds its models in memory: with room for one file at a time, every unit still gets its time."""
-    from edgekit.bench.run import BenchOptions
+    from edgekit.bench.host import BenchOptions
     from edgekit.devices.profiles import load_profile
     from edgekit.predictor import measure
 

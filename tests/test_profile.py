@@ -6,7 +6,7 @@ import pytest
 from torch import nn
 
 from edgekit.models import create
-from edgekit.profile import profile_model, profile_spec
+from edgekit.models.complexity import profile_model, profile_spec
 
 
 class Toy(nn.Module):

@@ -5,7 +5,7 @@ The counts come from the profiler walking the real module; the figures below are
 
 import pytest
 
-from edgekit.profile import profile_spec
+from edgekit.models.complexity import profile_spec
 
 # name, spec kwargs, params (exact), MACs (millions, within 1%): torchvision's published figures.
 TORCHVISION = [

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from edgekit.checkpoint import read_trained
+from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, load_split, preprocess_for
-from edgekit.errors import EdgekitError
 from edgekit.models import create
 from edgekit.quantize.annotator import QuantSettings
 from edgekit.quantize.int8 import quantize_ptq

@@ -3,7 +3,7 @@
 import pytest
 from conftest import RECIPES
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.models import get_entry, list_models, resolve_spec
 from edgekit.recipe import load_recipe, parse_recipe
 

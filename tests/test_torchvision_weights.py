@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from edgekit.models import create
-from edgekit.photos import imagenet_preprocess
-from edgekit.pretrained import torchvision_mobilenet_v2
+from tools.imagenet_samples import imagenet_preprocess, torchvision_mobilenet_v2
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {504, 967, 968}  # coffee mug, espresso, cup

@@ -12,7 +12,7 @@ import torch
 from conftest import DIGITS_RECIPE, RECIPES, write_recipe
 
 from edgekit.checkpoint import load_checkpoint
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.recipe import load_recipe
 from edgekit.train import train
 

@@ -22,10 +22,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.core.ui import Reporter
 from edgekit.models import build, resolve_spec
 from edgekit.recipe import load_recipe
 from edgekit.train import train
-from edgekit.ui import Reporter
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mobilenet_v2_fashion.yaml"
 

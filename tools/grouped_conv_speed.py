@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgekit.bench.harness import measure  # noqa: E402
 from edgekit.predictor.measure import FORMATS, export  # noqa: E402
+from edgekit.runtime.harness import measure  # noqa: E402
 
 SHAPES = ((192, 28), (384, 14))  # (channels, spatial size): RegNet stage 2 and 3 shapes at 224 px
 GROUP_WIDTHS = (8, 16, 24, 32, 48, 64)

@@ -24,14 +24,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgekit.errors import EdgekitError  # noqa: E402
-from edgekit.export.converters import quiet  # noqa: E402
+from edgekit.core.errors import EdgekitError  # noqa: E402
+from edgekit.core.quiet import quiet  # noqa: E402
 from edgekit.models import create  # noqa: E402
-from edgekit.photos import photo_batch  # noqa: E402
-from edgekit.pretrained import torchvision_mobilenet_v2  # noqa: E402
 from edgekit.quantize.annotator import QuantSettings  # noqa: E402
 from edgekit.quantize.int8 import export_int8_onnx, export_int8_tflite, quantize_ptq  # noqa: E402
-from edgekit.runtime import OnnxRunner, TFLiteRunner  # noqa: E402
+from edgekit.runtime.runners import OnnxRunner, TFLiteRunner  # noqa: E402
+from tools.imagenet_samples import (
+    photo_batch,  # noqa: E402
+    torchvision_mobilenet_v2,  # noqa: E402
+)
 
 INPUT_SHAPE = (3, 224, 224)
 CONFIDENT = 0.5  # FP32 top-1 probability above which a changed prediction is a real change, not a near-tie

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgekit.bench.harness import measure  # noqa: E402
-from edgekit.export.converters import export_onnx, export_tflite, quiet  # noqa: E402
+from edgekit.core.quiet import quiet  # noqa: E402
+from edgekit.export.converters import export_onnx, export_tflite  # noqa: E402
 from edgekit.models import batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
 from edgekit.predictor.units import cut  # noqa: E402
 from edgekit.quantize.annotator import QuantSettings  # noqa: E402
@@ -37,6 +37,7 @@ from edgekit.quantize.int8 import (  # noqa: E402
     export_int8_tflite,
     prepare_captured,
 )
+from edgekit.runtime.harness import measure  # noqa: E402
 
 CALIBRATION_IMAGES = 16
 

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from edgekit.bench.run import BenchOptions
+from edgekit.bench.host import BenchOptions
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import output_lock
 from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.errors import EdgekitError
 from edgekit.models import ModelSpec, build, get_entry, list_models, resolve_spec
 from edgekit.predictor.calibrate import (
     CALIBRATION_NAMES,
@@ -42,7 +43,6 @@ from edgekit.predictor.calibrate import (
 from edgekit.predictor.measure import time_on_device
 from edgekit.predictor.table import LatencyTable, load_table, table_path
 from edgekit.predictor.units import cut_spec
-from edgekit.safe_files import output_lock
 
 AGAIN = " again"
 

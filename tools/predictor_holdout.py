@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from predictor_error import _spec_of, distribution  # noqa: E402
 
+from edgekit.core.errors import EdgekitError  # noqa: E402
 from edgekit.devices.profiles import load_profile  # noqa: E402
-from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.predictor.table import load_table  # noqa: E402
 from edgekit.predictor.units import cut_spec  # noqa: E402
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import write_output
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import write_output
 
 VERSION = 1
 

@@ -15,15 +15,16 @@ from typing import Any
 
 import torch
 
-from edgekit.artifact import artifact_name, locate_artifact, read_manifest, sha256_file, update_manifest, verify_files
+from edgekit.artifact import artifact_name, locate_artifact, read_manifest, update_manifest, verify_files
 from edgekit.bench.records import latest_p50
 from edgekit.check.baseline import Baseline, BaselineEntry
 from edgekit.checkpoint import read_trained
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import sha256_file
 from edgekit.data import DataSource, ImageSet, load_split, require_same_classes
-from edgekit.errors import EdgekitError
 from edgekit.evaluate import evaluate
 from edgekit.models import ModelSpec
-from edgekit.runners import open_model
+from edgekit.runtime.open import open_model
 
 INT8_FORMATS = ("onnx_int8", "tflite_int8")
 FP32_FORMATS = ("onnx", "tflite")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 TRANSPORTS = ("local", "ssh", "adb")
 _TOP_KEYS = {"name", "description", "transport", "ssh", "adb", "arch", "threads", "cores", "python", "runtime",

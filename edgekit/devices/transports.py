@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from edgekit.core.errors import EdgekitError
 from edgekit.devices.profiles import AdbTarget, DeviceProfile, SshTarget
-from edgekit.errors import EdgekitError
 
 
 class DeviceError(EdgekitError):

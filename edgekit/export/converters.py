@@ -2,50 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.core.quiet import quiet
 from edgekit.export.layout import nhwc_channel_shuffles
 
 ONNX_OPSET = 18
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Converters print progress and warnings of their own, some from C++ straight to file descriptors 1 and 2:
-    keep the user's terminal for ours. What they printed is kept and shown if the conversion fails."""
-    loggers = [logging.getLogger(n) for n in ("", "torch", "torch.onnx", "absl", "litert_torch")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool = False) -> None:

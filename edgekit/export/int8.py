@@ -15,12 +15,11 @@ import torch
 from torch import nn
 
 from edgekit.artifact import file_record
+from edgekit.core.errors import EdgekitError
+from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess
-from edgekit.errors import EdgekitError
-from edgekit.export.converters import quiet
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec
-from edgekit.parity import compare
 from edgekit.quantize.annotator import CALIBRATION_METHODS, QuantSettings
 from edgekit.quantize.fallback import quantize_within_budget
 from edgekit.quantize.int8 import (
@@ -31,7 +30,8 @@ from edgekit.quantize.int8 import (
     tflite_int8_report,
 )
 from edgekit.quantize.qat import QatSchedule, quantize_qat
-from edgekit.runtime import OnnxRunner, Runner, TFLiteRunner
+from edgekit.runtime.parity import compare
+from edgekit.runtime.runners import OnnxRunner, Runner, TFLiteRunner
 
 DEFAULT_CALIBRATION_SIZE = 512
 MIN_FORMAT_AGREEMENT = 0.99  # top-1 agreement between the ONNX and TFLite INT8 files on the evaluation set

@@ -12,18 +12,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record, staged_directory, write_json_atomic
+from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record
 from edgekit.checkpoint import load_weights
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import staged_directory, write_json_atomic
+from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
-from edgekit.errors import EdgekitError
 from edgekit.evaluate import evaluate
-from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite, quiet
+from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite
 from edgekit.export.int8 import Int8Options, build_int8, calibration_set
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
-from edgekit.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
-from edgekit.profile import profile_model
-from edgekit.runtime import OnnxRunner, TFLiteRunner, TorchRunner
+from edgekit.models.complexity import profile_model
+from edgekit.runtime.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
+from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, TorchRunner
 
 FORMATS = ("onnx", "tflite")
 PARITY_SAMPLES = 16

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 2048  # beyond it one activation of a large model outgrows any device's memory

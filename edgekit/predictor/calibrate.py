@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.models import ModelSpec, build, get_entry, list_models, resolve_spec
 from edgekit.predictor.context import context_times, unit_shares
 from edgekit.predictor.measure import time_on_device

@@ -33,7 +33,7 @@ PROFILE_OPTIONS = {"op_profile": True, "all_nodes": True, "warmup_runs": 3, "war
 
 def _short_windows(options: Any) -> dict[str, Any]:
     """The calibration timing windows for the settings a user left at bench's defaults; theirs for the rest."""
-    from edgekit.bench.run import BenchOptions
+    from edgekit.bench.host import BenchOptions
 
     defaults = BenchOptions()
     return {k: v for k, v in CALIBRATION_OPTIONS.items() if getattr(options, k) == getattr(defaults, k)}
@@ -53,7 +53,8 @@ class Timed:
 
 
 def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
-    from edgekit.export.converters import export_onnx, export_tflite, quiet
+    from edgekit.core.quiet import quiet
+    from edgekit.export.converters import export_onnx, export_tflite
 
     with quiet(), torch.no_grad():
         (export_onnx if fmt == "onnx" else export_tflite)(module.eval(), example, path)
@@ -63,7 +64,7 @@ def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path
                progress: Callable[[str], None] | None = None) -> dict[str, tuple[str, str]]:
     """Export each distinct unit and each whole model into `folder` (a file already there is reused: the names
     are signatures and spec keys, which fix what the file computes). Returns file name -> (unit|model, key)."""
-    from edgekit.safe_files import atomic_path
+    from edgekit.core.files import atomic_path
 
     fmt = FORMATS[runtime]
     distinct: dict[str, Unit] = {}
@@ -118,9 +119,9 @@ def batch_bytes(profile: Any) -> int:
     """How many bytes of model files one device run may take, from the memory the device has free."""
     import contextlib
 
-    from edgekit.bench.run import probe_device
+    from edgekit.core.errors import EdgekitError
+    from edgekit.devices.probe import probe_device
     from edgekit.devices.transports import connect
-    from edgekit.errors import EdgekitError
 
     try:
         transport = connect(profile)
@@ -140,7 +141,7 @@ def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any
     holds every model of a run in memory to interleave them, and a calibration's hundreds of models would not fit
     a phone's or a Pi's. Models in one run are timed across the same stretch of it; between runs a machine's
     speed drifts, so the files are dealt in a fixed shuffled order and the drift falls on no one kind."""
-    from edgekit.bench.run import bench_device, model_files
+    from edgekit.bench.host import bench_device, model_files
 
     order = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
     batches: list[list[str]] = [[]]

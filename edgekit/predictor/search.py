@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.models import ModelSpec, get_entry, list_models, resolve_spec
 from edgekit.predictor.table import LatencyTable
 from edgekit.predictor.units import cut_spec
@@ -106,7 +106,7 @@ def winner_recipe(candidate: Candidate, base: Any | None, out: Path) -> Path:
     """Write the winner's recipe (the base recipe with the model replaced) and return its path."""
     import yaml
 
-    from edgekit.artifact import write_text_atomic
+    from edgekit.core.files import write_text_atomic
     from edgekit.recipe import parse_recipe
 
     spec = candidate.spec

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.predictor.units import KERNEL_FEATURES, OP_FEATURES, Unit
 
 # 2: unit records carry their per-layer-kind work ("ops"); 3: and their kernel features; 4: signatures leave out
@@ -267,7 +267,7 @@ class LatencyTable:
         return table
 
     def save(self, path: Path) -> None:
-        from edgekit.artifact import write_json_atomic
+        from edgekit.core.files import write_json_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, self.to_dict())

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.models._layers import StochasticDepth
 
 # What a unit's layers do, by kind: the multiply-accumulates of each kind of convolution (the kinds run different

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 from edgekit.quantize.annotator import WEIGHTED, QuantSettings, fused_activation
 from edgekit.quantize.int8 import QuantizedModel, capture, convert, prepare_captured, quantize_ptq
 

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from edgekit.errors import EdgekitError
-from edgekit.export.converters import ONNX_OPSET, quiet, tflite_ready
+from edgekit.core.errors import EdgekitError
+from edgekit.core.quiet import quiet
+from edgekit.export.converters import ONNX_OPSET, tflite_ready
 from edgekit.quantize.annotator import EdgeQuantizer, QuantSettings
 from edgekit.quantize.equalize import equalize
 from edgekit.quantize.onnx_qdq import tidy_qdq

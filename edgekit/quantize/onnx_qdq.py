@@ -14,7 +14,7 @@ int8 constant and nothing sits between the Conv and the QuantizeLinear. So:
 - a Clip or Relu whose every consumer is a QuantizeLinear that already saturates inside the clamp's range is
   dropped: the int8 range *is* the ReLU6, exactly as TFLite's fused activation;
 - every weight DequantizeLinear gets its own weight and zero-point initializers (torch.onnx shares equal
-  constants): on x86 CPUs without VNNI, ORT's exact-int8 mode (bench.harness.ort_session_options) rewrites each fused
+  constants): on x86 CPUs without VNNI, ORT's exact-int8 mode (runtime.harness.ort_session_options) rewrites each fused
   weight and zero point to uint8 under a name derived from the original, and fails on a shared one.
 """
 

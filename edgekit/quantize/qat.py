@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from edgekit.checkpoint import TrainedModel
+from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip
-from edgekit.errors import EdgekitError
 from edgekit.quantize.annotator import QuantSettings
 from edgekit.quantize.int8 import QuantizedModel, convert, prepare
 from edgekit.recipe import DEFAULT_QAT_LR

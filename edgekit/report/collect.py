@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekit.artifact import locate_artifact, read_manifest
 from edgekit.bench.records import latest_p50
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 INT8_PREFERENCE = ("tflite_int8", "onnx_int8")
 FP32_PREFERENCE = ("torch", "tflite", "onnx")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from edgekit.core.files import atomic_file
 from edgekit.report.collect import Row
-from edgekit.safe_files import atomic_file
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

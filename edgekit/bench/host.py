@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import MANIFEST, read_manifest, sha256_file, update_manifest, verify_files
-from edgekit.bench import benchmark_model, harness
+from edgekit.artifact import MANIFEST, read_manifest, update_manifest, verify_files
+from edgekit.bench import benchmark_model
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import sha256_file
+from edgekit.devices.probe import adb_properties, device_json, probe_device, remote_argv
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import DeviceError, Transport, connect
-from edgekit.errors import EdgekitError
+from edgekit.runtime import harness
 
-HARNESS = Path(harness.__file__)
 FORMAT_RUNTIME = {".tflite": "tflite", ".onnx": "onnxruntime"}
 # Runtimes the harness can use for each edgekit runtime name, as its probe reports them.
 RUNTIME_PACKAGES = {"tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow"), "onnxruntime": ("onnxruntime",)}
@@ -96,7 +97,7 @@ def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ..
 
 
 def _open_here(path: Path, runtime: str) -> Any:
-    from edgekit.export.converters import quiet
+    from edgekit.core.quiet import quiet
 
     try:
         with quiet():
@@ -162,39 +163,6 @@ def input_shape(model: Any) -> list[Any]:
 # --- one device ---------------------------------------------------------------------------------------------------
 
 
-def _json_from(done: Any, where: str, what: str) -> dict[str, Any]:
-    if done.returncode == 124 or done.returncode == 137:
-        raise DeviceError(f"the benchmark on {where} ran past its time limit and was stopped: use a smaller "
-                          "--runs/--min-seconds, or raise timeout_s in the device profile.")
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit code {done.returncode}"
-        if "No module named 'numpy'" in last:
-            raise DeviceError(f"{where} has no numpy for its Python: install it (pip install numpy, or "
-                              "apt install python3-numpy) and run again.")
-        if done.returncode == 127 or "not found" in last and "python" in last:
-            raise DeviceError(f"{where} has no Python to run the harness ({last}): install python3 and numpy, or "
-                              "set python: in the device profile (or adb: benchmark_model: for a phone).")
-        raise DeviceError(f"{what} failed on {where}: {last}")
-    try:
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        raise DeviceError(f"{what} on {where} printed no result: {done.stdout.strip()[-200:]!r}") from None
-
-
-def _remote(profile: DeviceProfile, argv: list[str], timeout: float) -> list[str]:
-    # A hung runner is killed on the device itself, not just the ssh/adb client here.
-    return argv if profile.transport == "local" else ["timeout", "-k", "5", str(int(timeout)), *argv]
-
-
-def probe_device(profile: DeviceProfile, transport: Transport, workdir: str) -> dict[str, Any]:
-    where = getattr(transport, "where", profile.name)
-    remote_harness = f"{workdir}/harness.py"
-    transport.push(HARNESS, remote_harness)
-    done = transport.run(_remote(profile, [*transport.python, remote_harness, "--probe"], 120), 150)
-    return _json_from(done, where, "the device probe")
-
-
 def _check_runtimes(files: list[ModelFile], info: dict[str, Any], where: str) -> list[ModelFile]:
     have = info.get("runtimes", {})
     usable = [f for f in files if any(p in have for p in RUNTIME_PACKAGES[f.runtime])]
@@ -233,8 +201,8 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
             argv += ["--cores", cores]
         if options.op_profile:
             argv += ["--op-profile", workdir, *(["--all-nodes"] if options.all_nodes else [])]
-        done = transport.run(_remote(profile, argv, profile.timeout_s), profile.timeout_s + 30)
-        report = _json_from(done, where, "the benchmark")
+        done = transport.run(remote_argv(profile, argv, profile.timeout_s), profile.timeout_s + 30)
+        report = device_json(done, where, "the benchmark")
     finally:
         with contextlib.suppress(EdgekitError):
             transport.remove_dir(workdir)
@@ -287,7 +255,7 @@ def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: lis
                 argv = benchmark_model.command(
                     f"{workdir}/benchmark_model", remote, threads, options.warmup_seconds, options.warmup_runs,
                     options.runs, options.min_seconds, options.cores or profile.cores, options.op_profile)
-                done = transport.run(_remote(profile, argv, profile.timeout_s), profile.timeout_s + 30)
+                done = transport.run(remote_argv(profile, argv, profile.timeout_s), profile.timeout_s + 30)
                 try:
                     parsed = benchmark_model.parse(done.stdout + "\n" + done.stderr)
                 except benchmark_model.BenchmarkOutputError as exc:
@@ -298,18 +266,6 @@ def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: lis
         with contextlib.suppress(EdgekitError):
             transport.remove_dir(workdir)
     return DeviceRun(profile.name, profile.transport, info, results, warnings)
-
-
-def adb_properties(transport: Transport) -> dict[str, Any]:
-    info: dict[str, Any] = {}
-    for key, prop in (("abi", "ro.product.cpu.abi"), ("model", "ro.product.model"),
-                      ("soc", "ro.soc.model"), ("android", "ro.build.version.release")):
-        done = transport.run(["getprop", prop], 30)
-        info[key] = done.stdout.strip() or None
-    done = transport.run(["uname", "-m"], 30)
-    info["arch"] = done.stdout.strip() or None
-    info["cpu_model"] = info.get("soc") or info.get("model")
-    return info
 
 
 def bench_device(profile: DeviceProfile, files: list[ModelFile], options: BenchOptions) -> DeviceRun:

@@ -140,7 +140,7 @@ def build(variant: Variant, c: int) -> tuple[nn.Module, torch.Tensor]:
 
 
 def macs(model: nn.Module, example: torch.Tensor) -> int:
-    from edgekit.profile import profile_model
+    from edgekit.models.complexity import profile_model
 
     return profile_model(model, tuple(example.shape[1:])).macs
 
@@ -167,7 +167,8 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
                  experiments: tuple[str, ...] | None = None,
                  progress: Callable[[str], None] | None = None) -> list[Case]:
     """Export every case of the chosen experiments into `out` (ONNX or TFLite) and return them."""
-    from edgekit.export.converters import export_onnx, export_tflite, quiet
+    from edgekit.core.quiet import quiet
+    from edgekit.export.converters import export_onnx, export_tflite
 
     cases = []
     for exp in EXPERIMENTS:
@@ -189,7 +190,7 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
 
 def measure(cases: list[Case], models: Path, profile: Any, options: Any) -> dict[str, Any]:
     """Time every case on the device with the bench machinery; fills each case's p50 and returns the device info."""
-    from edgekit.bench.run import bench_device, model_files
+    from edgekit.bench.host import bench_device, model_files
 
     files = [f for case in cases for f in model_files(models / case.file)]
     run = bench_device(profile, files, options)
@@ -220,7 +221,7 @@ def plot(cases: list[Case], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgekit.safe_files import atomic_file
+    from edgekit.core.files import atomic_file
 
     experiments = [e for e in EXPERIMENTS if any(c.experiment == e.key for c in cases)]
     fig, axes = plt.subplots(1, len(experiments), figsize=(4.2 * len(experiments), 4.2), squeeze=False)

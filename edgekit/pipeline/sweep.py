@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from edgekit.artifact import locate_artifact, read_manifest, write_text_atomic
+from edgekit.artifact import locate_artifact, read_manifest
 from edgekit.bench.records import latest_p50
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
+from edgekit.core.files import write_text_atomic
 from edgekit.recipe import Recipe, parse_recipe
 
 

@@ -11,6 +11,8 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from edgekit.errors import EdgekitError
+from edgekit.core.errors import EdgekitError
 
 _TAIL = r"\.(?P<pid>\d+)\.(?:.*\.)?(?:tmp|partial|old)$"
 _held: dict[Path, int] = {}  # locks this process holds, with their depth: a nested stage takes its own lock again
@@ -183,3 +185,50 @@ def replace_directory(staging: Path, final: Path) -> None:
     os.replace(final, old)  # a kill here is repaired by clean_stale, which moves `old` back
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (see `atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user named (a report, a baseline) atomically; an unwritable place is their error to fix."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+    except OSError as exc:
+        raise EdgekitError(f"cannot write {path} ({exc.strerror}): choose a writable path.") from None
+
+
+@contextlib.contextmanager
+def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside `final`; on success it replaces `final` atomically.
+
+    The output is locked for the whole time (a second writer fails at once); on any failure (or Ctrl-C) the
+    staging directory is removed and an existing `final` is untouched. An existing `final` is only replaced
+    when `force` is set.
+    """
+    final = final.resolve()
+    with output_lock(final):
+        if final.exists() and not force:
+            raise EdgekitError(f"{final} already exists: pass --force to replace it, or --out to write elsewhere.")
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
+        try:
+            yield staging
+            replace_directory(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

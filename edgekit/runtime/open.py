@@ -7,11 +7,11 @@ from pathlib import Path
 
 from edgekit.artifact import read_manifest, verify_files
 from edgekit.checkpoint import read_trained
+from edgekit.core.errors import EdgekitError
+from edgekit.core.quiet import quiet
 from edgekit.data import Preprocess
-from edgekit.errors import EdgekitError
-from edgekit.export.converters import quiet
 from edgekit.models import ModelSpec
-from edgekit.runtime import OnnxRunner, Runner, TFLiteRunner, TorchRunner
+from edgekit.runtime.runners import OnnxRunner, Runner, TFLiteRunner, TorchRunner
 
 
 @dataclass

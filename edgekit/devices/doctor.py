@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.core.errors import EdgekitError
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import connect
-from edgekit.errors import EdgekitError
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Check:
 
 def check_device(profile: DeviceProfile) -> tuple[list[Check], dict[str, Any]]:
     """Checks in order; the first that fails stops the rest when they depend on it."""
-    from edgekit.bench.run import adb_properties, probe_device
+    from edgekit.devices.probe import adb_properties, probe_device
 
     checks: list[Check] = []
     try:
