@@ -12,8 +12,8 @@ from torch import nn
 
 from edgekit.core.errors import EdgekitError, first_line
 from edgekit.core.files import atomic_path
-from edgekit.data import Preprocess
-from edgekit.models import ModelSpec, build, spec_from_record
+from edgekit.data import DataSource, ImageSet, Preprocess, load_split, preprocess_for
+from edgekit.models import ModelSpec, build, resolve_spec, spec_from_record
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -136,3 +136,56 @@ def read_trained(path: Path) -> TrainedModel:
 
 def is_checkpoint_path(text: str) -> bool:
     return text.endswith((".pt", ".pth")) or Path(text).is_file()
+
+
+def resolve_source(target: str, width: float | None = None, resolution: int | None = None,
+                   res_mult: float | None = None, num_classes: int = 1000, in_channels: int = 3,
+                   options: dict[str, Any] | None = None,
+                   weights: Path | None = None) -> tuple[ModelSpec, Path | None, TrainedModel | None]:
+    """What to export: a model name (with its size and options, and optional weights) or an edgekit checkpoint.
+
+    Returns (spec, weights, TrainedModel | None). Size flags cannot change a trained checkpoint's model, and
+    weights must hold the named architecture.
+    """
+    if is_checkpoint_path(target):
+        if weights is not None:
+            raise EdgekitError(f"{target} is a checkpoint already: drop --weights, or give a model name instead.")
+        trained = read_trained(Path(target))
+        given = {"width": width, "resolution": resolution, "res_mult": res_mult, "option": options or None}
+        clash = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if clash:
+            raise EdgekitError(
+                f"{', '.join(clash)} cannot change a trained checkpoint's model: export it as trained, "
+                "or train a recipe with the new settings."
+            )
+        return trained.spec, trained.path, trained
+    width = 1.0 if width is None else width
+    spec = resolve_spec(target, width=width, resolution=resolution, res_mult=res_mult, num_classes=num_classes,
+                        in_channels=in_channels, **(options or {}))
+    if weights is not None and weights.is_file():
+        try:
+            trained = read_trained(weights)
+        except EdgekitError:
+            return spec, weights, None  # a plain state_dict: load_weights checks it strictly
+        if trained.spec.name != spec.name:
+            raise EdgekitError(
+                f"{weights} holds a {trained.spec.name}, not a {spec.name}: export it with `edgekit export {weights}`."
+            )
+        return trained.spec, weights, trained
+    return spec, weights, None
+
+
+def evaluation_data(eval_data: str | None, trained: TrainedModel | None,
+                    spec: ModelSpec) -> tuple[ImageSet | None, Preprocess | None]:
+    """The validation split a model is checked on, and the preprocessing to apply to it.
+
+    `eval_data` is a data source, 'auto' (a checkpoint's own data) or None; with a checkpoint and no
+    `eval_data`, its own data is still loaded for parity on real images. Neither: (None, None).
+    """
+    if trained is None and eval_data in (None, "auto"):
+        if eval_data == "auto":
+            raise EdgekitError("--eval auto needs an edgekit checkpoint: name the data, e.g. --eval digits.")
+        return None, None
+    source = DataSource.parse(trained.data if eval_data in (None, "auto") else eval_data)  # type: ignore[union-attr]
+    preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
+    return load_split(source, "val", spec.resolution, spec.in_channels), preprocess

@@ -227,3 +227,16 @@ def _type_name(t: Any) -> str:
         return f"a list of {typing.get_args(t)[0].__name__}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
         t, getattr(t, "__name__", str(t)))
+
+
+def with_overrides(recipe: Recipe, epochs: int | None = None, batch_size: int | None = None,
+                   limit_batches: int | None = None, data: str | None = None) -> Recipe:
+    """The recipe with the command line's overrides (`--epochs`, `--batch-size`, `--limit-batches`, `--data`)."""
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("limit_batches", limit_batches)):
+        if value is not None:
+            if value < 1:
+                raise EdgekitError(f"--{key.replace('_', '-')} must be at least 1, got {value}.")
+            setattr(recipe.train, key, value)
+    if data is not None:
+        recipe.data.source = data
+    return recipe

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgekit.cli import main
+from edgekit.cli.main import main
 
 RECIPE = """\
 name: tiny
@@ -269,28 +269,28 @@ CASES: list[tuple[str, list[str]]] = [
     ("run-unknown-key", ["run", "unknown-key.yaml"]),
     ("run-missing-imagefolder", ["run", "missing-data.yaml", "--out", "runs/x"]),
     ("run-zero-epochs", ["run", "recipe.yaml", "--epochs", "0"]),
-    ("bench-calibrate-with-target", ["bench", "art", "--calibrate-predictor"]),
-    ("bench-families-without-calibrate", ["bench", "art", "--families", "MobileNetV2"]),
-    ("bench-calibrate-and-guidelines", ["bench", "--calibrate-predictor", "--guidelines"]),
-    ("bench-calibrate-unknown-family", ["bench", "--calibrate-predictor", "--families", "AlexNet"]),
-    ("bench-calibrate-bad-resolutions", ["bench", "--calibrate-predictor", "--resolutions", "8"]),
-    ("bench-calibrate-bad-widths", ["bench", "--calibrate-predictor", "--widths", "wide"]),
-    ("bench-calibrate-two-threads", ["bench", "--calibrate-predictor", "--threads", "1,2"]),
-    ("predict-no-table", ["predict", "mobilenet_v2", "--threads", "2"]),
-    ("predict-damaged-table", ["predict", "mobilenet_v2"]),
-    ("predict-unknown-model", ["predict", "mobilenet_v9"]),
-    ("predict-zero-width", ["predict", "mobilenet_v2", "--width", "0"]),
-    ("predict-unknown-runtime", ["predict", "mobilenet_v2", "--runtime", "tensorrt"]),
-    ("predict-unknown-device", ["predict", "mobilenet_v2", "--device", "pi-zero"]),
-    ("search-no-budget", ["search"]),
-    ("search-negative-budget", ["search", "--latency-ms", "-1"]),
-    ("search-nan-budget", ["search", "--latency-ms", "nan"]),
-    ("search-unknown-family", ["search", "--latency-ms", "5", "--families", "AlexNet"]),
-    ("search-unknown-metric", ["search", "--latency-ms", "5", "--metric", "speed"]),
-    ("search-bad-widths", ["search", "--latency-ms", "5", "--widths", "0.5,wide"]),
-    ("search-bad-resolutions", ["search", "--latency-ms", "5", "--resolutions", "4000"]),
-    ("search-missing-recipe", ["search", "--latency-ms", "5", "--recipe", "nowhere.yaml"]),
-    ("search-damaged-table", ["search", "--latency-ms", "5", "--families", "mobilenet_v2"]),
+    ("latency-calibrate-with-target", ["latency", "calibrate", "art"]),
+    ("bench-family-is-not-a-bench-option", ["bench", "art", "--family", "MobileNetV2"]),
+    ("guidelines-with-target", ["guidelines", "art"]),
+    ("latency-calibrate-unknown-family", ["latency", "calibrate", "--family", "AlexNet"]),
+    ("latency-calibrate-bad-resolutions", ["latency", "calibrate", "--resolution", "8"]),
+    ("latency-calibrate-bad-widths", ["latency", "calibrate", "--width", "wide"]),
+    ("latency-calibrate-two-threads", ["latency", "calibrate", "--threads", "1,2"]),
+    ("latency-predict-no-table", ["latency", "predict", "mobilenet_v2", "--threads", "2"]),
+    ("latency-predict-damaged-table", ["latency", "predict", "mobilenet_v2"]),
+    ("latency-predict-unknown-model", ["latency", "predict", "mobilenet_v9"]),
+    ("latency-predict-zero-width", ["latency", "predict", "mobilenet_v2", "--width", "0"]),
+    ("latency-predict-unknown-runtime", ["latency", "predict", "mobilenet_v2", "--runtime", "tensorrt"]),
+    ("latency-predict-unknown-device", ["latency", "predict", "mobilenet_v2", "--device", "pi-zero"]),
+    ("latency-search-no-budget", ["latency", "search"]),
+    ("latency-search-negative-budget", ["latency", "search", "--latency-ms", "-1"]),
+    ("latency-search-nan-budget", ["latency", "search", "--latency-ms", "nan"]),
+    ("latency-search-unknown-family", ["latency", "search", "--latency-ms", "5", "--family", "AlexNet"]),
+    ("latency-search-unknown-metric", ["latency", "search", "--latency-ms", "5", "--metric", "speed"]),
+    ("latency-search-bad-widths", ["latency", "search", "--latency-ms", "5", "--width", "0.5,wide"]),
+    ("latency-search-bad-resolutions", ["latency", "search", "--latency-ms", "5", "--resolution", "4000"]),
+    ("latency-search-missing-recipe", ["latency", "search", "--latency-ms", "5", "--recipe", "nowhere.yaml"]),
+    ("latency-search-damaged-table", ["latency", "search", "--latency-ms", "5", "--family", "mobilenet_v2"]),
 ]
 
 

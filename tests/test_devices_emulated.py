@@ -243,7 +243,7 @@ def test_benchmark_model_binary_missing_is_named(device, artifact, tmp_path):
 def test_bench_guidelines_over_ssh(device, tmp_path):
     """The guideline models travel to the aarch64 board and back like any bench (plumbing: timings are emulated)."""
     _, _, env = device
-    done = run_edgekit("bench", "--guidelines", "--device", "emulated-ssh", "--only", "G2", "--sizes", "28",
+    done = run_edgekit("guidelines", "--device", "emulated-ssh", "--only", "G2", "--size", "28",
                        "--channel-scale", "0.25", *FAST, "--out", str(tmp_path / "g"), "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -256,8 +256,8 @@ def test_predictor_verbs_over_ssh(device, tmp_path):
     """Calibrate, predict and search against the aarch64 board (plumbing: emulated timings are not device timings)."""
     _, _, env = device
     env = {**env, "EDGEKIT_HOME": str(tmp_path / "home")}
-    grid = ["--families", "mobilenet_v2", "--widths", "0.35", "--resolutions", "32"]
-    done = run_edgekit("bench", "--calibrate-predictor", "--device", "emulated-ssh", *grid, *FAST, "--json", env=env)
+    grid = ["--family", "mobilenet_v2", "--width", "0.35", "--resolution", "32"]
+    done = run_edgekit("latency", "calibrate", "--device", "emulated-ssh", *grid, *FAST, "--json", env=env)
     assert done.returncode == 0, done.stderr
     calibration = json.loads(done.stdout)
     assert calibration["device"] == "emulated-ssh" and calibration["units"] >= 15
@@ -265,13 +265,13 @@ def test_predictor_verbs_over_ssh(device, tmp_path):
     assert calibration["runtime"] == "onnxruntime" and calibration["units_in_context"] == calibration["units"]
     table = json.loads(Path(calibration["table"]).read_text())
     assert table["info"]["arch"] == "aarch64" and all(u["ms"] > 0 for u in table["units"].values())
-    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--device", "emulated-ssh",
+    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--device", "emulated-ssh",
                        "--json", env=env)
     assert done.returncode == 0, done.stderr
     prediction = json.loads(done.stdout)
     assert prediction["measured_fraction"] == 1.0 and prediction["measured_ms"] > 0
-    done = run_edgekit("search", "--device", "emulated-ssh", "--latency-ms", "100000", "--families", "mobilenet_v2",
-                       "--widths", "0.35", "--resolutions", "32", "--out", str(tmp_path / "s"), "--json", env=env)
+    done = run_edgekit("latency", "search", "--device", "emulated-ssh", "--latency-ms", "100000", "--family", "mobilenet_v2",
+                       "--width", "0.35", "--resolution", "32", "--out", str(tmp_path / "s"), "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["within_budget"] == 1
     assert _leftovers() == []

@@ -31,7 +31,7 @@ def test_g4_variants_differ_only_in_relu_and_shortcut() -> None:
 @pytest.mark.slow
 def test_bench_guidelines_locally_writes_tables_json_and_png(tmp_path: Path, edgekit_cli) -> None:
     out = tmp_path / "g"
-    done = edgekit_cli("bench", "--guidelines", "--only", "G1,G4", "--sizes", "28", "--channel-scale", "0.25",
+    done = edgekit_cli("guidelines", "--only", "G1,G4", "--size", "28", "--channel-scale", "0.25",
                        "--runs", "3", "--min-seconds", "0", "--warmup-seconds", "0", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -44,7 +44,7 @@ def test_bench_guidelines_locally_writes_tables_json_and_png(tmp_path: Path, edg
     assert json.loads((out / "guidelines.json").read_text()) == result
     assert (out / "guidelines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.iterdir()) == ["guidelines.json", "guidelines.png"]  # models removed
-    table = edgekit_cli("bench", "--guidelines", "--only", "G3", "--sizes", "28", "--channel-scale", "0.25",
+    table = edgekit_cli("guidelines", "--only", "G3", "--size", "28", "--channel-scale", "0.25",
                         "--runs", "3", "--min-seconds", "0", "--warmup-seconds", "0", "--out", str(out))
     assert table.returncode == 0, table.stderr
     assert "G3: fragments in series and in parallel" in table.stdout and "4-fragment-parallel" in table.stdout
@@ -52,12 +52,12 @@ def test_bench_guidelines_locally_writes_tables_json_and_png(tmp_path: Path, edg
 
 @pytest.mark.parametrize("args, message", [
     (["--only", "G5"], "choose from G1, G2, G3, G4"),
-    (["--sizes", "4"], "not a list of sizes"),
+    (["--size", "4"], "not a list of sizes"),
     (["--threads", "1,2"], "one thread count"),
     (["--channel-scale", "9"], "out of range"),
     (["--device", "local,local"], "one device at a time"),
 ])
 def test_bench_guidelines_bad_input(args: list[str], message: str, edgekit_cli, tmp_path: Path) -> None:
-    done = edgekit_cli("bench", "--guidelines", *args, "--out", str(tmp_path / "g"))
+    done = edgekit_cli("guidelines", *args, "--out", str(tmp_path / "g"))
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "g").exists()

@@ -279,7 +279,7 @@ def test_round_trip(tmp_path, monkeypatch):
     assert table_path("dev", "onnxruntime", 2).parent == tmp_path / "predictors"
 
 
-GRID = ["--families", "mobilenet_v2", "--widths", "0.35", "--resolutions", "32,48"]
+GRID = ["--family", "mobilenet_v2", "--width", "0.35", "--resolution", "32,48"]
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def calibrated(tmp_path_factory):
     """A real calibration on this machine: MobileNetV2 x0.35 at 32 and 48 px, every block timed with ONNX Runtime."""
     home = tmp_path_factory.mktemp("edgekit-home")
     env = {"EDGEKIT_HOME": str(home)}
-    done = run_edgekit("bench", "--calibrate-predictor", *GRID, "--json", env=env)
+    done = run_edgekit("latency", "calibrate", *GRID, "--json", env=env)
     assert done.returncode == 0, done.stderr
     return env, json.loads(done.stdout)
 
@@ -315,14 +315,14 @@ def test_calibration_writes_a_table_of_every_block(calibrated):
 def test_recalibrating_measures_only_what_is_new(calibrated):
     env, result = calibrated
     before = json.loads(Path(result["table"]).read_text())
-    done = run_edgekit("bench", "--calibrate-predictor", *GRID, "--json", env=env)
+    done = run_edgekit("latency", "calibrate", *GRID, "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(Path(result["table"]).read_text())["units"] == before["units"]
 
 
 def test_predict_a_calibrated_model(calibrated):
     env, _ = calibrated
-    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--json", env=env)
+    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert {u["source"] for u in result["units"]} == {"measured"} and result["measured_fraction"] == 1.0
@@ -330,7 +330,7 @@ def test_predict_a_calibrated_model(calibrated):
     assert result["sum_units_ms"] == pytest.approx(sum(table["units"][u["signature"]]["ms"] for u in result["units"]))
     assert result["measured_ms"] > 0 and "calibration" in result["measured_how"]
     assert result["error_pct"] == pytest.approx(100 * (result["predicted_ms"] / result["measured_ms"] - 1))
-    shown = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", env=env)
+    shown = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", env=env)
     assert shown.returncode == 0 and "predicted latency" in shown.stdout and "measured latency" in shown.stdout
 
 
@@ -341,7 +341,7 @@ def load_table_from(env):
 
 def test_predict_an_unseen_shape_from_the_fits(calibrated):
     env, _ = calibrated
-    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "40", "--measure", "--json",
+    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "40", "--measure", "--json",
                        env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -360,21 +360,21 @@ def test_predict_an_unseen_shape_from_the_fits(calibrated):
 def test_predict_warns_of_kernel_paths_the_table_never_measured(calibrated):
     """A stem that reads 4 channels runs another kernel than the calibrated 3-channel one: the estimate says so."""
     env, _ = calibrated
-    done = run_edgekit("predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--in-channels", "4",
+    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--in-channels", "4",
                        "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["units"][0]["source"].startswith("fit: ")
     (warning,) = result["warnings"]
-    assert "conv3x3 (4-aligned channels)" in warning and "--families mobilenet_v2" in warning
+    assert "conv3x3 (4-aligned channels)" in warning and "--family mobilenet_v2" in warning
     assert all(u["source"] == "measured" for u in result["units"][1:]), "only the stem changed"
 
 
 def test_search_ranks_within_the_budget_and_writes_the_winners_recipe(calibrated, tmp_path):
     env, _ = calibrated
     out = tmp_path / "s"
-    done = run_edgekit("search", "--latency-ms", "1000", "--families", "MobileNetV2", "--widths", "0.35,0.5",
-                       "--resolutions", "32,48", "--metric", "macs", "--in-channels", "1", "--out", str(out),
+    done = run_edgekit("latency", "search", "--latency-ms", "1000", "--family", "MobileNetV2", "--width", "0.35,0.5",
+                       "--resolution", "32,48", "--metric", "macs", "--in-channels", "1", "--out", str(out),
                        "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -390,16 +390,16 @@ def test_search_ranks_within_the_budget_and_writes_the_winners_recipe(calibrated
                                "in_channels": 1}
     # a budget between the candidates keeps only those predicted under it
     budget = sorted(c["predicted_ms"] for c in result["candidates"])[1] + 1e-6
-    done = run_edgekit("search", "--latency-ms", str(budget), "--families", "MobileNetV2", "--widths", "0.35,0.5",
-                       "--resolutions", "32,48", "--metric", "macs", "--in-channels", "1", "--out", str(out),
+    done = run_edgekit("latency", "search", "--latency-ms", str(budget), "--family", "MobileNetV2", "--width", "0.35,0.5",
+                       "--resolution", "32,48", "--metric", "macs", "--in-channels", "1", "--out", str(out),
                        "--json", env=env)
     assert json.loads(done.stdout)["within_budget"] == 2
 
 
 def test_search_with_nothing_within_budget(calibrated, tmp_path):
     env, _ = calibrated
-    done = run_edgekit("search", "--latency-ms", "0.000001", "--families", "mobilenet_v2", "--widths", "0.35",
-                       "--resolutions", "32", "--out", str(tmp_path / "s"), env=env)
+    done = run_edgekit("latency", "search", "--latency-ms", "0.000001", "--family", "mobilenet_v2", "--width", "0.35",
+                       "--resolution", "32", "--out", str(tmp_path / "s"), env=env)
     assert done.returncode == 1 and "no candidate is predicted within" in done.stderr
     assert "raise --latency-ms" in done.stderr and not (tmp_path / "s").exists()
 
@@ -411,8 +411,8 @@ def test_search_ranks_trained_results_by_accuracy(calibrated, tmp_path, digits_a
     shutil.copytree(digits_artifact, results / "mv2")
     checked = run_edgekit("check", str(results / "mv2"))  # records the artifact's top-1 in its manifest
     assert checked.returncode in (0, 1), checked.stderr
-    done = run_edgekit("search", "--latency-ms", "1000", "--families", "mobilenet_v2", "--widths", "0.35,0.5",
-                       "--resolutions", "32,48", "--results", str(results), "--in-channels", "1", "--out",
+    done = run_edgekit("latency", "search", "--latency-ms", "1000", "--family", "mobilenet_v2", "--width", "0.35,0.5",
+                       "--resolution", "32,48", "--results", str(results), "--in-channels", "1", "--out",
                        str(tmp_path / "s"), "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -423,9 +423,9 @@ def test_search_ranks_trained_results_by_accuracy(calibrated, tmp_path, digits_a
 
 
 def test_predict_without_a_table(tmp_path):
-    done = run_edgekit("predict", "mobilenet_v2", env={"EDGEKIT_HOME": str(tmp_path)})
+    done = run_edgekit("latency", "predict", "mobilenet_v2", env={"EDGEKIT_HOME": str(tmp_path)})
     assert done.returncode == 2
-    assert "no latency table for local" in done.stderr and "--calibrate-predictor" in done.stderr
+    assert "no latency table for local" in done.stderr and "edgekit latency calibrate" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekit.core.errors import EdgekitError
+
 BLOCKS = 10
 SIZES = (56, 28)
 
@@ -146,7 +148,7 @@ def macs(model: nn.Module, example: torch.Tensor) -> int:
 
 
 @dataclass
-class Case:
+class GuidelineCase:
     experiment: str
     variant: str
     size: int
@@ -165,7 +167,7 @@ class Case:
 
 def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_scale: float = 1.0,
                  experiments: tuple[str, ...] | None = None,
-                 progress: Callable[[str], None] | None = None) -> list[Case]:
+                 progress: Callable[[str], None] | None = None) -> list[GuidelineCase]:
     """Export every case of the chosen experiments into `out` (ONNX or TFLite) and return them."""
     from edgekit.core.quiet import quiet
     from edgekit.export.converters import export_onnx, export_tflite
@@ -184,11 +186,11 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
                         progress(f"{exp.key} {variant.label} {size}x{size} c={c}")
                     with quiet():
                         (export_onnx if fmt == "onnx" else export_tflite)(model, example, out / name)
-                    cases.append(Case(exp.key, variant.label, size, c, name, macs(model, example)))
+                    cases.append(GuidelineCase(exp.key, variant.label, size, c, name, macs(model, example)))
     return cases
 
 
-def measure(cases: list[Case], models: Path, profile: Any, options: Any) -> dict[str, Any]:
+def measure(cases: list[GuidelineCase], models: Path, profile: Any, options: Any) -> dict[str, Any]:
     """Time every case on the device with the bench machinery; fills each case's p50 and returns the device info."""
     from edgekit.bench.host import bench_device, model_files
 
@@ -200,7 +202,7 @@ def measure(cases: list[Case], models: Path, profile: Any, options: Any) -> dict
     return {"device": run.device, "info": run.info, "warnings": run.warnings}
 
 
-def slowdowns(cases: list[Case]) -> dict[str, float]:
+def slowdowns(cases: list[GuidelineCase]) -> dict[str, float]:
     """Each case's throughput loss in percent against the first variant of its (experiment, size, channels)."""
     first: dict[tuple[str, int, int], float] = {}
     out = {}
@@ -214,7 +216,7 @@ def slowdowns(cases: list[Case]) -> dict[str, float]:
     return out
 
 
-def plot(cases: list[Case], path: Path, title: str) -> None:
+def plot(cases: list[GuidelineCase], path: Path, title: str) -> None:
     """One panel per guideline: each variant's throughput relative to the first variant, per size and width."""
     import matplotlib
 
@@ -248,3 +250,72 @@ def plot(cases: list[Case], path: Path, title: str) -> None:
             fig.savefig(f, format="png", dpi=110)
     finally:
         plt.close(fig)
+
+
+@dataclass
+class GuidelinesRun:
+    """One device's guideline experiments: what was timed, the slow-downs, and where the files went."""
+
+    cases: list[GuidelineCase]
+    slowdown: dict[str, float]
+    result: dict[str, Any]
+    title: str
+    written: list[Path]
+    warnings: list[str]
+
+
+def guideline_keys(keys: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Experiment keys (G1-G4, any case) checked against the known ones; None for all."""
+    if keys is None:
+        return None
+    keys = tuple(k.upper() for k in keys)
+    known = [e.key for e in EXPERIMENTS]
+    if not keys or any(k not in known for k in keys):
+        raise EdgekitError(f"--only {','.join(keys)!r}: choose from {', '.join(known)}, e.g. --only G1,G3.")
+    return keys
+
+
+def run_guidelines(profiles: list[Any], options: Any, only: tuple[str, ...] | None = None,
+                   sizes: tuple[int, ...] = SIZES, channel_scale: float = 1.0, out: Path | None = None,
+                   progress: Callable[[str], None] | None = None) -> GuidelinesRun:
+    """Export the guideline models, time them on one device at one thread count, and write guidelines.json and
+    guidelines.png under `out` (default guidelines-DEVICE)."""
+    import dataclasses
+    import tempfile
+
+    from edgekit.core.files import output_lock, write_json_atomic
+
+    if len(profiles) != 1:
+        raise EdgekitError("the guidelines measure one device at a time: give one --device.")
+    if not 0.05 <= channel_scale <= 4:
+        raise EdgekitError(f"--channel-scale {channel_scale:g} is out of range: give a value from 0.05 to 4.")
+    if not sizes or any(not 8 <= s <= 512 for s in sizes):
+        raise EdgekitError(f"--size {','.join(map(str, sizes))} is not a list of sizes from 8 to 512: write e.g. "
+                           "--size 56,28.")
+    experiments = guideline_keys(only)
+    threads = options.threads or (1,)
+    if len(threads) != 1:
+        raise EdgekitError("the guidelines compare variants at one thread count: give one --threads value.")
+    options = dataclasses.replace(options, threads=threads)
+    fmt = "tflite" if options.runtime == "tflite" else "onnx"
+    profile = profiles[0]
+    out = out or Path(f"guidelines-{profile.name}")
+    say = progress or (lambda what: None)
+    with output_lock(out):
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".models.", dir=out) as models_dir:
+            models = Path(models_dir)
+            say("exporting the guideline models")
+            cases = write_models(models, fmt, sizes, channel_scale, experiments,
+                                 progress=lambda what: say(f"exporting {what}"))
+            say(f"timing {len(cases)} models on {profile.name} ({fmt}, {threads[0]} thread(s))")
+            device = measure(cases, models, profile, options)
+        loss = slowdowns(cases)
+        result = {"device": device, "format": fmt, "threads": threads[0],
+                  "cases": [{**c.to_dict(), "slowdown_pct": loss.get(c.file)} for c in cases]}
+        write_json_atomic(out / "guidelines.json", result)
+        title = (f"ShuffleNetV2 guidelines on {profile.name} ({device['info'].get('arch', '?')}, {fmt}, "
+                 f"{threads[0]} thread(s))")
+        plot(cases, out / "guidelines.png", title)
+    return GuidelinesRun(cases, loss, result, title, [out / "guidelines.json", out / "guidelines.png"],
+                         list(device["warnings"]))

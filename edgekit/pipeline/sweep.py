@@ -22,9 +22,11 @@ from typing import Any
 import yaml
 
 from edgekit.artifact import locate_artifact, read_manifest
+from edgekit.bench.host import BenchOptions, bench
 from edgekit.bench.records import latest_p50
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import write_text_atomic
+from edgekit.devices.profiles import DeviceProfile
 from edgekit.recipe import Recipe, parse_recipe
 
 
@@ -50,6 +52,8 @@ def plan_points(recipe: Recipe, widths: list[float], resolutions: list[int], out
     """Every width x resolution as a validated recipe; nothing is written yet."""
     if not widths or not resolutions:
         raise EdgekitError("give at least one --width and one --resolution, e.g. --width 0.5,1.0 --resolution 32.")
+    if any(not 0 < w <= 4 for w in widths):
+        raise EdgekitError(f"--width {','.join(f'{w:g}' for w in widths)}: every width must be in (0, 4].")
     points = []
     for width in widths:
         for resolution in resolutions:
@@ -126,3 +130,20 @@ def needs_bench(point: Point, device: str) -> bool:
     manifest = read_manifest(directory)
     measured = {key.file for key in latest_p50(manifest) if key.device == device}
     return not {rec["file"] for rec in manifest.get("files", {}).values()} <= measured
+
+
+def bench_points(points: list[Point], profiles: list[DeviceProfile], options: BenchOptions,
+                 on_point: Callable[[DeviceProfile, int], None] | None = None) -> None:
+    """Measure every point's artifact on each device, one point at a time, skipping those already measured there;
+    a point that cannot be benchmarked is marked failed with the device's reason. `on_point(profile, todo)` is
+    called once before a device's points (with their count) and after each."""
+    for profile in profiles:
+        todo = [p for p in points if needs_bench(p, profile.name)]
+        if on_point:
+            on_point(profile, len(todo))
+        for point in todo:
+            _, failures = bench(point.out / "export", [profile], options)
+            for _, error in failures:
+                point.status, point.detail = "failed", f"bench on {profile.name}: {error}"
+            if on_point:
+                on_point(profile, len(todo))

@@ -1,4 +1,4 @@
-"""`edgekit bench --calibrate-predictor`: time the units of a grid of registered models, and the models whole."""
+"""`edgekit latency calibrate`: time the units of a grid of registered models, and the models whole."""
 
 from __future__ import annotations
 
@@ -102,3 +102,38 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
     table.info = timed.info
     table.refit()
     return Calibration(table, timed.warnings, {key: timed.models_ms[key] for key in also_time or {}})
+
+
+def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, names: tuple[str, ...] | None = None,
+                     widths: tuple[float, ...] | None = None, resolutions: tuple[int, ...] | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Calibrate the device's table for one runtime and thread count on a grid (default: every named network at
+    CALIBRATION_WIDTHS x CALIBRATION_RESOLUTIONS), save it, and say how well it fits its calibration models."""
+    import dataclasses
+
+    from edgekit.core.files import output_lock
+    from edgekit.predictor.search import named_models
+    from edgekit.predictor.table import table_path
+
+    widths = widths or CALIBRATION_WIDTHS
+    resolutions = resolutions or CALIBRATION_RESOLUTIONS
+    if any(not 0.1 <= w <= 4.0 for w in widths):
+        raise EdgekitError(f"--width {','.join(f'{w:g}' for w in widths)} is not a list of widths from 0.1 to 4: "
+                           "write e.g. --width 0.5,1.0.")
+    if any(not 32 <= r <= 1024 for r in resolutions):
+        raise EdgekitError(f"--resolution {','.join(map(str, resolutions))} is not a list of resolutions from 32 to "
+                           "1024: write e.g. --resolution 128,224.")
+    specs = grid(tuple(named_models(list(names))) if names else CALIBRATION_NAMES, widths, resolutions)
+    options = dataclasses.replace(options, threads=(threads,))
+    path = table_path(profile.name, runtime, threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(path):
+        done = calibrate(specs, profile, options, runtime, threads, progress=progress)
+        table = done.table
+        table.save(path)
+    fitted = [{"model": m["key"], "measured_ms": m["measured_ms"],
+               "predicted_ms": table.predict_record(m), "sum_units_ms": m["sum_units_ms"]} for m in table.models]
+    in_context = sum(1 for r in table.units.values() if r.get("in_context"))
+    return {"table": str(path), "device": profile.name, "runtime": runtime, "threads": threads,
+            "units": len(table.units), "units_in_context": in_context, "models": fitted,
+            "correction": table.correction, "warnings": done.warnings}

@@ -1,8 +1,9 @@
-"""`edgekit search`: every family x width x resolution, its predicted latency, those under budget, ranked."""
+"""`edgekit latency search`: every family x width x resolution, its predicted latency, those under budget, ranked."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,65 @@ def winner_recipe(candidate: Candidate, base: Any | None, out: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return path
+
+
+@dataclass
+class SearchResult:
+    """Every candidate predicted, those within the budget ranked, and where the winner's recipe went."""
+
+    result: dict[str, Any]
+    kept: list[Candidate]
+    fastest_ms: float
+    written: Path | None
+
+
+def search_models(profile: Any, latency_ms: float, runtime: str = "onnxruntime", threads: int = 1,
+                  families: list[str] | None = None, widths: tuple[float, ...] = SEARCH_WIDTHS,
+                  resolutions: tuple[int, ...] = SEARCH_RESOLUTIONS, metric: str = "accuracy",
+                  results: list[Path] | None = None, recipe: Path | None = None, num_classes: int = 1000,
+                  in_channels: int = 3, out: Path | None = None,
+                  progress: Callable[[list[str]], Iterable[str]] | None = None) -> SearchResult:
+    """Predict every family x width x resolution on the device, keep those within `latency_ms`, rank them (by
+    trained top-1 found under `results` where known, else MACs), and write search.json and the winner's recipe
+    under `out` (default search-DEVICE)."""
+    from edgekit.core.files import output_lock, write_json_atomic
+    from edgekit.predictor.table import load_table, one_setting
+    from edgekit.recipe import load_recipe
+
+    if metric not in ("accuracy", "macs"):
+        raise EdgekitError(f"--metric {metric!r}: use accuracy or macs.")
+    if not latency_ms > 0:
+        raise EdgekitError(f"--latency-ms {latency_ms:g} is not a budget: give a time in milliseconds above 0.")
+    if any(not 0.1 <= w <= 4.0 for w in widths):
+        raise EdgekitError(f"--width {','.join(f'{w:g}' for w in widths)} is not a list of widths from 0.1 to 4: "
+                           "write e.g. --width 0.5,1.0.")
+    if any(not 32 <= r <= 1024 for r in resolutions):
+        raise EdgekitError(f"--resolution {','.join(map(str, resolutions))} is not a list of resolutions from 32 to "
+                           "1024: write e.g. --resolution 128,224.")
+    runtime, threads = one_setting([profile], runtime, (threads,), "search")
+    base = load_recipe(recipe) if recipe is not None else None
+    if base is not None:
+        in_channels = base.model.in_channels or in_channels
+        num_classes = base.model.num_classes or num_classes
+    specs = candidates(named_models(families), widths, resolutions, num_classes, in_channels)
+    table = load_table(profile.name, runtime, threads)
+    accuracy = known_accuracy(results if results is not None else [Path("runs"), Path("sweeps")]) \
+        if metric == "accuracy" else {}
+    by_label = {f"{s.name} w{s.width:g} r{s.resolution}": s for s in specs}
+    labels: Iterable[str] = progress(list(by_label)) if progress else by_label
+    predicted = [predict_candidate(table, by_label[label], accuracy) for label in labels]
+    kept = within_budget(predicted, latency_ms, metric)
+    ranked_by = ("top-1 of trained results, then MACs (a proxy) for untrained candidates"
+                 if metric == "accuracy" and any(c.top1 is not None for c in kept) else "MACs (a proxy for accuracy)")
+    out = out or Path(f"search-{profile.name}")
+    command, written = None, None
+    if kept:
+        with output_lock(out):
+            command = f"edgekit run {winner_recipe(kept[0], base, out)}"
+    result = {"device": profile.name, "runtime": runtime, "threads": threads, "budget_ms": latency_ms,
+              "predicted": len(predicted), "within_budget": len(kept), "ranked_by": ranked_by,
+              "table": table.created, "candidates": [c.to_dict() for c in kept], "train_winner": command}
+    if kept:
+        written = out / "search.json"
+        write_json_atomic(written, result)
+    return SearchResult(result, kept, min(c.predicted_ms for c in predicted), written)

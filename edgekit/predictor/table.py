@@ -219,7 +219,7 @@ class LatencyTable:
     def predict(self, units: list[Unit]) -> Prediction:
         if not self.units:
             raise EdgekitError(f"the latency table for {self.device} is empty: calibrate it again "
-                               f"(edgekit bench --calibrate-predictor --device {self.device}).")
+                               f"(edgekit latency calibrate --device {self.device}).")
         estimate = self._estimator()
         rows = []
         for unit in units:
@@ -249,7 +249,7 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: Any, origin: str) -> LatencyTable:
-        fix = "calibrate it again (edgekit bench --calibrate-predictor)"
+        fix = "calibrate it again (edgekit latency calibrate)"
         if isinstance(data, dict) and data.get("version") in range(1, TABLE_VERSION):
             # older tables keyed units by signatures that counted dropout rates: nothing can be looked up in them
             raise EdgekitError(f"{origin} was made by an older edgekit (table version {data['version']}): {fix}.")
@@ -285,13 +285,13 @@ def load_table(device: str, runtime: str, threads: int, precision: str = "fp32")
     path = table_path(device, runtime, threads, precision)
     if not path.is_file():
         raise EdgekitError(f"no latency table for {device} ({runtime}, {precision}, {threads} thread(s)): "
-                           f"calibrate one with edgekit bench --calibrate-predictor --device {device} "
+                           f"calibrate one with edgekit latency calibrate --device {device} "
                            f"--runtime {runtime} --threads {threads}.")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EdgekitError(f"{path} cannot be read ({type(exc).__name__}): calibrate again "
-                           "(edgekit bench --calibrate-predictor).") from None
+                           "(edgekit latency calibrate).") from None
     return LatencyTable.from_dict(data, str(path))
 
 
@@ -308,3 +308,18 @@ def add_units(table: LatencyTable, units: Iterable[Unit], alone: dict[str, float
         if unit.signature in alone or unit.signature in in_context:
             ms = in_context.get(unit.signature, alone.get(unit.signature))
             table.units[unit.signature] = {**unit.to_dict(), "ms": ms, "alone_ms": alone.get(unit.signature)}
+
+
+RUNTIMES = ("onnxruntime", "tflite")
+
+
+def one_setting(profiles: list[Any], runtime: str, threads: tuple[int, ...] | None, job: str) -> tuple[str, int]:
+    """A latency table is per device, runtime and thread count: the one of each a job works on."""
+    if len(profiles) != 1:
+        raise EdgekitError(f"{job} works on one device at a time: give one --device.")
+    if threads is not None and len(threads) != 1:
+        raise EdgekitError(f"{job} uses one thread count: give one --threads value (a table is per thread count).")
+    runtime = "onnxruntime" if runtime == "auto" else runtime
+    if runtime not in RUNTIMES:
+        raise EdgekitError(f"--runtime {runtime!r}: use onnxruntime or tflite.")
+    return runtime, (threads or (1,))[0]

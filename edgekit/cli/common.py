@@ -1,0 +1,157 @@
+"""What every verb shares: the consoles, one-line errors, JSON output, progress, and the one list parser."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from edgekit.core.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
+
+# Tables are wide: when the output is a file or pipe, don't squeeze them into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+RECIPE_HELP = "A recipe YAML, e.g. recipes/mobilenet_v2_fashion.yaml."
+JSON_HELP = "Print JSON instead of tables."
+
+
+class Runtime(str, Enum):
+    """A runtime to run model files with; `auto` is each file's own."""
+
+    auto = "auto"
+    tflite = "tflite"
+    onnxruntime = "onnxruntime"
+
+
+def user_errors(func: F) -> F:
+    """Every failure ends as one line on stderr and an exit code, never a traceback (unless --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            _refuse_non_finite(kwargs)
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, EdgekitError) else classify_error(exc)
+            if error is None and DEBUG.enabled:
+                raise
+            message = str(error) if error else (
+                f"unexpected {type(exc).__name__}: {first_line(exc)}. This is a bug in edgekit: rerun with "
+                "`edgekit --debug ...` for the traceback and report it.")
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code if error else INTERNAL_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _refuse_non_finite(options: dict[str, Any]) -> None:
+    """No option anywhere means NaN or infinity; click would pass them through as floats."""
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EdgekitError(f"--{name.replace('_', '-')} {value} is not a finite number: give a real value.")
+
+
+def parse_list(text: str | None, option: str, kind: Callable[[str], T], example: str,
+               default: tuple[T, ...] | None = None, lo: float | None = None, hi: float | None = None,
+               choices: tuple[str, ...] | None = None, what: str = "values") -> tuple[T, ...] | None:
+    """A comma-separated option (`--width 0.5,1.0`): `default` when not given, else every value read with `kind`,
+    within [lo, hi] or among `choices` when those are given. The one list syntax of every verb."""
+    if text is None:
+        return default
+    try:
+        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    bad = not values
+    if lo is not None and hi is not None:
+        bad = bad or any(not lo <= v <= hi for v in values)  # type: ignore[operator]
+    if choices is not None:
+        bad = bad or any(v not in choices for v in values)
+    if bad:
+        where = (f" from {lo:g} to {hi:g}" if lo is not None and hi is not None else
+                 f" among {', '.join(choices)}" if choices else "")
+        raise EdgekitError(f"{option} {text!r} is not a list of {what}{where}: write e.g. {option} {example}.")
+    return values
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`["groups=8", "activation=relu6"]` -> `{"groups": 8, "activation": "relu6"}` (values read as YAML scalars)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EdgekitError(f"option {pair!r} is not KEY=VALUE: write e.g. --option groups=8.")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e6:,.1f}M"
+
+
+def progress(items: list[str], label: str, enabled: bool = True) -> Iterator[str]:
+    """Yield items with a transient progress bar on stderr (hidden when stderr is not a terminal)."""
+    if not enabled:
+        yield from items
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[item]}"),
+        console=err_console, transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=len(items), item="")
+        for item in items:
+            bar.update(task, item=item)
+            yield item
+            bar.advance(task)
+
+
+def key_value_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def interrupted(out: Path, command: str) -> None:
+    """Ctrl-C or SIGTERM during training: say where the run stopped and the command that continues it."""
+    from edgekit.checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    where = ""
+    if last.exists():
+        with contextlib.suppress(EdgekitError):
+            where = f" after epoch {load_checkpoint(last)['epoch']}"
+    err_console.print(f"interrupted: the run is saved{where}; continue it with `{command}`", highlight=False)
+    raise typer.Exit(130)

@@ -1,0 +1,291 @@
+"""`edgekit export` (FP32 and INT8 ONNX/TFLite with parity) and `edgekit inspect` (a model file, or an artifact's
+files against its manifest)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edgekit.cli.common import (
+    JSON_HELP,
+    console,
+    err_console,
+    millions,
+    parse_list,
+    parse_options,
+    print_json,
+    user_errors,
+    warn,
+)
+from edgekit.core.errors import EdgekitError
+from edgekit.recipe import DEFAULT_QAT_LR
+
+
+class CalibMethod(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    mse = "mse"
+
+
+@user_errors
+def export(
+    target: Annotated[str, typer.Argument(
+        metavar="MODEL|CHECKPOINT",
+        help="A model name (see `edgekit models`) or an edgekit checkpoint such as runs/NAME/best.pt.")],
+    width: Annotated[float | None, typer.Option(help="Width multiplier (default 1.0).")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Input height and width in pixels.")] = None,
+    res_mult: Annotated[float | None, typer.Option("--res-mult", help="Resolution multiplier rho.")] = None,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
+    in_channels: Annotated[int, typer.Option(help="Input channels (1 for grayscale).")] = 3,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Family option KEY=VALUE.")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="An edgekit checkpoint or a torchvision state_dict (loaded strictly).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="Comma-separated: onnx, tflite.")] = "onnx,tflite",
+    nhwc: Annotated[
+        bool, typer.Option("--nhwc", help="TFLite takes channels-last input (no layout TRANSPOSE).")
+    ] = False,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch", help="ONNX input with a dynamic batch axis.")
+    ] = False,
+    eval_data: Annotated[str | None, typer.Option(
+        "--eval", help="Also measure top-1 of every format on this data's validation split "
+        "(fashion-mnist, digits, imagefolder:PATH; 'auto' = the checkpoint's own data).")] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Also write full-integer model_int8.onnx and model_int8.tflite (post-training, or "
+        "quantization-aware with --qat-epochs).")] = False,
+    calib: Annotated[str | None, typer.Option(
+        help="Calibration data (its training split; default: the checkpoint's own data).")] = None,
+    calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, drawn with a fixed seed.")] = 512,
+    calib_method: Annotated[CalibMethod, typer.Option(
+        help="Activation ranges: minmax, percentile (99.99th) or mse (histogram L2 search).")] = CalibMethod.minmax,
+    per_tensor: Annotated[bool, typer.Option(
+        "--per-tensor", help="One weight scale per tensor instead of per channel (to see why per-channel "
+        "matters).")] = False,
+    equalize: Annotated[bool, typer.Option(
+        "--equalize", help="Cross-layer equalization before calibration: rescale convolution pairs joined by a "
+        "ReLU (or nothing) so that per-tensor weight scales fit every channel. Exact; ReLU6 pairs are left alone.")
+    ] = False,
+    int8_io: Annotated[bool, typer.Option(
+        "--int8-io", help="INT8 TFLite takes and returns int8 tensors (scale and zero point in the manifest).")
+    ] = False,
+    qat_epochs: Annotated[int, typer.Option(
+        "--qat-epochs", help="Quantization-aware: fine-tune the fake-quantized model this many epochs on the "
+        "training data before export (0 = post-training only).")] = 0,
+    qat_lr: Annotated[float, typer.Option(
+        "--qat-lr", help="Quantization-aware learning rate (SGD, cosine decay).")] = DEFAULT_QAT_LR,
+    max_drop: Annotated[float | None, typer.Option(
+        "--max-drop", help="Accuracy-aware: keep the most sensitive layers in float until the INT8 top-1 drop "
+        "on --eval data is at most this many percentage points.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export a model to ONNX and TFLite (FP32, and INT8 with --int8), check numerical parity, write an
+    artifact directory.
+
+    With an edgekit checkpoint, parity runs on real validation images, the preprocessing is recorded and
+    --int8 calibrates on the checkpoint's training data.
+    """
+    from edgekit.checkpoint import evaluation_data, resolve_source
+    from edgekit.data import DataSource
+    from edgekit.export import export_model
+    from edgekit.export.int8 import Int8Options
+    from edgekit.quantize.qat import schedule_for
+
+    spec, weights, trained = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,
+                                            parse_options(option or []) or None, weights)
+    formats = list(parse_list(format, "--format", str.lower, "onnx,tflite") or ())
+    if weights is None:
+        warn("no --weights: exporting random weights, for plumbing only.")
+    with err_console.status("loading evaluation data"):
+        data, preprocess = evaluation_data(eval_data, trained, spec)
+    int8_options = calibration = None
+    if int8:
+        schedule = None
+        if qat_epochs and max_drop is not None:
+            raise EdgekitError("--max-drop and --qat-epochs are two ways to the same end: choose one.")
+        if qat_epochs:
+            if calib is None and trained is None:
+                raise EdgekitError("--qat-epochs fine-tunes on training data: give --weights CKPT from "
+                                   "`edgekit train`, or name the data with --calib.")
+            source = DataSource.parse(calib if calib is not None else trained.data)
+            schedule = schedule_for(qat_epochs, qat_lr, spec, source, trained)
+            schedule.check()
+        if max_drop is not None and (max_drop < 0 or eval_data is None):
+            raise EdgekitError("--max-drop takes a budget >= 0 in percentage points and evaluation data: "
+                               "add --eval auto (a checkpoint's own data) or --eval DATA.")
+        int8_options = Int8Options(calib_size=calib_size, method=calib_method.value, per_channel=not per_tensor,
+                                   equalize=equalize, int8_io=int8_io, qat=schedule, max_drop=max_drop)
+        int8_options.settings()  # a bad --calib-method fails before any work
+        calibration, preprocess = _calibration_data(calib, trained, spec, preprocess)
+    elif calib is not None or int8_io or per_tensor or equalize or qat_epochs or max_drop is not None:
+        raise EdgekitError("--calib, --per-tensor, --equalize, --int8-io, --qat-epochs and --max-drop apply to "
+                           "INT8 export: add --int8.")
+    with err_console.status("exporting") as status:
+        result = export_model(
+            spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
+            on_stage=lambda stage: status.update(f"{stage} ..."), preprocess=preprocess, data=data,
+            evaluate_accuracy=eval_data is not None, int8=int8_options, calibration_data=calibration,
+        )
+    manifest = result.manifest
+    for fmt, report in manifest["ops"].items():
+        for warning in report["warnings"]:
+            warn(f"{fmt} graph: {warning}")
+    if as_json:
+        print_json({"directory": str(result.directory), **manifest})
+        return
+    accuracy = manifest.get("accuracy") or {}
+    table = Table(title=f"exported {spec.name} -> {result.directory}")
+    columns = ["format", "file", "size", "params", "MACs", "max rel diff", "cosine", "top-1 agree"]
+    columns += ["val top-1"] if accuracy else []
+    for col in (*columns, "ops", "time"):
+        table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
+    if accuracy:
+        table.caption = f"val top-1 on {accuracy['images']:,} images of {accuracy['data']}; torch " \
+                        f"{accuracy['top1']['torch']:.2%}"
+    for fmt, record in manifest["files"].items():
+        if fmt not in manifest["parity"]["results"]:
+            continue
+        parity = manifest["parity"]["results"][fmt]
+        ops = ", ".join(f"{op} {n}" for op, n in manifest["ops"][fmt]["histogram"].items())
+        row = [
+            fmt, record["file"], f"{record['bytes'] / 2**20:.2f} MiB", f"{manifest['complexity']['params']:,}",
+            millions(manifest["complexity"]["macs"]), f"{parity['max_rel_diff']:.1e}",
+            f"{parity['min_cosine']:.6f}", f"{parity['top1_agreement']:.0%}",
+        ]
+        row += [f"{accuracy['top1'][fmt]:.2%}"] if accuracy else []
+        table.add_row(*row, ops, f"{result.timings.get(f'export {fmt}', 0):.1f}s")
+    console.print(table)
+    if manifest.get("int8"):
+        _print_int8(manifest, result.timings)
+
+
+def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
+    section = manifest["int8"]
+    for warning in section["warnings"]:
+        warn(f"int8: {warning}")
+    calibration = section["calibration"]
+    qat = section.get("qat")
+    tuned = f", then {qat['epochs']} quantization-aware epoch(s) in {qat['seconds']:.0f} s" if qat else ""
+    table = Table(title=f"INT8 ({section['scheme']['weights']} weights, {calibration['method']} calibration on "
+                        f"{calibration['images']:,} images of {calibration.get('data') or 'noise'}{tuned})")
+    accuracy = section.get("accuracy")
+    columns = ["format", "file", "size", "vs torch int8 (cosine)", "full integer", "ops"]
+    columns[4:4] = ["val top-1", "drop"] if accuracy else []
+    for col in (*columns, "time"):
+        table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
+    results = section["parity"]["results"]
+    for fmt in ("onnx", "tflite"):
+        record = manifest["files"].get(f"{fmt}_int8")
+        if record is None:
+            continue
+        graph = section["graph"][fmt]
+        histogram = graph["onnxruntime_fused"] if fmt == "onnx" else graph["histogram"]
+        full = graph.get("full_integer")
+        row = [f"{fmt} int8", record["file"], f"{record['bytes'] / 2**20:.2f} MiB",
+               f"{results[f'{fmt}_int8_vs_torch_int8']['min_cosine']:.4f}"]
+        if accuracy:
+            row += [f"{accuracy['top1'][f'{fmt}_int8']:.2%}", f"{accuracy['drop_pp'][f'{fmt}_int8']:+.2f} pp"]
+        row += ["yes" if full else ("n/a" if full is None else "no"),
+                ", ".join(f"{op} {n}" for op, n in histogram.items()),
+                f"{timings.get(f'int8 export {fmt}', 0):.1f}s"]
+        table.add_row(*row)
+    if accuracy:
+        table.caption = (f"FP32 torch {accuracy['top1']['torch_fp32']:.2%} on {accuracy['images']:,} images; "
+                         f"ONNX/TFLite top-1 agreement {accuracy.get('onnx_tflite_top1_agreement', 1.0):.2%}; "
+                         "ONNX ops as ONNX Runtime runs them")
+    console.print(table)
+    aware = section.get("accuracy_aware")
+    if aware:
+        layers = aware["float_layers"]
+        chosen = [layer["module"] for layer in layers if layer["why"].startswith("chosen")]
+        console.print(
+            f"accuracy-aware (--max-drop {aware['budget_pp']:g} pp): "
+            + (f"{len(chosen)} layer(s) kept in float ({', '.join(chosen)}); {len(layers)} run in float with "
+               f"their producers, {aware['float_macs_share']:.1%} of MACs. See "
+               "manifest.json int8.accuracy_aware." if layers else "full INT8 is within budget, no layer in float."),
+            highlight=False)
+
+
+def _calibration_data(calib: str | None, trained: Any, spec: Any, preprocess: Any) -> tuple[Any, Any]:
+    """The training split of --calib (or the checkpoint's data), and the preprocessing to apply to it."""
+    from edgekit.data import DataSource, load_split, preprocess_for, require_same_classes
+
+    if calib is None and trained is None:
+        warn("--int8 without a checkpoint or --calib: calibrating on random noise, for plumbing only.")
+        return None, preprocess
+    source = DataSource.parse(calib if calib is not None else trained.data)
+    if preprocess is None:
+        preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
+    with err_console.status(f"loading calibration data {source.label}"):
+        data = load_split(source, "train", spec.resolution, spec.in_channels)
+    require_same_classes("the model", trained.classes if trained else spec.num_classes, data,
+                         "calibrate on the data the model was trained for")
+    return data, preprocess
+
+
+@user_errors
+def inspect_cmd(
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE|DIR", help="An .onnx or .tflite file; with --verify, an artifact or run directory.")],
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Check every file the manifest lists against its recorded size and sha256; "
+                         "exit 1 when one changed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Inputs, outputs (shapes, dtypes, quantization), op histogram and size of a model file."""
+    from edgekit.inspect import inspect_file
+
+    if verify:
+        _verify_artifact(file, as_json)
+        return
+    info = inspect_file(file)
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"[bold]{info['file']}[/]  {info['format']}  {info['bytes'] / 2**20:.2f} MiB")
+    io_table = Table(title="inputs and outputs")
+    for col in ("kind", "name", "shape", "dtype", "quantization"):
+        io_table.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = t.get("quantization")
+            io_table.add_row(kind[:-1], t["name"], "x".join(map(str, t["shape"])), t["dtype"],
+                             f"scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else "")
+    console.print(io_table)
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info["ops"].items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+
+
+def _verify_artifact(path: Path, as_json: bool) -> None:
+    from edgekit.artifact import changed_files, locate_artifact, read_manifest
+
+    directory = locate_artifact(path)
+    manifest = read_manifest(directory)
+    problems = dict(changed_files(directory, manifest))
+    rows = [{"file": r["file"], "bytes": r["bytes"], "sha256": r["sha256"], "ok": r["file"] not in problems,
+             "problem": problems.get(r["file"])} for r in manifest["files"].values()]
+    if as_json:
+        print_json({"artifact": str(directory), "ok": not problems, "files": rows})
+    else:
+        table = Table(title=f"{directory}: files against manifest.json")
+        for col in ("file", "bytes", "sha256", "status"):
+            table.add_column(col, justify="right" if col == "bytes" else "left")
+        for row in rows:
+            status = "[green]ok[/]" if row["ok"] else f"[red]{escape(row['problem'])}[/]"
+            table.add_row(row["file"], f"{row['bytes']:,}", row["sha256"][:16], status)
+        console.print(table)
+    if problems:
+        err_console.print(f"[bold red]verify failed:[/] {len(problems)} of {len(rows)} files changed since export; "
+                          "export the model again.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -1,0 +1,152 @@
+"""The pipelines: `edgekit run` (one recipe: train, export, check) and `edgekit sweep` (a grid of them, measured and
+reported)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from edgekit.cli.common import (
+    RECIPE_HELP,
+    console,
+    err_console,
+    interrupted,
+    parse_list,
+    print_json,
+    user_errors,
+)
+from edgekit.recipe import load_recipe, with_overrides
+
+
+@user_errors
+def run_cmd(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help=RECIPE_HELP)],
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    limit_batches: Annotated[
+        int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """The whole pipeline: train -> export ONNX/TFLite -> parity -> accuracy check -> report.
+
+    Each stage is skipped when its output is up to date, so running it again is cheap; an interrupted
+    run continues where it stopped. Exits 1 when an accuracy check fails.
+    """
+    from edgekit.core.ui import Reporter
+    from edgekit.pipeline.run import run_recipe
+
+    recipe = with_overrides(load_recipe(recipe_path), epochs, None, limit_batches)
+    out = out or Path("runs") / recipe.name
+    try:
+        report = run_recipe(recipe, out, reporter=Reporter(enabled=True, console=err_console))
+    except KeyboardInterrupt:
+        interrupted(out, f"edgekit run {recipe_path}")
+    if as_json:
+        print_json(report.to_dict())
+        return
+    table = Table(title=f"edgekit run {recipe.name} -> {report.out}")
+    for col in ("stage", "status", "time", "result"):
+        table.add_column(col, justify="right" if col == "time" else "left")
+    for stage in report.stages:
+        table.add_row(stage.name, stage.status, f"{stage.seconds:,.0f}s" if stage.seconds else "", stage.detail)
+    console.print(table)
+    accuracy = Table(title="validation top-1 by format")
+    for col in ("format", "top-1", "drop (pp)"):
+        accuracy.add_column(col, justify="left" if col == "format" else "right")
+    for fmt, top1 in report.accuracy.items():
+        drop = report.check["drop_pp"].get(fmt)
+        accuracy.add_row(fmt, f"{top1:.2%}", "" if drop is None else f"{drop:+.2f}")
+    console.print(accuracy)
+
+
+@user_errors
+def sweep(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="The recipe every point starts from.")],
+    width: Annotated[str, typer.Option(help="Width multipliers, comma-separated, e.g. 0.35,0.5,0.75,1.0.")],
+    resolution: Annotated[str, typer.Option(help="Input resolutions, comma-separated, e.g. 96,128,160.")],
+    device: Annotated[str, typer.Option(
+        "--device", "-d", help="Device profile(s) to measure latency on, comma-separated; 'none' to skip.")
+    ] = "local",
+    threads: Annotated[str, typer.Option(help="Thread counts for the latency runs.")] = "1",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs at every point.")] = None,
+    limit_batches: Annotated[int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")
+                             ] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Points trained at once; the cores are split between them.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Sweep directory (default sweeps/RECIPE_NAME).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the points and the report as JSON.")] = False,
+) -> None:
+    """Run the whole pipeline at every width x resolution, measure latency, and end with `edgekit report`.
+
+    Each point is `edgekit run` on its own recipe (OUT/recipes/NAME.yaml), so finished stages are skipped
+    when the sweep runs again: an interrupted sweep continues where it stopped. Latency is measured one point
+    at a time after training. Exit 1 when a point failed or missed its accuracy budget.
+    """
+    from edgekit.bench.host import BenchOptions
+    from edgekit.devices.profiles import load_profile
+    from edgekit.pipeline.sweep import bench_points, plan_points, run_points
+    from edgekit.recipe import load_recipe
+    from edgekit.report.render import write_report
+
+    widths = parse_list(width, "--width", float, "0.5,1.0")
+    resolutions = parse_list(resolution, "--resolution", int, "96,128")
+    recipe = load_recipe(recipe_path)
+    out = (out or Path("sweeps") / recipe.name).resolve()
+    points = plan_points(recipe, list(widths), list(resolutions), out, epochs, limit_batches)
+    names = () if device == "none" else parse_list(device, "--device", str, "rpi4,local")
+    profiles = [load_profile(name) for name in names]
+    options = BenchOptions(threads=parse_list(threads, "--threads", int, "1,2", lo=1, hi=1024))
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  transient=True) as progress:
+        task = progress.add_task(f"sweep: training {len(points)} points, {jobs} at a time", total=len(points))
+
+        def done(point: Any) -> None:
+            progress.advance(task)
+            progress.console.print(f"{point.name}: {point.status}{': ' + point.detail if point.detail else ''}",
+                                   highlight=False)
+
+        try:
+            run_points(points, jobs, on_done=done)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: run the same `edgekit sweep` again to continue ({out}).")
+            raise typer.Exit(130) from None
+        finished = [p for p in points if p.status in ("passed", "check failed")]
+        tasks: dict[str, Any] = {}
+
+        def benched(profile: Any, todo: int) -> None:
+            if profile.name not in tasks:
+                tasks[profile.name] = progress.add_task(f"sweep: latency on {profile.name}", total=todo)
+            else:
+                progress.advance(tasks[profile.name])
+
+        bench_points(finished, profiles, options, on_point=benched)
+    if any(p.status == "interrupted" for p in points):
+        err_console.print(f"interrupted: run the same `edgekit sweep` again to continue ({out}).")
+        raise typer.Exit(130)
+    result = write_report([p.out for p in finished], out / "report") if finished else None
+    if as_json:
+        print_json({"points": [{"name": p.name, "width": p.width, "resolution": p.resolution, "status": p.status,
+                                 "detail": p.detail, "accuracy": p.accuracy, "seconds": p.seconds,
+                                 "out": str(p.out)} for p in points],
+                     "report": [str(p) for p in result.written] if result else []})
+    else:
+        table = Table(title=f"edgekit sweep {recipe.name} -> {out}")
+        for col in ("point", "width", "res", "status", "top-1 torch", "top-1 INT8", "detail"):
+            table.add_column(col, justify="right" if col in ("width", "res") or col.startswith("top") else "left")
+        for p in points:
+            int8 = p.accuracy.get("tflite_int8", p.accuracy.get("onnx_int8"))
+            table.add_row(p.name, f"{p.width:g}", str(p.resolution), p.status,
+                          f"{p.accuracy['torch']:.2%}" if "torch" in p.accuracy else "",
+                          "" if int8 is None else f"{int8:.2%}", p.detail)
+        console.print(table)
+        if result:
+            console.print(f"report: {out / 'report' / 'report.md'} (and .html, PNG plots)", highlight=False)
+    bad = [p for p in points if p.status != "passed"]
+    if bad:
+        err_console.print(f"[bold red]error:[/] {len(bad)} of {len(points)} points did not pass: "
+                          f"{', '.join(p.name for p in bad[:4])}{' ...' if len(bad) > 4 else ''}", highlight=False)
+        raise typer.Exit(1)

@@ -1,0 +1,115 @@
+"""`edgekit train` (a recipe, resumable) and `edgekit eval` (a checkpoint, ONNX or TFLite model on its data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from edgekit.cli.common import (
+    RECIPE_HELP,
+    console,
+    err_console,
+    interrupted,
+    key_value_table,
+    print_json,
+    user_errors,
+)
+from edgekit.core.errors import EdgekitError
+from edgekit.recipe import load_recipe, with_overrides
+
+
+@user_errors
+def train(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help=RECIPE_HELP)],
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override train.batch_size (per process).")] = None,
+    limit_batches: Annotated[
+        int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Override data.source: fashion-mnist, digits, imagefolder:PATH.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Train a recipe: live progress, best checkpoint by validation accuracy, resumable.
+
+    Writes RUN/best.pt, RUN/last.pt (resume point), RUN/metrics.jsonl (one line per epoch) and
+    RUN/summary.json. Runs unchanged under `torchrun --nproc_per_node N` (DistributedDataParallel).
+    """
+    from edgekit.core.ui import Reporter
+    from edgekit.train import train as train_recipe
+
+    recipe = with_overrides(load_recipe(recipe_path), epochs, batch_size, limit_batches, data)
+    out = out or Path("runs") / recipe.name
+    try:
+        result = train_recipe(recipe, out, resume=resume, reporter=Reporter(enabled=True, console=err_console))
+    except KeyboardInterrupt:
+        interrupted(out, f"edgekit train {recipe_path} --resume --out {out}")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
+    if as_json:
+        print_json(result.to_dict())
+        return
+    rows = [
+        ("model", f"{result.spec.name} width {result.spec.width:g}, {result.spec.resolution}px, "
+                  f"{result.spec.in_channels} channel(s), {result.params:,} params"),
+        ("data", recipe.data.source),
+        ("epochs", f"{result.epochs}" + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")),
+        ("best val top-1", f"{result.best_top1:.2%} (epoch {result.best_epoch})"),
+        ("final val top-1", f"{result.final_top1:.2%}"),
+        ("time", f"{result.seconds:,.0f} s, {result.images_per_second:,.0f} img/s"),
+        ("checkpoint", str(result.best_checkpoint)),
+    ]
+    key_value_table(f"trained {recipe.name}", rows)
+
+
+@user_errors
+def eval_cmd(
+    target: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="An edgekit checkpoint (.pt), .onnx or .tflite file.")],
+    data: Annotated[str | None, typer.Option(
+        help="fashion-mnist, digits or imagefolder:PATH (default: the data the model was trained on).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
+    threads: Annotated[int, typer.Option(min=1, help="Runtime threads for ONNX Runtime / TFLite.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (top-1, top-5, per-class, confusion).")] = False,
+) -> None:
+    """Top-1, top-5, per-class accuracy and confusion matrix of a checkpoint, ONNX or TFLite model.
+
+    All three formats see exactly the preprocessing recorded with the model.
+    """
+    from edgekit.data import DataSource, load_split, require_same_classes
+    from edgekit.evaluate import evaluate
+    from edgekit.runtime.open import open_model
+
+    opened = open_model(target, threads=threads)
+    label = data or opened.data
+    if label is None:
+        raise EdgekitError(f"{target} records no dataset: pass --data.")
+    source = DataSource.parse(label)
+    spec = opened.spec
+    with err_console.status(f"loading {source.label}"):
+        dataset = load_split(source, "val", spec.resolution, spec.in_channels)
+    require_same_classes(target, opened.classes or None, dataset, "evaluate on the data the model was trained for")
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                  transient=True, disable=as_json) as progress:
+        task = progress.add_task("eval", total=len(dataset))
+        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size,
+                          progress=lambda n: progress.advance(task, n))
+    if as_json:
+        print_json({"model": str(target), "runtime": opened.runner.name, "data": source.label, **result.to_dict()})
+        return
+    console.print(f"[bold]{target}[/] ({opened.runner.name}) on {dataset.name}: {result.count:,} images  "
+                  f"top-1 [bold]{result.top1:.2%}[/]  top-5 {result.top5:.2%}", highlight=False)
+    table = Table(title="per class (rows: true class, columns: predicted)")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for i in range(len(result.classes)):
+        table.add_column(str(i), justify="right")
+    for i, (name, acc) in enumerate(result.per_class.items()):
+        table.add_row(f"{i} {name}", f"{acc:.1%}", *(str(n) for n in result.confusion[i]))
+    console.print(table)
