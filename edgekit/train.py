@@ -209,7 +209,8 @@ class Prepared:
     val: ImageSet
 
 
-def prepare(recipe: Recipe, data_override: str | None = None) -> Prepared:
+def prepare_training(recipe: Recipe, data_override: str | None = None) -> Prepared:
+    """Resolve a recipe's data and model: load both splits and fix the spec's class count to the data's."""
     source = DataSource.parse(data_override or recipe.data.source)
     source = DataSource(source.kind, source.path,
                         tuple(recipe.data.mean) if recipe.data.mean else None,
@@ -245,39 +246,92 @@ def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str
 
 def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_override: str | None,
            reporter: Reporter | None, held: contextlib.ExitStack) -> TrainResult:
-    reporter = reporter or Reporter(enabled=False)
-    if not ctx.main:
-        reporter = Reporter(enabled=False)
+    reporter = reporter if reporter is not None and ctx.main else Reporter(enabled=False)
     out = out.resolve()
-    last_path = out / LAST
-    start_epoch, saved = 0, None
-    if last_path.exists():
-        saved = load_checkpoint(last_path)
-        if not resume:
-            raise EdgekitError(
-                f"{out} already holds a training run (epoch {saved['epoch']}/{saved['epochs']}): "
-                "pass --resume to continue it, or --out DIR to train elsewhere."
-            )
-        if saved.get("recipe_hash") != recipe.training_hash():
-            raise EdgekitError(
-                f"{out} was trained from a different recipe (model, data or train settings changed): "
-                "use --out DIR for the new recipe, or restore the old one to resume."
-            )
-        start_epoch = int(saved["epoch"])
-        if start_epoch >= recipe.train.epochs:
-            reporter.note(f"{out} is already trained for all {recipe.train.epochs} epochs: nothing to resume")
-    elif resume:
-        reporter.note(f"nothing to resume in {out}: starting a new run")
-
+    start_epoch, saved = _resume_point(out, recipe, resume, reporter)
     cfg = recipe.train
     with reporter.status("loading data"):
-        prep = prepare(recipe, data_override)
-    spec, pre = prep.spec, prep.preprocess
-    hflip = default_hflip(prep.source)
-    padding = recipe.data.crop_padding if recipe.data.crop_padding is not None else spec.resolution // 8
+        prep = prepare_training(recipe, data_override)
     if prep.train.skipped or prep.val.skipped:
         reporter.warn(f"skipped {prep.train.skipped + prep.val.skipped} unreadable image(s) in {prep.source.label}")
+    run = _build_run(ctx, recipe, prep)
+    best = _restore_state(run, saved)
+    run.ddp = nn.parallel.DistributedDataParallel(run.model) if ctx.world > 1 else run.model
+    record = _checkpoint_record(recipe, prep, run)
+    params = sum(p.numel() for p in run.model.parameters())
+    if ctx.main:
+        _open_run_dir(out, held, saved, start_epoch)
+    reporter.header(prep.spec, params, prep, ctx.world, start_epoch, cfg.epochs)
 
+    history = _read_metrics(out / METRICS) if ctx.main else []
+    started = time.perf_counter()
+    images_seen, train_seconds = 0, 0.0
+    with reporter.progress(cfg.epochs, run.steps) as bar:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            stats = _train_epoch(run, prep, ctx, cfg.seed, epoch, bar)
+            train_seconds += stats.seconds
+            images_seen += stats.seen * ctx.world
+            validation = _validate(run, prep, ctx)
+            row = _metrics_row(epoch, stats, validation, run, ctx)
+            improved = validation.chosen.top1 > best["top1"]
+            if improved:
+                best = {"top1": validation.chosen.top1, "epoch": epoch}
+            if ctx.main:
+                _save_epoch(out, record, run, epoch, row, validation, best, improved)
+                history.append(row)
+            bar.end_epoch(row, validation.chosen.top1, validation.weights, improved)
+    return _finish(out, run, ctx, cfg.epochs, best, history, start_epoch, params, started,
+                   images_per_second=images_seen / train_seconds if train_seconds else 0.0)
+
+
+def _resume_point(out: Path, recipe: Recipe, resume: bool, reporter: Reporter) -> tuple[int, dict[str, Any] | None]:
+    """The epoch to continue after and the `last.pt` to continue from (0 and None for a new run).
+
+    A run directory that already holds a run needs --resume, and then the same recipe."""
+    last_path = out / LAST
+    if not last_path.exists():
+        if resume:
+            reporter.note(f"nothing to resume in {out}: starting a new run")
+        return 0, None
+    saved = load_checkpoint(last_path)
+    if not resume:
+        raise EdgekitError(
+            f"{out} already holds a training run (epoch {saved['epoch']}/{saved['epochs']}): "
+            "pass --resume to continue it, or --out DIR to train elsewhere."
+        )
+    if saved.get("recipe_hash") != recipe.training_hash():
+        raise EdgekitError(
+            f"{out} was trained from a different recipe (model, data or train settings changed): "
+            "use --out DIR for the new recipe, or restore the old one to resume."
+        )
+    start_epoch = int(saved["epoch"])
+    if start_epoch >= recipe.train.epochs:
+        reporter.note(f"{out} is already trained for all {recipe.train.epochs} epochs: nothing to resume")
+    return start_epoch, saved
+
+
+@dataclass
+class _Run:
+    """The live objects the epoch loop works with, built once from the recipe."""
+
+    spec: ModelSpec
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: ModelEma | None
+    sampler: DistributedSampler
+    loader: DataLoader
+    steps: int  # batches per epoch (train.limit_batches caps it)
+    criterion: nn.Module
+    padding: int  # random-crop padding
+    hflip: bool
+    ddp: nn.Module | None = None  # the model wrapped for DistributedDataParallel (the model itself on one process)
+
+
+def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
+    """Model, optimizer, warm-up + cosine schedule, EMA and the sharded loader. A smoke run (train.limit_batches)
+    also trims prep.val to as many images as it trains on."""
+    cfg, spec = recipe.train, prep.spec
     torch.manual_seed(cfg.seed)
     # channels-last doubles CPU training throughput for these depthwise-heavy nets (tools/bench_train.py)
     model = build(spec).to(ctx.device, memory_format=torch.channels_last)
@@ -289,105 +343,148 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
     steps = len(loader) if cfg.limit_batches is None else min(len(loader), cfg.limit_batches)
     if cfg.limit_batches is not None:  # a smoke run: validate on as many images as it trains on
         prep.val = prep.val.subset(torch.arange(min(len(prep.val), cfg.limit_batches * cfg.batch_size)))
-    total_steps = steps * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(round(cfg.warmup_epochs * steps), total_steps))
-    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    best = {"top1": -1.0, "epoch": 0}
-    if saved is not None:
-        state = saved["state"]
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        best = dict(state["best"])
-    ddp = nn.parallel.DistributedDataParallel(model) if ctx.world > 1 else model
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    params = sum(p.numel() for p in model.parameters())
-    record = {"spec": spec.to_dict(), "preprocess": pre.to_dict(), "classes": prep.train.classes,
-              "data": prep.source.label, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(),
-              "epochs": cfg.epochs, "augment": {"crop_padding": padding, "hflip": hflip}}
+        optimizer, warmup_cosine(round(cfg.warmup_epochs * steps), steps * cfg.epochs))
+    return _Run(
+        spec=spec, model=model, optimizer=optimizer, scheduler=scheduler,
+        ema=ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None, sampler=sampler, loader=loader, steps=steps,
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        padding=recipe.data.crop_padding if recipe.data.crop_padding is not None else spec.resolution // 8,
+        hflip=default_hflip(prep.source),
+    )
 
-    if ctx.main:
-        held.enter_context(output_lock(out))  # one trainer per run directory; a second fails at once
-        if saved is None and last_path.exists():
-            raise EdgekitError(f"{out} got a training run while this one loaded its data: pass --resume to "
-                               "continue it, or --out DIR to train elsewhere.")
-        out.mkdir(parents=True, exist_ok=True)
-        clean_stale(out)  # temporary files a killed run left
-        _trim_metrics(out / METRICS, start_epoch, (saved or {}).get("state", {}).get("metrics"))
-    reporter.header(spec, params, prep, ctx.world, start_epoch, cfg.epochs)
-    history = _read_metrics(out / METRICS) if ctx.main else []
-    started = time.perf_counter()
-    images_seen = 0
-    train_seconds = 0.0
-    with reporter.progress(cfg.epochs, steps) as bar:
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, ctx.rank))
-            generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed + 1, epoch, ctx.rank))
-            sampler.set_epoch(epoch)
-            ddp.train()
-            bar.start_epoch(epoch)
-            loss_sum, correct, seen = 0.0, 0, 0
-            epoch_start = time.perf_counter()
-            for step, (images, labels) in enumerate(loader):
-                if step >= steps:
-                    break
-                x = pre.tensor(augment(images, generator, padding, hflip)).to(
-                    ctx.device, memory_format=torch.channels_last)
-                y = labels.to(ctx.device)
-                logits = ddp(x)
-                loss = criterion(logits, y)
-                optimizer_step(optimizer, loss, "loss", f"epoch {epoch}, step {step + 1}",
-                               "lower train.lr or raise train.warmup_epochs in the recipe.")
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                bar.step(loss_sum / seen, correct / seen, seen * ctx.world / (time.perf_counter() - epoch_start))
-            seconds = time.perf_counter() - epoch_start
-            train_seconds += seconds
-            if ctx.world > 1:  # BN statistics drift per rank after the last forward: adopt rank 0's
-                _broadcast_from_main([b for b in model.buffers()] + (list(ema.state.values()) if ema else []))
-            images_seen += seen * ctx.world
-            val = evaluate_sharded(model, prep.val, pre, ctx)
-            weights, chosen = "raw", val
-            ema_val = None
-            if ema is not None:
-                ema_model = build(spec).to(ctx.device, memory_format=torch.channels_last)
-                ema_model.load_state_dict(ema.state)
-                ema_val = evaluate_sharded(ema_model, prep.val, pre, ctx)
-                if ema_val.top1 >= val.top1:
-                    weights, chosen = "ema", ema_val
-            row = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-                   "val_top1": val.top1, "val_top5": val.top5, "ema_top1": ema_val.top1 if ema_val else None,
-                   "lr": optimizer.param_groups[0]["lr"], "images_per_second": seen * ctx.world / seconds,
-                   "seconds": seconds}
-            improved = chosen.top1 > best["top1"]
-            if improved:
-                best = {"top1": chosen.top1, "epoch": epoch}
-            if ctx.main:
-                final_weights = ema.state if weights == "ema" else model.state_dict()
-                checkpoint = {**record, "epoch": epoch, "model": final_weights, "weights": weights,
-                              "val": chosen.to_dict(confusion=False)}
-                if improved:
-                    save_checkpoint(checkpoint, out / BEST)
-                save_checkpoint({**checkpoint, "state": {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
-                    "best": best, "metrics": row}}, last_path)
-                _append_metrics(out / METRICS, row)
-                history.append(row)
-            bar.end_epoch(row, chosen.top1, weights, improved)
-    rank_hashes = _rank_weight_hashes(model, ctx)
+
+def _restore_state(run: _Run, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """Load a resumed run's weights, optimizer, schedule and EMA; returns the best epoch so far."""
+    if saved is None:
+        return {"top1": -1.0, "epoch": 0}
+    state = saved["state"]
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.ema is not None and state.get("ema") is not None:
+        run.ema.load_state_dict(state["ema"])
+    return dict(state["best"])
+
+
+def _checkpoint_record(recipe: Recipe, prep: Prepared, run: _Run) -> dict[str, Any]:
+    """What every checkpoint of this run carries besides its weights."""
+    return {"spec": run.spec.to_dict(), "preprocess": prep.preprocess.to_dict(), "classes": prep.train.classes,
+            "data": prep.source.label, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(),
+            "epochs": recipe.train.epochs, "augment": {"crop_padding": run.padding, "hflip": run.hflip}}
+
+
+def _open_run_dir(out: Path, held: contextlib.ExitStack, saved: dict[str, Any] | None, start_epoch: int) -> None:
+    """Lock the run directory (one trainer per directory), clear a killed run's temporaries and cut the metrics
+    back to the epoch resumed from. Rank 0 only."""
+    held.enter_context(output_lock(out))  # a second trainer fails at once
+    if saved is None and (out / LAST).exists():
+        raise EdgekitError(f"{out} got a training run while this one loaded its data: pass --resume to "
+                           "continue it, or --out DIR to train elsewhere.")
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale(out)  # temporary files a killed run left
+    _trim_metrics(out / METRICS, start_epoch, (saved or {}).get("state", {}).get("metrics"))
+
+
+@dataclass
+class _EpochStats:
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0  # images this rank trained on
+    seconds: float = 0.0
+
+
+def _train_epoch(run: _Run, prep: Prepared, ctx: Distributed, seed: int, epoch: int, bar: Any) -> _EpochStats:
+    """One pass over the (sharded) training set. Every source of randomness is seeded from (seed, epoch, rank),
+    which is what makes a resumed run reach the same weights as an uninterrupted one."""
+    torch.manual_seed(_epoch_seed(seed, epoch, ctx.rank))
+    generator = torch.Generator().manual_seed(_epoch_seed(seed + 1, epoch, ctx.rank))
+    run.sampler.set_epoch(epoch)
+    run.ddp.train()
+    bar.start_epoch(epoch)
+    stats = _EpochStats()
+    epoch_start = time.perf_counter()
+    for step, (images, labels) in enumerate(run.loader):
+        if step >= run.steps:
+            break
+        x = prep.preprocess.tensor(augment(images, generator, run.padding, run.hflip)).to(
+            ctx.device, memory_format=torch.channels_last)
+        y = labels.to(ctx.device)
+        logits = run.ddp(x)
+        loss = run.criterion(logits, y)
+        optimizer_step(run.optimizer, loss, "loss", f"epoch {epoch}, step {step + 1}",
+                       "lower train.lr or raise train.warmup_epochs in the recipe.")
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+        stats.loss_sum += loss.item() * len(y)
+        stats.correct += int((logits.argmax(1) == y).sum())
+        stats.seen += len(y)
+        bar.step(stats.loss_sum / stats.seen, stats.correct / stats.seen,
+                 stats.seen * ctx.world / (time.perf_counter() - epoch_start))
+    stats.seconds = time.perf_counter() - epoch_start
+    if ctx.world > 1:  # BN statistics drift per rank after the last forward: adopt rank 0's
+        _broadcast_from_main(list(run.model.buffers()) + (list(run.ema.state.values()) if run.ema else []))
+    return stats
+
+
+@dataclass
+class _Validation:
+    val: Evaluation  # the trained weights
+    ema_val: Evaluation | None  # the EMA weights, when the recipe keeps an EMA
+    weights: str  # "raw" or "ema": the better of the two, which the checkpoint keeps
+    chosen: Evaluation
+
+
+def _validate(run: _Run, prep: Prepared, ctx: Distributed) -> _Validation:
+    """Validation top-1 of the weights and of their EMA; the EMA is chosen when it is at least as good."""
+    val = evaluate_sharded(run.model, prep.val, prep.preprocess, ctx)
+    if run.ema is None:
+        return _Validation(val, None, "raw", val)
+    ema_model = build(run.spec).to(ctx.device, memory_format=torch.channels_last)
+    ema_model.load_state_dict(run.ema.state)
+    ema_val = evaluate_sharded(ema_model, prep.val, prep.preprocess, ctx)
+    if ema_val.top1 >= val.top1:
+        return _Validation(val, ema_val, "ema", ema_val)
+    return _Validation(val, ema_val, "raw", val)
+
+
+def _metrics_row(epoch: int, stats: _EpochStats, validation: _Validation, run: _Run,
+                 ctx: Distributed) -> dict[str, Any]:
+    """The epoch's line in metrics.jsonl."""
+    seen = max(stats.seen, 1)
+    return {"epoch": epoch, "loss": stats.loss_sum / seen, "train_top1": stats.correct / seen,
+            "val_top1": validation.val.top1, "val_top5": validation.val.top5,
+            "ema_top1": validation.ema_val.top1 if validation.ema_val else None,
+            "lr": run.optimizer.param_groups[0]["lr"], "images_per_second": stats.seen * ctx.world / stats.seconds,
+            "seconds": stats.seconds}
+
+
+def _save_epoch(out: Path, record: dict[str, Any], run: _Run, epoch: int, row: dict[str, Any],
+                validation: _Validation, best: dict[str, Any], improved: bool) -> None:
+    """best.pt when the epoch improved, then last.pt (everything --resume needs), then the metrics line.
+    Rank 0 only; the order keeps a kill between any two of them resumable."""
+    weights = run.ema.state if validation.weights == "ema" and run.ema else run.model.state_dict()
+    checkpoint = {**record, "epoch": epoch, "model": weights, "weights": validation.weights,
+                  "val": validation.chosen.to_dict(confusion=False)}
+    if improved:
+        save_checkpoint(checkpoint, out / BEST)
+    save_checkpoint({**checkpoint, "state": {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "ema": run.ema.state_dict() if run.ema else None,
+        "best": best, "metrics": row}}, out / LAST)
+    _append_metrics(out / METRICS, row)
+
+
+def _finish(out: Path, run: _Run, ctx: Distributed, epochs: int, best: dict[str, Any],
+            history: list[dict[str, Any]], start_epoch: int, params: int, started: float, *,
+            images_per_second: float) -> TrainResult:
+    """The run's result, with every rank's weight hash; rank 0 writes it to summary.json."""
+    rank_hashes = _rank_weight_hashes(run.model, ctx)
     elapsed = time.perf_counter() - started
     final = history[-1]["val_top1"] if history else best["top1"]
-    result = TrainResult(out, out / BEST, best["epoch"], best["top1"], final, cfg.epochs, elapsed,
-                         images_seen / train_seconds if train_seconds else 0.0, params, spec, start_epoch, history,
-                         rank_hashes)
+    result = TrainResult(out, out / BEST, best["epoch"], best["top1"], final, epochs, elapsed, images_per_second,
+                         params, run.spec, start_epoch, history, rank_hashes)
     if ctx.main:
         write_json_atomic(out / SUMMARY, result.to_dict())
     return result

@@ -265,12 +265,14 @@ def test_predictor_verbs_over_ssh(device, tmp_path):
     assert calibration["runtime"] == "onnxruntime" and calibration["units_in_context"] == calibration["units"]
     table = json.loads(Path(calibration["table"]).read_text())
     assert table["info"]["arch"] == "aarch64" and all(u["ms"] > 0 for u in table["units"].values())
-    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--device", "emulated-ssh",
+    done = run_edgekit("latency", "predict", "mobilenet_v2",
+                       "--width", "0.35", "--resolution", "32", "--device", "emulated-ssh",
                        "--json", env=env)
     assert done.returncode == 0, done.stderr
     prediction = json.loads(done.stdout)
     assert prediction["measured_fraction"] == 1.0 and prediction["measured_ms"] > 0
-    done = run_edgekit("latency", "search", "--device", "emulated-ssh", "--latency-ms", "100000", "--family", "mobilenet_v2",
+    done = run_edgekit("latency", "search", "--device",
+                       "emulated-ssh", "--latency-ms", "100000", "--family", "mobilenet_v2",
                        "--width", "0.35", "--resolution", "32", "--out", str(tmp_path / "s"), "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["within_budget"] == 1

@@ -341,7 +341,8 @@ def load_table_from(env):
 
 def test_predict_an_unseen_shape_from_the_fits(calibrated):
     env, _ = calibrated
-    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "40", "--measure", "--json",
+    done = run_edgekit("latency", "predict", "mobilenet_v2",
+                       "--width", "0.35", "--resolution", "40", "--measure", "--json",
                        env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -360,7 +361,8 @@ def test_predict_an_unseen_shape_from_the_fits(calibrated):
 def test_predict_warns_of_kernel_paths_the_table_never_measured(calibrated):
     """A stem that reads 4 channels runs another kernel than the calibrated 3-channel one: the estimate says so."""
     env, _ = calibrated
-    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--in-channels", "4",
+    done = run_edgekit("latency", "predict", "mobilenet_v2",
+                       "--width", "0.35", "--resolution", "32", "--in-channels", "4",
                        "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -390,7 +392,8 @@ def test_search_ranks_within_the_budget_and_writes_the_winners_recipe(calibrated
                                "in_channels": 1}
     # a budget between the candidates keeps only those predicted under it
     budget = sorted(c["predicted_ms"] for c in result["candidates"])[1] + 1e-6
-    done = run_edgekit("latency", "search", "--latency-ms", str(budget), "--family", "MobileNetV2", "--width", "0.35,0.5",
+    done = run_edgekit("latency", "search", "--latency-ms",
+                       str(budget), "--family", "MobileNetV2", "--width", "0.35,0.5",
                        "--resolution", "32,48", "--metric", "macs", "--in-channels", "1", "--out", str(out),
                        "--json", env=env)
     assert json.loads(done.stdout)["within_budget"] == 2

@@ -1,12 +1,22 @@
 """The profiler against hand-computed counts on small networks, and its invariants on the zoo."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from torch import nn
 
-from edgekit.models import create
-from edgekit.models.complexity import profile_model, profile_spec
+from edgekit.core.errors import EdgekitError
+from edgekit.models import create, list_models
+from edgekit.models.complexity import (
+    model_table,
+    model_table_row,
+    profile_model,
+    profile_spec,
+    stored_fields,
+    stored_model_table,
+)
 
 
 class Toy(nn.Module):
@@ -85,3 +95,42 @@ def test_json_shape():
 def test_profile_model_without_spec_needs_a_shape():
     with pytest.raises(ValueError, match="input_shape"):
         profile_model(Toy())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_model_table_matches_a_fresh_profile(name):
+    """model_table.json is generated: if this fails, rerun `python tools/model_table.py`."""
+    assert stored_model_table().get(name) == stored_fields(model_table_row(name)), \
+        f"{name}: edgekit/models/model_table.json is stale, rerun python tools/model_table.py"
+
+
+def test_model_table_rows_and_family_filter():
+    rows = model_table()
+    assert [r["name"] for r in rows] == list_models()
+    assert all(set(r) == {"name", "family", "resolution", "params", "macs", "description", "options"} for r in rows)
+    v2 = next(r for r in rows if r["name"] == "mobilenet_v2")
+    assert (v2["resolution"], v2["params"], v2["macs"]) == (224, 3_504_872, 300_774_272)
+    assert [r["name"] for r in model_table("mobilenetv3")] == ["mobilenet_v3_large", "mobilenet_v3_small"]
+    with pytest.raises(EdgekitError, match="no family 'nope': choose one of EfficientNet, EfficientNet-Lite"):
+        model_table("nope")
+
+
+def test_model_table_profiles_rows_the_file_lacks_or_describes_differently(monkeypatch):
+    import edgekit.models.complexity as complexity
+
+    stored = stored_model_table()
+    stored.pop("shufflenet_v1")
+    stored["mobilenet_v1"] = {**stored["mobilenet_v1"], "options": {"activation": "relu6", "dropout": 0.0},
+                              "macs": 1}
+    monkeypatch.setattr(complexity, "stored_model_table", lambda: stored)
+    rows = {r["name"]: r for r in model_table()}
+    for name in ("shufflenet_v1", "mobilenet_v1"):
+        assert rows[name] == model_table_row(name)
+
+
+def test_importing_the_model_zoo_stays_light():
+    code = ("import sys, edgekit.models, edgekit.models.complexity; "
+            "print([m for m in ('onnx', 'onnxruntime', 'onnxscript', 'litert_torch', 'ai_edge_litert', 'torchao', "
+            "'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -14,7 +14,7 @@ from conftest import DIGITS_RECIPE, RECIPES, write_recipe
 from edgekit.checkpoint import load_checkpoint
 from edgekit.core.errors import EdgekitError
 from edgekit.recipe import load_recipe
-from edgekit.train import train
+from edgekit.train import prepare_training, train
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -206,3 +206,13 @@ def test_resume_restores_a_metrics_line_a_kill_lost(tmp_path):
     assert [r["epoch"] for r in _read_metrics(path)] == [1, 2, 3, 4, 5]
     _trim_metrics(path, 3, {"epoch": 3, "loss": 0.33})  # lines past the checkpoint go; its own line stays
     assert [(r["epoch"], r["loss"]) for r in _read_metrics(path)] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+
+
+def test_prepare_training_takes_the_class_count_from_the_data(digits_recipe):
+    prep = prepare_training(load_recipe(digits_recipe))
+    assert prep.spec.num_classes == len(prep.train.classes) == 10
+    assert (prep.spec.name, prep.spec.resolution, prep.spec.in_channels) == ("mobilenet_v1", 32, 1)
+    assert prep.source.label == "digits" and len(prep.train) > 0 and len(prep.val) > 0
+    five = DIGITS_RECIPE.replace("in_channels: 1", "in_channels: 1\n  num_classes: 5")
+    with pytest.raises(EdgekitError, match="model.num_classes is 5 but digits has 10 classes"):
+        prepare_training(load_recipe(write_recipe(digits_recipe.with_name("five.yaml"), five)))

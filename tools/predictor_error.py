@@ -1,7 +1,7 @@
 """How well the latency predictor predicts: registered models at several widths and resolutions, each timed whole
 on the device and predicted from its latency table; prints every model and the error distribution.
 
-    edgekit bench --calibrate-predictor --device local            # once: the table
+    edgekit latency calibrate --device local            # once: the table
     python tools/predictor_error.py --device local [--out predictor_error.json]
     python tools/predictor_error.py --device local --measured predictor_error.json   # rescore, no timing
     python tools/predictor_error.py --device local --calibrate   # a fresh table, timed in the same run as the models
@@ -62,7 +62,7 @@ def _specs(args: argparse.Namespace) -> list[ModelSpec]:
     names = args.names.split(",") if args.names else [
         n for n in list_models() if not get_entry(n).design_space and n not in LARGEST]
     return [resolve_spec(n, width=float(w), resolution=int(r)) for n in names
-            for w in args.widths.split(",") for r in args.resolutions.split(",")]
+            for w in args.width.split(",") for r in args.resolution.split(",")]
 
 
 def _spec_of(key: str) -> ModelSpec:
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "tflite"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--names", help="comma-separated model names (default: every named model but B5-B7)")
-    parser.add_argument("--widths", default="0.5,0.75,1.0")
-    parser.add_argument("--resolutions", default="128,160,224")
+    parser.add_argument("--width", default="0.5,0.75,1.0")
+    parser.add_argument("--resolution", default="128,160,224")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--cache", type=Path, help="keep the exported models here, for a faster rerun")
     parser.add_argument("--calibrate", action="store_true",

@@ -1,8 +1,8 @@
 """How good the predictor's estimates are for units it never measured, without timing anything: each calibration
 model's units are held out of the device's table in turn and estimated from the rest (the fit per kind and its
-error on the nearest measured units, as `edgekit predict` does for a new width or resolution).
+error on the nearest measured units, as `edgekit latency predict` does for a new width or resolution).
 
-    python tools/predictor_holdout.py --device local              # after edgekit bench --calibrate-predictor
+    python tools/predictor_holdout.py --device local              # after edgekit latency calibrate
     python tools/predictor_holdout.py --device local --by point   # hold out one width and resolution at once
 
 It compares sums of units timed alone, measured against estimated, so it isolates the estimates from the

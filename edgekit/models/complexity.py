@@ -288,3 +288,84 @@ def profile_spec(name: str, *, fuse: bool = True, **spec_args: Any) -> ModelProf
     with torch.device("meta"):
         model = build(spec)
     return profile_model(model, fuse=fuse)
+
+
+# `edgekit models`: the default-configuration cost of every registered model. Profiling all of them takes
+# seconds, so the figures ship precomputed in model_table.json (written by tools/model_table.py; a test
+# recomputes every row). A row whose name, family, resolution or default options no longer match the
+# registry is profiled live instead, so a new or changed entry is never listed with stale figures.
+MODEL_TABLE_FILE = "model_table.json"
+_STORED_FIELDS = ("name", "family", "resolution", "options", "params", "macs")
+
+
+def model_table_row(name: str) -> dict[str, Any]:
+    """One `edgekit models` row, profiled live: the named model at its defaults (1000 classes, 3 channels)."""
+    from edgekit.models import get_entry
+
+    entry = get_entry(name)
+    prof = profile_spec(name)
+    return dict(
+        name=name, family=entry.family, resolution=prof.input_shape[-1], params=prof.params, macs=prof.macs,
+        description=entry.description, options=entry.options,
+    )
+
+
+def stored_model_table() -> dict[str, dict[str, Any]]:
+    """The shipped rows by name ({} when the file is missing or unreadable: every row is then profiled live)."""
+    import json
+    from importlib import resources
+
+    try:
+        data = json.loads(resources.files("edgekit.models").joinpath(MODEL_TABLE_FILE).read_text(encoding="utf-8"))
+        return {row["name"]: row for row in data["models"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _as_json(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def model_table(family: str | None = None) -> list[dict[str, Any]]:
+    """Every registered model (or one family's, case-insensitive) with its default resolution, params and MACs.
+
+    Rows have keys name, family, resolution, params, macs, description, options, in registration order.
+    Raises EdgekitError for an unknown family.
+    """
+    from edgekit.core.errors import EdgekitError
+    from edgekit.models import get_entry, list_models
+
+    names = list_models()
+    if family is not None:
+        names = [n for n in names if get_entry(n).family.lower() == family.lower()]
+        if not names:
+            families = sorted({get_entry(n).family for n in list_models()})
+            raise EdgekitError(f"no family {family!r}: choose one of {', '.join(families)}.")
+    stored = stored_model_table()
+    rows = []
+    for name in names:
+        entry = get_entry(name)
+        options = entry.options
+        record = stored.get(name)
+        if (
+            record is not None
+            and record.get("family") == entry.family
+            and record.get("resolution") == entry.default_resolution_for(options)
+            and record.get("options") == _as_json(options)
+            and isinstance(record.get("params"), int)
+            and isinstance(record.get("macs"), int)
+        ):
+            rows.append(dict(
+                name=name, family=entry.family, resolution=record["resolution"], params=record["params"],
+                macs=record["macs"], description=entry.description, options=options,
+            ))
+        else:
+            rows.append(model_table_row(name))
+    return rows
+
+
+def stored_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The part of a row model_table.json keeps (the description is always read from the registry)."""
+    return _as_json({key: row[key] for key in _STORED_FIELDS})

@@ -112,17 +112,12 @@ def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, nam
     import dataclasses
 
     from edgekit.core.files import output_lock
-    from edgekit.predictor.search import named_models
+    from edgekit.predictor.search import check_grid, named_models
     from edgekit.predictor.table import table_path
 
     widths = widths or CALIBRATION_WIDTHS
     resolutions = resolutions or CALIBRATION_RESOLUTIONS
-    if any(not 0.1 <= w <= 4.0 for w in widths):
-        raise EdgekitError(f"--width {','.join(f'{w:g}' for w in widths)} is not a list of widths from 0.1 to 4: "
-                           "write e.g. --width 0.5,1.0.")
-    if any(not 32 <= r <= 1024 for r in resolutions):
-        raise EdgekitError(f"--resolution {','.join(map(str, resolutions))} is not a list of resolutions from 32 to "
-                           "1024: write e.g. --resolution 128,224.")
+    check_grid(widths, resolutions)
     specs = grid(tuple(named_models(list(names))) if names else CALIBRATION_NAMES, widths, resolutions)
     options = dataclasses.replace(options, threads=(threads,))
     path = table_path(profile.name, runtime, threads)

@@ -38,6 +38,16 @@ class Candidate:
                 "top1_source": self.top1_source}
 
 
+def check_grid(widths: tuple[float, ...], resolutions: tuple[int, ...]) -> None:
+    """Widths and resolutions a latency table can be calibrated and searched at."""
+    if any(not 0.1 <= w <= 4.0 for w in widths):
+        raise EdgekitError(f"--width {','.join(f'{w:g}' for w in widths)} is not a list of widths from 0.1 to 4: "
+                           "write e.g. --width 0.5,1.0.")
+    if any(not 32 <= r <= 1024 for r in resolutions):
+        raise EdgekitError(f"--resolution {','.join(map(str, resolutions))} is not a list of resolutions from 32 to "
+                           "1024: write e.g. --resolution 128,224.")
+
+
 def named_models(families: list[str] | None) -> list[str]:
     """Registered networks (not design-space entries), of the given families or model names (any case)."""
     names = [n for n in list_models() if not get_entry(n).design_space]
@@ -150,12 +160,7 @@ def search_models(profile: Any, latency_ms: float, runtime: str = "onnxruntime",
         raise EdgekitError(f"--metric {metric!r}: use accuracy or macs.")
     if not latency_ms > 0:
         raise EdgekitError(f"--latency-ms {latency_ms:g} is not a budget: give a time in milliseconds above 0.")
-    if any(not 0.1 <= w <= 4.0 for w in widths):
-        raise EdgekitError(f"--width {','.join(f'{w:g}' for w in widths)} is not a list of widths from 0.1 to 4: "
-                           "write e.g. --width 0.5,1.0.")
-    if any(not 32 <= r <= 1024 for r in resolutions):
-        raise EdgekitError(f"--resolution {','.join(map(str, resolutions))} is not a list of resolutions from 32 to "
-                           "1024: write e.g. --resolution 128,224.")
+    check_grid(widths, resolutions)
     runtime, threads = one_setting([profile], runtime, (threads,), "search")
     base = load_recipe(recipe) if recipe is not None else None
     if base is not None:
