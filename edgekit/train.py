@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from edgekit.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import clean_stale, output_lock, write_json_atomic, write_text_atomic
+from edgekit.core.threads import ThreadGovernor
 from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip, load_split, preprocess_for
 from edgekit.evaluate import Evaluation, evaluate
@@ -187,6 +188,7 @@ class TrainResult:
     resumed_from: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     rank_weight_sha256: list[str] = field(default_factory=list)
+    threads: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +197,7 @@ class TrainResult:
             "seconds": round(self.seconds, 2), "images_per_second": round(self.images_per_second, 1),
             "params": self.params, "model": self.spec.to_dict(), "resumed_from": self.resumed_from,
             "world_size": len(self.rank_weight_sha256), "rank_weight_sha256": self.rank_weight_sha256,
+            "threads": self.threads,
         }
 
 
@@ -232,11 +235,15 @@ def prepare_training(recipe: Recipe, data_override: str | None = None) -> Prepar
 
 
 def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str | None = None,
-          reporter: Reporter | None = None) -> TrainResult:
+          reporter: Reporter | None = None, threads: int | None = None) -> TrainResult:
+    """Train `recipe` into the run directory `out` (see `edgekit train --help`). `threads` fixes torch's thread
+    count; by default it follows the cores other processes leave free (edgekit.core.threads)."""
+    if threads is not None and threads < 1:
+        raise EdgekitError(f"--threads {threads}: give at least 1.")
     ctx = init_distributed()
     try:
         with contextlib.ExitStack() as held:
-            return _train(ctx, recipe, out, resume, data_override, reporter, held)
+            return _train(ctx, recipe, out, resume, data_override, reporter, held, ThreadGovernor(threads))
     finally:
         # Left to interpreter exit, gloo's worker threads can be torn down while joinable and abort the process
         # ("terminate called without an active exception") after a successful run.
@@ -245,7 +252,7 @@ def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str
 
 
 def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_override: str | None,
-           reporter: Reporter | None, held: contextlib.ExitStack) -> TrainResult:
+           reporter: Reporter | None, held: contextlib.ExitStack, governor: ThreadGovernor) -> TrainResult:
     reporter = reporter if reporter is not None and ctx.main else Reporter(enabled=False)
     out = out.resolve()
     start_epoch, saved = _resume_point(out, recipe, resume, reporter)
@@ -255,6 +262,7 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
     if prep.train.skipped or prep.val.skipped:
         reporter.warn(f"skipped {prep.train.skipped + prep.val.skipped} unreadable image(s) in {prep.source.label}")
     run = _build_run(ctx, recipe, prep)
+    run.governor = governor
     best = _restore_state(run, saved)
     run.ddp = nn.parallel.DistributedDataParallel(run.model) if ctx.world > 1 else run.model
     record = _checkpoint_record(recipe, prep, run)
@@ -326,6 +334,7 @@ class _Run:
     padding: int  # random-crop padding
     hflip: bool
     ddp: nn.Module | None = None  # the model wrapped for DistributedDataParallel (the model itself on one process)
+    governor: ThreadGovernor | None = None  # torch's thread count, kept to the cores other processes leave free
 
 
 def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
@@ -410,6 +419,8 @@ def _train_epoch(run: _Run, prep: Prepared, ctx: Distributed, seed: int, epoch: 
         x = prep.preprocess.tensor(augment(images, generator, run.padding, run.hflip)).to(
             ctx.device, memory_format=torch.channels_last)
         y = labels.to(ctx.device)
+        if run.governor is not None:
+            run.governor.poll()
         logits = run.ddp(x)
         loss = run.criterion(logits, y)
         optimizer_step(run.optimizer, loss, "loss", f"epoch {epoch}, step {step + 1}",
@@ -484,7 +495,8 @@ def _finish(out: Path, run: _Run, ctx: Distributed, epochs: int, best: dict[str,
     elapsed = time.perf_counter() - started
     final = history[-1]["val_top1"] if history else best["top1"]
     result = TrainResult(out, out / BEST, best["epoch"], best["top1"], final, epochs, elapsed, images_per_second,
-                         params, run.spec, start_epoch, history, rank_hashes)
+                         params, run.spec, start_epoch, history, rank_hashes,
+                         run.governor.record() if run.governor else {})
     if ctx.main:
         write_json_atomic(out / SUMMARY, result.to_dict())
     return result

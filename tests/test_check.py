@@ -277,7 +277,7 @@ def test_sweep_bad_widths_exit_2_before_any_work(tmp_path, edgekit_cli):
 
 @pytest.mark.parametrize(("omp", "expected"), [("3", 3), (None, None), ("0", None), ("many", None)])
 def test_sweep_splits_the_threads_it_was_given(monkeypatch, omp, expected):
-    from edgekit.pipeline.sweep import thread_budget
+    from edgekit.core.threads import thread_budget
 
     if omp is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -4,6 +4,11 @@
     python tools/bench_train.py recipes/*.yaml --target 0.90   # every shipped recipe
     python tools/bench_train.py --throughput-only              # images/s only, a few seconds
     python tools/bench_train.py recipes/x.yaml --keep runs     # keep the checkpoints (runs/x/best.pt)
+    python tools/bench_train.py --contended 1                  # images/s quiet and beside 1 busy process
+
+--contended N measures training images/s of each thread setting quietly and then beside N CPU-bound processes
+(each `python -c "while True: pass"`), side by side in one run; every figure comes from a fresh process so the
+OpenMP settings take effect.
 
 For each recipe it prints training images/s with contiguous (NCHW) and channels-last tensors, then trains the
 recipe from scratch in a temporary directory and prints its best validation top-1, total time, and when it
@@ -13,15 +18,20 @@ first reached --target. These are the figures the docs quote; they are never ass
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.core.threads import ThreadGovernor, thread_budget
 from edgekit.core.ui import Reporter
 from edgekit.models import build, resolve_spec
 from edgekit.recipe import load_recipe
@@ -30,7 +40,8 @@ from edgekit.train import train
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mobilenet_v2_fashion.yaml"
 
 
-def throughput(recipe_path: Path, channels_last: bool, steps: int = 8) -> float:
+def throughput(recipe_path: Path, channels_last: bool, steps: int = 8, on_step: Callable[[], object] | None = None
+               ) -> float:
     recipe = load_recipe(recipe_path)
     m = recipe.model
     spec = resolve_spec(m.name, width=m.width, resolution=m.resolution, num_classes=10, in_channels=m.in_channels,
@@ -44,11 +55,60 @@ def throughput(recipe_path: Path, channels_last: bool, steps: int = 8) -> float:
     for i in range(steps + 2):
         if i == 2:  # the first steps allocate and warm caches
             start = time.perf_counter()
+        if on_step:
+            on_step()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return batch * steps / (time.perf_counter() - start)
+
+
+# Thread settings compared by --contended: (label, environment). "edgekit" is what edgekit's commands do.
+SETTINGS = {
+    "a thread per core (torch's default)": {"BENCH_THREADS": "fixed"},
+    "edgekit (the cores others leave free)": {"BENCH_THREADS": "governed"},
+}
+
+
+def _measure_child(recipe: Path, seconds: float) -> None:
+    """Child process: set threads as the setting says, then time training steps for about `seconds`."""
+    governor = ThreadGovernor(None if os.environ["BENCH_THREADS"] == "governed" else thread_budget())
+    rates = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 2:
+        rates.append(throughput(recipe, False, steps=4, on_step=governor.poll))
+    print(json.dumps({"threads": governor.used, "images_per_second": sorted(rates)[len(rates) // 2]}))
+
+
+def contended(recipe: Path, competitors: int, seconds: float, console: Console) -> None:
+    table = Table(title=f"training img/s, {recipe.stem}: quiet and beside {competitors} busy process(es) "
+                        f"({os.cpu_count()} cores)")
+    for col in ("setting", "threads quiet / contended", "quiet img/s", "contended img/s", "contended / quiet"):
+        table.add_column(col, justify="left" if col == "setting" else "right")
+
+    def one(env: dict[str, str]) -> dict[str, float]:
+        done = subprocess.run([sys.executable, __file__, str(recipe), "--_child", str(seconds)], check=True,
+                              capture_output=True, text=True, env={**os.environ, **env})
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    for label, env in SETTINGS.items():
+        quiet = one(env)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(competitors)]
+        try:
+            time.sleep(1)
+            loaded = one(env)
+        finally:
+            for proc in busy:
+                proc.kill()
+                proc.wait()
+        ratio = loaded["images_per_second"] / quiet["images_per_second"]
+        threads = f"{'/'.join(map(str, quiet['threads']))} / {'/'.join(map(str, loaded['threads']))}"
+        table.add_row(label, threads, f"{quiet['images_per_second']:,.0f}",
+                      f"{loaded['images_per_second']:,.0f}", f"{ratio:.2f}x")
+        console.print(f"{label}: quiet {quiet['images_per_second']:,.0f}, contended "
+                      f"{loaded['images_per_second']:,.0f} img/s ({ratio:.2f}x)", highlight=False)
+    console.print(table)
 
 
 def main() -> None:
@@ -58,8 +118,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="Override each recipe's epochs.")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--keep", type=Path, help="Keep each run's directory (checkpoints) under this folder.")
+    parser.add_argument("--contended", type=int, metavar="N",
+                        help="Throughput quiet and beside N busy processes, per thread setting, side by side.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="With --contended: seconds per figure.")
+    parser.add_argument("--_child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._child is not None:
+        _measure_child(args.recipes[0], args._child)
+        return
     console = Console(width=None if sys.stdout.isatty() else 160)
+    if args.contended is not None:
+        contended(args.recipes[0], args.contended, args.seconds, console)
+        return
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     table = Table(title="training benchmark")
     columns = ["recipe", "NCHW img/s", "channels-last img/s"]

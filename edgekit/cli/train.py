@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,9 @@ from edgekit.cli.common import (
 from edgekit.core.errors import EdgekitError
 from edgekit.recipe import load_recipe, with_overrides
 
+TRAIN_THREADS_HELP = ("Torch threads (default: the cores other processes leave free, re-checked every few seconds, "
+                      "so a busy machine does not stall training).")
+
 
 @user_errors
 def train(
@@ -34,6 +38,7 @@ def train(
         str | None, typer.Option(help="Override data.source: fashion-mnist, digits, imagefolder:PATH.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help=TRAIN_THREADS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a recipe: live progress, best checkpoint by validation accuracy, resumable.
@@ -47,9 +52,14 @@ def train(
     recipe = with_overrides(load_recipe(recipe_path), epochs, batch_size, limit_batches, data)
     out = out or Path("runs") / recipe.name
     try:
-        result = train_recipe(recipe, out, resume=resume, reporter=Reporter(enabled=True, console=err_console))
+        result = train_recipe(recipe, out, resume=resume, reporter=Reporter(enabled=True, console=err_console),
+                              threads=threads)
     except KeyboardInterrupt:
-        interrupted(out, f"edgekit train {recipe_path} --resume --out {out}")
+        given = {"--epochs": epochs, "--batch-size": batch_size, "--limit-batches": limit_batches, "--data": data,
+                 "--threads": threads}
+        again = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in given.items() if value is not None)
+        interrupted(out, f"edgekit train {shlex.quote(str(recipe_path))}{again} --resume --out "
+                         f"{shlex.quote(str(out))}")
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
     if as_json:
@@ -62,7 +72,8 @@ def train(
         ("epochs", f"{result.epochs}" + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")),
         ("best val top-1", f"{result.best_top1:.2%} (epoch {result.best_epoch})"),
         ("final val top-1", f"{result.final_top1:.2%}"),
-        ("time", f"{result.seconds:,.0f} s, {result.images_per_second:,.0f} img/s"),
+        ("time", f"{result.seconds:,.0f} s, {result.images_per_second:,.0f} img/s, "
+                 f"{'/'.join(map(str, result.threads.get('used', []))) or '?'} thread(s)"),
         ("checkpoint", str(result.best_checkpoint)),
     ]
     key_value_table(f"trained {recipe.name}", rows)

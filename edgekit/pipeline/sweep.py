@@ -8,7 +8,6 @@ Latency is measured afterwards, one point at a time, so points never compete for
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ from edgekit.bench.host import BenchOptions, bench
 from edgekit.bench.records import latest_p50
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import write_text_atomic
+from edgekit.core.threads import thread_budget
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.recipe import Recipe, parse_recipe
 
@@ -69,15 +69,6 @@ def plan_points(recipe: Recipe, widths: list[float], resolutions: list[int], out
             points.append(Point(width, resolution, point_recipe, out / "recipes" / f"{data['name']}.yaml",
                                 out / data["name"]))
     return points
-
-
-def thread_budget() -> int:
-    """The threads this process may use: OMP_NUM_THREADS where the user (or a parent that split the cores) set it,
-    else the cores it may run on."""
-    with contextlib.suppress(ValueError):
-        if int(os.environ.get("OMP_NUM_THREADS", "")) > 0:
-            return int(os.environ["OMP_NUM_THREADS"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_points(points: list[Point], jobs: int, on_done: Callable[[Point], None] | None = None) -> None:
