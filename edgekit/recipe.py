@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from edgekit import builtin
 from edgekit.core.errors import EdgekitError
 
 
@@ -117,9 +118,14 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    """A recipe from a YAML file, or a built-in recipe by name (`mobilenet_v2_fashion`: see `edgekit recipes`)."""
     path = Path(path)
     if not path.is_file():
-        raise EdgekitError(f"recipe {path} does not exist: see recipes/ for the shipped ones.")
+        shipped = builtin.builtin_recipe(str(path))
+        if shipped is None:
+            raise EdgekitError(f"recipe {path} does not exist: give a YAML file, or a built-in recipe name "
+                               f"({', '.join(builtin.recipe_names())}).")
+        path = shipped
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

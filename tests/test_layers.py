@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
 
 # Low to high. A module may import modules of its own layer or below; the first prefix that matches decides.
 LAYERS: list[tuple[str, ...]] = [
-    ("edgekit.core", "edgekit.__init__"),
+    ("edgekit.core", "edgekit.__init__", "edgekit.builtin"),
     ("edgekit.models",),
     ("edgekit.data", "edgekit.recipe"),
     ("edgekit.artifact", "edgekit.checkpoint"),

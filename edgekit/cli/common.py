@@ -28,7 +28,8 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-RECIPE_HELP = "A recipe YAML, e.g. recipes/mobilenet_v2_fashion.yaml."
+RECIPE_HELP = ("A recipe YAML file, or a built-in recipe's name (`edgekit recipes` lists them), e.g. "
+               "mobilenet_v2_fashion.")
 JSON_HELP = "Print JSON instead of tables."
 
 

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit.cli.common import (
+    JSON_HELP,
     RECIPE_HELP,
     console,
     err_console,
@@ -150,3 +151,28 @@ def sweep(
         err_console.print(f"[bold red]error:[/] {len(bad)} of {len(points)} points did not pass: "
                           f"{', '.join(p.name for p in bad[:4])}{' ...' if len(bad) > 4 else ''}", highlight=False)
         raise typer.Exit(1)
+
+
+@user_errors
+def recipes(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """The recipes that ship with edgekit: run one by name (`edgekit run mobilenet_v2_fashion`), or copy its file
+    and edit it."""
+    from edgekit import builtin
+
+    rows = []
+    for name in builtin.recipe_names():
+        recipe = load_recipe(name)
+        m = recipe.model
+        rows.append({"name": name, "model": m.name, "width": m.width, "resolution": m.resolution,
+                     "data": recipe.data.source, "epochs": recipe.train.epochs,
+                     "file": str(builtin.builtin_recipe(name))})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="built-in recipes")
+    for col in ("name", "model", "width", "res", "data", "epochs"):
+        table.add_column(col, justify="right" if col in ("width", "res", "epochs") else "left")
+    for r in rows:
+        table.add_row(r["name"], r["model"], f"{r['width']:g}", str(r["resolution"]), r["data"], str(r["epochs"]))
+    console.print(table)
+    console.print(f"files in {builtin.RECIPES.resolve()}", highlight=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from edgekit import builtin
 from edgekit.core.errors import EdgekitError
 
 TRANSPORTS = ("local", "ssh", "adb")
@@ -24,7 +25,7 @@ def search_path() -> list[Path]:
     edgekit directory, ./devices, then the profiles that ship with edgekit."""
     dirs = [Path(p).expanduser() for p in os.environ.get("EDGEKIT_DEVICES", "").split(os.pathsep) if p]
     config = Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser()
-    dirs += [config / "edgekit" / "devices", Path.cwd() / "devices", Path(__file__).resolve().parents[2] / "devices"]
+    dirs += [config / "edgekit" / "devices", Path.cwd() / "devices", builtin.DEVICES]
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
