@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, first_line
 from edgekit.core.files import sha256_file, write_json_atomic
 from edgekit.models import ModelSpec, spec_from_record
 
@@ -33,9 +33,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"no {MANIFEST} in {directory}: it records the model's preprocessing; export with `edgekit export`."
         )
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgekitError(f"{path} is unreadable ({exc}): export the model again.") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, or not JSON
+        reason = "nested too deep" if isinstance(exc, RecursionError) else first_line(exc)
+        raise EdgekitError(f"{path} is unreadable ({reason}): export the model again.") from None
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
         raise EdgekitError(f"{path} is not an edgekit v{MANIFEST_VERSION} manifest: export the model again.")
     _validate_manifest(path, manifest)

@@ -38,7 +38,9 @@ def _load(path: Path) -> Any:
         raise EdgekitError(
             f"{path} is not a loadable weights file ({first}): give a state_dict or edgekit checkpoint."
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch.load fails on arbitrary bytes in many ways (KeyError, IndexError, EOFError...)
         raise EdgekitError(
             f"{path} is corrupt or not a PyTorch file ({type(exc).__name__}): re-save or re-download it."
         ) from None

@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import yaml
 
 from edgekit import builtin
 from edgekit.core.errors import EdgekitError
+from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
 
 
 def _choice(*values: str) -> dict[str, Any]:
@@ -91,17 +94,35 @@ class ExportSection:
 @dataclass
 class CheckSection:
     max_drop: float = field(default=1.0, metadata=_range(0.0))
+    # Latency budgets, from edgekit run's bench stage: the p50 (ms) every INT8 file may take on a device (at its
+    # fastest thread count), and the least INT8/FP32 speed-up on each device, runtime and thread count.
+    max_latency_ms: dict[str, float] = field(default_factory=dict, metadata=_range(0.0))
+    min_int8_speedup: float | None = field(default=None, metadata=_range(0.0))
+
+
+@dataclass
+class BenchSection:
+    """edgekit run's bench stage: every exported file on each device of the recipe's `devices`."""
+
+    threads: list[int] | None = None  # default: each device profile's thread counts (1 and all big cores)
+    runs: int | None = field(default=None, metadata=_range(1))
+    min_seconds: float | None = field(default=None, metadata=_range(0.0))
+
+
+# A recipe's name becomes a directory (runs/NAME): one path component, no separators, no leading dot or dash.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
 @dataclass
 class Recipe:
-    name: str
+    name: str = field(metadata={"pattern": NAME_PATTERN})
     model: ModelSection
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     int8: Int8Section = field(default_factory=Int8Section)
     export: ExportSection = field(default_factory=ExportSection)
     check: CheckSection = field(default_factory=CheckSection)
+    bench: BenchSection = field(default_factory=BenchSection)
     devices: list[str] = field(default_factory=lambda: ["local"])
     source: str | None = field(default=None, metadata={"internal": True})
 
@@ -135,6 +156,9 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(text: str, origin: str = "<recipe>") -> Recipe:
     try:
+        if yaml_depth(text) > MAX_NESTING:
+            raise EdgekitError(f"{origin}: nested more than {MAX_NESTING} levels deep: a recipe has sections of "
+                               "keys, see recipes/ for the shape.")
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -209,6 +233,8 @@ def _value(hint: Any, f: dataclasses.Field, value: Any, path: str, lines: dict[s
             value = float(value)
     if not isinstance(value, origin_type) or (origin_type in (int, float) and isinstance(value, bool)):
         _fail(origin, lines, path, f"expected {_type_name(target)}, got {value!r}.")
+    if origin_type is dict and typing.get_args(target) == (str, float):
+        return _number_map(value, f.metadata, path, lines, origin)
     if origin_type is list:
         (item_type,) = typing.get_args(target)
         for item in value:
@@ -218,6 +244,9 @@ def _value(hint: Any, f: dataclasses.Field, value: Any, path: str, lines: dict[s
                 _fail(origin, lines, path, f"expected a list of {item_type.__name__}, got {item!r}.")
         value = [float(v) for v in value] if item_type is float else list(value)
     meta = f.metadata
+    if "pattern" in meta and not meta["pattern"].fullmatch(value):
+        _fail(origin, lines, path, f"{value!r} cannot name a run directory: use letters, digits, '.', '_', '+' and "
+                                   "'-' (no '/', no leading '.' or '-'), at most 100 characters.")
     if "choices" in meta and value not in meta["choices"]:
         _fail(origin, lines, path, f"{value!r} is not one of {', '.join(map(str, meta['choices']))}.")
     lo, hi = meta.get("min"), meta.get("max")
@@ -227,10 +256,25 @@ def _value(hint: Any, f: dataclasses.Field, value: Any, path: str, lines: dict[s
     return value
 
 
+def _number_map(value: dict[Any, Any], meta: Any, path: str, lines: dict[str, int], origin: str) -> dict[str, float]:
+    """A mapping of names to finite numbers above the field's minimum (e.g. a latency budget per device)."""
+    out = {}
+    for key, number in value.items():
+        where = f"{path}.{key}"
+        if not isinstance(key, str) or isinstance(number, bool) or not isinstance(number, int | float):
+            _fail(origin, lines, where, f"expected a name and a number, got {key!r}: {number!r}.")
+        if not math.isfinite(number) or number <= meta.get("min", 0.0):
+            _fail(origin, lines, where, f"{number!r} is out of range: use a number above {meta.get('min', 0.0)}.")
+        out[key] = float(number)
+    return out
+
+
 def _type_name(t: Any) -> str:
     origin = typing.get_origin(t)
     if origin is list:
         return f"a list of {typing.get_args(t)[0].__name__}"
+    if origin is dict:
+        return "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
         t, getattr(t, "__name__", str(t)))
 

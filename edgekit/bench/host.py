@@ -44,6 +44,15 @@ class BenchOptions:
     op_profile: bool = False
     all_nodes: bool = False  # with op_profile: every node's time in run order, not only the slowest (ONNX Runtime)
 
+    def __post_init__(self) -> None:
+        if self.runtime not in ("auto", "tflite", "onnxruntime"):
+            raise EdgekitError(f"--runtime {self.runtime!r}: use tflite, onnxruntime or auto.")
+        if self.runs < 1 or self.warmup_runs < 0 or self.min_seconds < 0 or self.warmup_seconds < 0:
+            raise EdgekitError("a run count or time is out of range: give --runs >= 1, and --warmup, "
+                               "--warmup-seconds, --min-seconds >= 0.")
+        if self.threads is not None and (not self.threads or min(self.threads) < 1):
+            raise EdgekitError(f"--threads {self.threads}: give thread counts of at least 1, e.g. --threads 1,2.")
+
 
 @dataclass
 class ModelFile:

@@ -64,8 +64,8 @@ def load_baseline(path: Path, create: bool = False) -> Baseline:
         raise EdgekitError(f"baseline {path} does not exist: create it with --update-baseline.")
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgekitError(f"baseline {path} is not readable JSON ({exc}): fix it, or rewrite it with "
+    except (OSError, ValueError, RecursionError) as exc:
+        raise EdgekitError(f"baseline {path} is not readable JSON ({str(exc)[:200] or 'nested too deep'}): fix it, or rewrite it with "
                            "--update-baseline after moving it away.") from None
     if not isinstance(data, dict) or data.get("edgekit_baseline") != VERSION \
             or not isinstance(data.get("models"), dict):

@@ -90,6 +90,8 @@ def bench(
                      "failures": [{"device": p.name, "error": str(e)} for p, e in failures]})
     else:
         _print_bench(runs_done)
+        for profile in profiles:
+            console.print(f"{profile.name}: profile {profile.source or 'built in'}", highlight=False)
     for profile, error in failures:
         err_console.print(f"[bold red]error:[/] {profile.name}: {escape(str(error))}", highlight=False, soft_wrap=True)
     if failures:
@@ -144,21 +146,32 @@ def devices_list(
         return
     from edgekit.devices.profiles import LOCAL, find_profiles, read_profile, search_path
 
-    profiles = {"local": LOCAL} | {name: read_profile(path) for name, path in find_profiles().items()}
+    shadowed: list[Path] = []
+    profiles, problems = {"local": LOCAL}, []
+    for name, path in find_profiles(shadowed).items():
+        try:
+            profiles[name] = read_profile(path)
+        except EdgekitError as exc:  # one bad file must not hide the good ones
+            problems.append(str(exc))
     rows = [{"name": name, "transport": p.transport, "arch": p.arch, "threads": list(p.threads), "cores": p.cores,
              "description": p.description, "file": str(p.source) if p.source else None}
             for name, p in profiles.items()]
+    for path in shadowed:
+        problems.append(f"{path} is ignored: it would replace the built-in {path.stem}; name it by path "
+                        f"(--device {path}) or put its folder on $EDGEKIT_DEVICES.")
     if as_json:
         print_json(rows)
-        return
-    table = Table(title="devices")
-    for col in ("name", "transport", "arch", "threads", "cores", "description"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(row["name"], row["transport"], row["arch"] or "-", ",".join(map(str, row["threads"])),
-                      row["cores"] or "-", row["description"])
-    console.print(table)
-    console.print("looked in: " + ", ".join(str(d) for d in search_path()), highlight=False)
+    else:
+        table = Table(title="devices")
+        for col in ("name", "transport", "arch", "threads", "cores", "description", "from"):
+            table.add_column(col)
+        for row in rows:
+            table.add_row(row["name"], row["transport"], row["arch"] or "-", ",".join(map(str, row["threads"])),
+                          row["cores"] or "-", row["description"], row["file"] or "built in")
+        console.print(table)
+        console.print("looked in: " + ", ".join(str(d) for d in search_path()), highlight=False)
+    for problem in problems:
+        warn(problem)
 
 
 @devices_app.command("check")

@@ -102,9 +102,13 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise EdgekitError(f"option {pair!r} is not KEY=VALUE: write e.g. --option groups=8.")
         try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
-            options[key.strip()] = value
+            parsed = value
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e9 and nan as strings: they are numbers here
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        options[key.strip()] = parsed
     return options
 
 

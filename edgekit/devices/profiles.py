@@ -11,6 +11,7 @@ import yaml
 
 from edgekit import builtin
 from edgekit.core.errors import EdgekitError
+from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
 
 TRANSPORTS = ("local", "ssh", "adb")
 _TOP_KEYS = {"name", "description", "transport", "ssh", "adb", "arch", "threads", "cores", "python", "runtime",
@@ -87,6 +88,23 @@ def _threads(path: Path, value: Any) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _whole_number(path: Path, key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit() \
+            or not lo <= int(value) <= hi:
+        raise _fail(path, f"{key} must be a whole number from {lo} to {hi}, not {value!r}.")
+    return int(value)
+
+
+def _ssh_text(path: Path, key: str, value: Any) -> str:
+    """A host, user, key file or serial: handed to ssh/scp/adb as an argument, so never one that reads as an
+    option (`-oProxyCommand=...`)."""
+    text = str(value)
+    if not text or text.startswith("-") or any(c in text for c in "\n\r\0"):
+        raise _fail(path, f"{key} {text!r} is not a {key.split('.')[-1]}: it must not start with '-' or hold line "
+                          "breaks.")
+    return text
+
+
 def parse_cores(mask: str | int | None) -> str | None:
     """A hex CPU mask ('f0', '0xf0'): the cores to pin to. None means no pinning."""
     if mask is None or mask == "":
@@ -117,18 +135,16 @@ def profile_from_dict(data: Any, path: Path) -> DeviceProfile:
         if not isinstance(section, dict) or not section.get("host"):
             raise _fail(path, "an ssh device needs ssh: {host: NAME} (a host name or a ~/.ssh/config alias).")
         _check_keys(path, "ssh", section, _SSH_KEYS)
-        ssh = SshTarget(**{k: str(v) if k in ("host", "user", "key", "config_file") else int(v)
+        ssh = SshTarget(**{k: _ssh_text(path, k, v) if k in ("host", "user", "key", "config_file")
+                           else _whole_number(path, f"ssh.{k}", v, 1, 65535 if k == "port" else 3600)
                            for k, v in section.items() if v is not None})
     if transport == "adb":
         section = data.get("adb") or {}
         if not isinstance(section, dict):
             raise _fail(path, "adb: must be a mapping (serial:, benchmark_model:).")
         _check_keys(path, "adb", section, _ADB_KEYS)
-        adb = AdbTarget(**{k: str(v) for k, v in section.items() if v is not None})
-    try:
-        timeout = int(data.get("timeout_s", 900))
-    except (TypeError, ValueError):
-        raise _fail(path, f"timeout_s must be a number of seconds, not {data.get('timeout_s')!r}.") from None
+        adb = AdbTarget(**{k: _ssh_text(path, f"adb.{k}", v) for k, v in section.items() if v is not None})
+    timeout = _whole_number(path, "timeout_s", data.get("timeout_s", 900), 1, 7 * 24 * 3600)
     return DeviceProfile(
         name=str(data.get("name") or path.stem),
         transport=transport,
@@ -147,9 +163,14 @@ def profile_from_dict(data: Any, path: Path) -> DeviceProfile:
 
 def read_profile(path: Path) -> DeviceProfile:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        if yaml_depth(text) > MAX_NESTING:
+            raise _fail(path, f"is nested more than {MAX_NESTING} levels deep: see devices/README.md for the shape.")
+        data = yaml.safe_load(text)
     except OSError as exc:
         raise _fail(path, f"unreadable ({exc.strerror}).") from None
+    except UnicodeDecodeError:
+        raise _fail(path, "is not UTF-8 text: save it as a UTF-8 YAML file.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -157,10 +178,21 @@ def read_profile(path: Path) -> DeviceProfile:
     return profile_from_dict(data, path)
 
 
-def find_profiles() -> dict[str, Path]:
+def find_profiles(shadowed: list[Path] | None = None) -> dict[str, Path]:
+    """Every profile name and the file it comes from, first match on the search path winning. A profile in the
+    working directory's devices/ never replaces a built-in one (it is code: `python:` runs on `edgekit bench`):
+    such files are skipped (and listed in `shadowed`) unless named by path or put on $EDGEKIT_DEVICES."""
+    builtin_names = {p.stem for p in builtin.DEVICES.glob("*.yaml")} | {"local"}
+    here = (Path.cwd() / "devices").resolve()
+    trusted = {Path(p).expanduser().resolve() for p in os.environ.get("EDGEKIT_DEVICES", "").split(os.pathsep) if p}
     found: dict[str, Path] = {}
     for directory in search_path():
         for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+            if (path.stem in builtin_names and directory.resolve() == here and here not in trusted
+                    and here != builtin.DEVICES.resolve()):
+                if shadowed is not None:
+                    shadowed.append(path)
+                continue
             found.setdefault(path.stem, path)
     return found
 

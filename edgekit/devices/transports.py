@@ -128,7 +128,8 @@ class SshTransport:
 
     def _ssh(self) -> list[str]:
         port = ["-p", str(self.target.port)] if self.target.port else []
-        return ["ssh", *_ssh_options(self.target), *port, self.destination]
+        # `--` ends ssh's options before the destination: nothing after it is read as an option.
+        return ["ssh", *_ssh_options(self.target), *port, "--", self.destination]
 
     def _checked(self, argv: list[str], timeout: float) -> Completed:
         done = _run(argv, timeout, self.where)
@@ -138,8 +139,8 @@ class SshTransport:
         return done
 
     def run(self, argv: list[str], timeout: float) -> Completed:
-        # `--` ends ssh's options; the remote command is one quoted string for the remote shell.
-        return self._checked([*self._ssh(), "--", shlex.join(argv)], timeout)
+        # The remote command is one quoted string for the remote shell.
+        return self._checked([*self._ssh(), shlex.join(argv)], timeout)
 
     def make_temp_dir(self) -> str:
         done = self.run(["mktemp", "-d", "/tmp/edgekit-bench.XXXXXX"], 60)
@@ -150,7 +151,7 @@ class SshTransport:
 
     def push(self, local: Path, remote: str) -> None:
         port = ["-P", str(self.target.port)] if self.target.port else []
-        done = self._checked(["scp", "-q", *_ssh_options(self.target), *port, str(local),
+        done = self._checked(["scp", "-q", *_ssh_options(self.target), *port, "--", str(local),
                               f"{self.destination}:{remote}"], 600)
         if done.returncode != 0:
             raise DeviceError(f"copying {local.name} to {self.where} failed: {done.stderr.strip()} "

@@ -126,6 +126,29 @@ def get_entry(name: str) -> ModelEntry:
         raise EdgekitError(f"unknown model {name!r}: {hint}") from None
 
 
+# Family options a user may set, and the range of each: wide enough for any design the papers' spaces contain, and
+# bounded so that a typo (depth=10000000) is refused instead of building for minutes.
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "depth": (1, 64), "w_0": (8, 2048), "w_a": (0.0, 512.0), "w_m": (1.01, 8.0), "group_width": (1, 1024),
+    "bottleneck_ratio": (0.0625, 8.0), "se_ratio": (0.0, 1.0), "groups": (1, 64), "expansion": (1, 16),
+    "phi": (-2.0, 8.0), "dropout": (0.0, 0.99), "stochastic_depth_prob": (0.0, 0.99),
+}
+
+
+def check_option(model: str, key: str, value: Any, default: Any) -> None:
+    """A family option has its default's type (a whole number where the default is one) and stays in its range."""
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise EdgekitError(f"{model} option {key}={value!r}: give true or false.")
+        return
+    lo, hi = OPTION_RANGES.get(key, (0, 1e6))
+    whole = isinstance(default, int)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or (whole and value != int(value)) or not lo <= value <= hi:
+        kind = "a whole number" if whole else "a number"
+        raise EdgekitError(f"{model} option {key}={value!r} is out of range: give {kind} from {lo:g} to {hi:g}.")
+
+
 def resolve_spec(
     name: str,
     *,
@@ -143,6 +166,8 @@ def resolve_spec(
     if unknown:
         takes = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "no options"
         raise EdgekitError(f"{name} does not take option {', '.join(unknown)}: it takes {takes}.")
+    for key, value in options.items():
+        check_option(name, key, value, accepted[key])
     options = {**accepted, **options}
     default_resolution = entry.default_resolution_for(options)
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH:

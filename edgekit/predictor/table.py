@@ -289,7 +289,7 @@ def load_table(device: str, runtime: str, threads: int, precision: str = "fp32")
                            f"--runtime {runtime} --threads {threads}.")
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise EdgekitError(f"{path} cannot be read ({type(exc).__name__}): calibrate again "
                            "(edgekit latency calibrate).") from None
     return LatencyTable.from_dict(data, str(path))
