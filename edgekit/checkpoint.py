@@ -161,9 +161,8 @@ def resolve_source(target: str, width: float | None = None, resolution: int | No
                 "or train a recipe with the new settings."
             )
         return trained.spec, trained.path, trained
-    width = 1.0 if width is None else width
-    spec = resolve_spec(target, width=width, resolution=resolution, res_mult=res_mult, num_classes=num_classes,
-                        in_channels=in_channels, **(options or {}))
+    spec = resolve_spec(target, width=1.0 if width is None else width, resolution=resolution, res_mult=res_mult,
+                        num_classes=num_classes, in_channels=in_channels, **(options or {}))
     if weights is not None and weights.is_file():
         try:
             trained = read_trained(weights)
@@ -173,8 +172,27 @@ def resolve_source(target: str, width: float | None = None, resolution: int | No
             raise EdgekitError(
                 f"{weights} holds a {trained.spec.name}, not a {spec.name}: export it with `edgekit export {weights}`."
             )
+        _same_as_trained(trained, weights, width, resolution if res_mult is None else spec.resolution, options)
         return trained.spec, weights, trained
     return spec, weights, None
+
+
+def _same_as_trained(trained: TrainedModel, weights: Path, width: float | None, resolution: int | None,
+                     options: dict[str, Any] | None) -> None:
+    """Flags given beside an edgekit checkpoint's weights must agree with the model it holds: the checkpoint's
+    model is what gets exported, so a different value would be silently ignored."""
+    held = trained.spec
+    clashes = []
+    if width is not None and abs(width - held.width) > 1e-9:
+        clashes.append(f"--width {width:g} (it holds width {held.width:g})")
+    if resolution is not None and resolution != held.resolution:
+        clashes.append(f"--resolution {resolution} (it was trained at {held.resolution})")
+    for key, value in (options or {}).items():
+        if held.options.get(key) != value:
+            clashes.append(f"-o {key}={value} (it holds {key}={held.options.get(key)!r})")
+    if clashes:
+        raise EdgekitError(f"{weights} is an edgekit checkpoint that disagrees with {'; '.join(clashes)}: drop those "
+                           f"flags to export it as trained (`edgekit export {weights}`).")
 
 
 def evaluation_data(eval_data: str | None, trained: TrainedModel | None,

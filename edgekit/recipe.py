@@ -175,7 +175,21 @@ def parse_recipe(text: str, origin: str = "<recipe>") -> Recipe:
     lines = _line_map(node)
     recipe = _build(Recipe, data, "", lines, origin)
     recipe.source = origin
+    _check_model(recipe, lines, origin)
     return recipe
+
+
+def _check_model(recipe: Recipe, lines: dict[str, int], origin: str) -> None:
+    """The model section names a model the registry can build, with options and sizes it accepts: refused when
+    the recipe is read, not after training started (or, in a sweep, after the other points ran)."""
+    from edgekit.models import resolve_spec
+
+    m = recipe.model
+    try:
+        resolve_spec(m.name, width=m.width, resolution=m.resolution, num_classes=m.num_classes or 10,
+                     in_channels=m.in_channels, **m.options)
+    except EdgekitError as exc:
+        _fail(origin, lines, "model", str(exc).rstrip("."))
 
 
 def _line_map(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:

@@ -65,7 +65,8 @@ def load_baseline(path: Path, create: bool = False) -> Baseline:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:
-        raise EdgekitError(f"baseline {path} is not readable JSON ({str(exc)[:200] or 'nested too deep'}): fix it, or rewrite it with "
+        reason = str(exc)[:200] or "nested too deep"
+        raise EdgekitError(f"baseline {path} is not readable JSON ({reason}): fix it, or rewrite it with "
                            "--update-baseline after moving it away.") from None
     if not isinstance(data, dict) or data.get("edgekit_baseline") != VERSION \
             or not isinstance(data.get("models"), dict):

@@ -65,7 +65,7 @@ def check(
     from edgekit.check.gate import check as run_check
     from edgekit.check.outputs import append_step_summary, junit_xml
     from edgekit.check.outputs import markdown as markdown_text
-    from edgekit.core.files import write_output
+    from edgekit.core.files import check_writable, write_output
 
     if samples is not None and samples < 1:
         raise EdgekitError(f"--samples {samples}: give a positive number of images.")
@@ -75,6 +75,10 @@ def check(
                            "and --max-latency-ratio above 0.")
     if update_baseline and baseline is None:
         raise EdgekitError("--update-baseline needs --baseline FILE: the file to write.")
+    for given, option in ((junit, "--junit"), (markdown, "--markdown"),
+                          (baseline if update_baseline else None, "--baseline")):
+        if given is not None:
+            check_writable(given, option)
     options = CheckOptions(
         data=data, samples=samples, max_drop=max_drop, relative=relative, reference=reference.value,
         baseline=load_baseline(baseline, create=update_baseline) if baseline else None, tolerance=tolerance,

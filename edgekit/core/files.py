@@ -120,10 +120,13 @@ def output_lock(path: Path) -> Iterator[None]:
         finally:
             _held[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.lock"
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # /proc, /sys, a read-only or missing place: no file can be written there
+            raise EdgekitError(f"cannot write to {path.parent} ({exc.strerror}): choose another --out.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -232,3 +235,16 @@ def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
             replace_directory(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a directory, or a folder without write
+    permission (a command that fails after its work must not leave other outputs changed)."""
+    if path.is_dir():
+        raise EdgekitError(f"{option} {path} is a directory: give a file name.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise EdgekitError(f"{option} {path} cannot be written ({folder} is not a writable folder): choose another "
+                           "path.")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
-from edgekit.core.files import write_json_atomic, write_text_atomic
+from edgekit.core.files import staged_directory, write_json_atomic, write_text_atomic
 from edgekit.report.collect import Row, read_rows, settings
 from edgekit.report.plots import scatter_plot
 
@@ -86,6 +86,9 @@ Latency: p50 of <code>edgekit bench</code>, device/runtime/threads.</p>
 """
 
 
+REPORT_FILES = {"report.md", "report.html", "report.json", MACS_PNG, LATENCY_PNG}
+
+
 def write_report(paths: list[Path], out: Path, latency: str | None = None) -> Report:
     rows = read_rows(paths)
     all_settings = settings(rows)
@@ -94,28 +97,37 @@ def write_report(paths: list[Path], out: Path, latency: str | None = None) -> Re
         raise EdgekitError(f"--latency {latency!r} was not measured on these artifacts (measured: {known}).")
     plotted = latency or (all_settings[0] if all_settings else None)
     header, cells = table(rows, all_settings)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgekitError(f"cannot write to {out} ({exc.strerror}): choose a writable --out.") from None
+    _check_out(out)
     report = Report(rows, all_settings, plotted, header, cells, [])
     int8_or_fp32 = _accuracy_of(rows)
     kind = "INT8" if int8_or_fp32 == "int8" else "FP32"
-    scatter_plot(rows, lambda r: r.macs / 1e6, lambda r: r.accuracy(int8_or_fp32), "MACs (millions, log scale)",
-                 f"{kind} top-1 accuracy (%)", f"{kind} accuracy vs MACs", out / MACS_PNG, log_x=True)
-    report.written.append(out / MACS_PNG)
-    if plotted:
-        scatter_plot(rows, lambda r: r.latency(plotted, int8_or_fp32), lambda r: r.accuracy(int8_or_fp32),
-                     f"{kind} p50 latency (ms) on {plotted}", f"{kind} top-1 accuracy (%)",
-                     f"{kind} accuracy vs latency ({plotted})", out / LATENCY_PNG)
-        report.written.append(out / LATENCY_PNG)
-    write_text_atomic(out / "report.md", markdown(report))
-    write_text_atomic(out / "report.html", html_page(report))
-    data: dict[str, Any] = {"rows": [r.to_dict() for r in rows], "settings": all_settings,
-                            "plotted_setting": plotted, "accuracy_plotted": kind}
-    write_json_atomic(out / "report.json", data)
-    report.written += [out / "report.md", out / "report.html", out / "report.json"]
+    names = [MACS_PNG, *([LATENCY_PNG] if plotted else []), "report.md", "report.html", "report.json"]
+    # The report appears whole or not at all: written into a staging directory beside `out`, then swapped in.
+    with staged_directory(out, force=True) as stage:
+        scatter_plot(rows, lambda r: r.macs / 1e6, lambda r: r.accuracy(int8_or_fp32), "MACs (millions, log scale)",
+                     f"{kind} top-1 accuracy (%)", f"{kind} accuracy vs MACs", stage / MACS_PNG, log_x=True)
+        if plotted:
+            scatter_plot(rows, lambda r: r.latency(plotted, int8_or_fp32), lambda r: r.accuracy(int8_or_fp32),
+                         f"{kind} p50 latency (ms) on {plotted}", f"{kind} top-1 accuracy (%)",
+                         f"{kind} accuracy vs latency ({plotted})", stage / LATENCY_PNG)
+        write_text_atomic(stage / "report.md", markdown(report))
+        write_text_atomic(stage / "report.html", html_page(report))
+        data: dict[str, Any] = {"rows": [r.to_dict() for r in rows], "settings": all_settings,
+                                "plotted_setting": plotted, "accuracy_plotted": kind}
+        write_json_atomic(stage / "report.json", data)
+    report.written += [out / name for name in names]
     return report
+
+
+def _check_out(out: Path) -> None:
+    """A report replaces its directory whole, so the directory may hold nothing but an earlier report."""
+    if out.exists() and not out.is_dir():
+        raise EdgekitError(f"--out {out} is a file: choose a directory for the report.")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        if other:
+            raise EdgekitError(f"--out {out} holds files that are not a report ({', '.join(other[:3])}"
+                               f"{' ...' if len(other) > 3 else ''}): choose an empty or new directory.")
 
 
 def _accuracy_of(rows: list[Row]) -> str:
