@@ -104,9 +104,10 @@ class CheckSection:
 class BenchSection:
     """edgekit run's bench stage: every exported file on each device of the recipe's `devices`."""
 
-    threads: list[int] | None = None  # default: each device profile's thread counts (1 and all big cores)
+    threads: list[int] | None = None  # default: 1 and all big cores (the device profile's largest count)
     runs: int | None = field(default=None, metadata=_range(1))
     min_seconds: float | None = field(default=None, metadata=_range(0.0))
+    warmup_seconds: float | None = field(default=None, metadata=_range(0.0))
 
 
 # A recipe's name becomes a directory (runs/NAME): one path component, no separators, no leading dot or dash.

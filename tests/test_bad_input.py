@@ -135,6 +135,23 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path, 
     _write(root, "devices/no-host.yaml", "name: no-host\ntransport: ssh\nssh:\n  user: pi\n")
     _write(root, "devices/bad-threads.yaml", "name: bad-threads\ntransport: local\nthreads: [0]\n")
     _write(root, "home/predictors/local-onnxruntime-fp32-t1.json", "{not json")  # EDGEKIT_HOME=home
+    # Issue 30's classes: paths from names, option injection, crashes on odd bytes and depth, unbounded options.
+    for tag, name in (("traversal", "../escaped"), ("absolute", str(root / "abs")), ("slash", "a/b"),
+                      ("dot", ".."), ("dash", "-rf")):
+        _write(root, f"name-{tag}.yaml", RECIPE.replace("name: tiny", f"name: '{name}'"))
+    _write(root, "deep.yaml", RECIPE + "extra: " + "[" * 20000 + "]" * 20000 + "\n")
+    _write(root, "deep-block.yaml", RECIPE + "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "v\n")
+    _write(root, "devices/dash-host.yaml",
+           "name: dash-host\ntransport: ssh\nssh: {host: '-oProxyCommand=touch pwned'}\n")
+    _write(root, "devices/dash-user.yaml", "name: dash-user\ntransport: ssh\nssh: {host: h, user: '-oX=y'}\n")
+    _write(root, "devices/text-port.yaml", "name: text-port\ntransport: ssh\nssh: {host: h, port: twenty-two}\n")
+    _write(root, "devices/text-timeout.yaml",
+           "name: text-timeout\ntransport: ssh\nssh: {host: h, connect_timeout_s: soon}\n")
+    _write(root, "devices/binary.yaml", b"name: binary\ntransport: local\n\xff\xfe\x00")
+    _write(root, "devices/deep.yaml", "name: deep\ntransport: local\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    artifact("art-binary-manifest", lambda a: (a / "manifest.json").write_bytes(b"\xff\xfe{\x00\x01"))
+    artifact("art-deep-manifest", lambda a: (a / "manifest.json").write_text("[" * 100000 + "]" * 100000))
+    _write(root, "report-dir/notes.txt", "the user's own notes\n")
     return root
 
 
@@ -291,6 +308,44 @@ CASES: list[tuple[str, list[str]]] = [
     ("latency-search-bad-resolutions", ["latency", "search", "--latency-ms", "5", "--resolution", "4000"]),
     ("latency-search-missing-recipe", ["latency", "search", "--latency-ms", "5", "--recipe", "nowhere.yaml"]),
     ("latency-search-damaged-table", ["latency", "search", "--latency-ms", "5", "--family", "mobilenet_v2"]),
+    # A recipe's name is a directory: one safe path component or refused (train and run).
+    *[(f"{verb}-recipe-name-{tag}", [verb, f"name-{tag}.yaml", "--epochs", "1"])
+      for verb in ("train", "run") for tag in ("traversal", "absolute", "slash", "dot", "dash")],
+    ("train-deep-recipe", ["train", "deep.yaml"]),
+    ("run-deep-block-recipe", ["run", "deep-block.yaml"]),
+    ("sweep-deep-recipe", ["sweep", "deep.yaml", "--width", "0.5", "--resolution", "32"]),
+    # Device profiles: option injection through host or user, non-numeric numbers, bytes, depth.
+    *[(f"devices-check-{name}", ["devices", "check", name])
+      for name in ("dash-host", "dash-user", "text-port", "text-timeout", "binary", "deep")],
+    ("bench-dash-host", ["bench", "art", "--device", "dash-host"]),
+    # A binary or absurdly deep manifest.json, in every verb that reads one.
+    *[(f"{verb}-{art}", [*argv, art]) for art in ("art-binary-manifest", "art-deep-manifest")
+      for verb, argv in (("inspect-verify", ["inspect", "--verify"]), ("eval", ["eval"]), ("bench", ["bench"]),
+                         ("check", ["check"]), ("report", ["report"]))],
+    ("eval-binary-manifest-file", ["eval", "art-binary-manifest/model.onnx"]),
+    ("export-text-checkpoint", ["export", "text.pt", "--out", "out"]),
+    ("export-weights-text", ["export", "mobilenet_v2", "--weights", "text.pt", "--out", "out"]),
+    # Family options: NaN, huge and wrong-typed values are refused at once (a depth of ten million used to hang).
+    ("profile-nan-phi", ["profile", "efficientnet", "-o", "phi=nan"]),
+    ("profile-huge-phi", ["profile", "efficientnet", "-o", "phi=1e9"]),
+    ("profile-huge-depth", ["profile", "regnet_y", "-o", "depth=10000000"]),
+    ("profile-fractional-depth", ["profile", "regnet_y", "-o", "depth=2.5"]),
+    ("profile-huge-groups", ["profile", "shufflenet_v1", "-o", "groups=1e9"]),
+    ("profile-text-w-m", ["profile", "regnet_x", "-o", "w_m=steep"]),
+    # Outputs where nothing can be written.
+    ("export-out-in-proc", ["export", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--out", "/proc/x"]),
+    ("train-out-in-proc", ["train", "recipe.yaml", "--out", "/proc/x"]),
+    ("sweep-absurd-resolution", ["sweep", "recipe.yaml", "--width", "0.5", "--resolution", "100000"]),
+    # Conflicting flags and checkpoint: refused, naming both values (it exported the checkpoint's model silently).
+    ("export-width-against-checkpoint", ["export", "mobilenet_v2", "--width", "0.5", "--weights", "good.pt",
+                                         "--out", "out"]),
+    ("export-resolution-against-checkpoint", ["export", "mobilenet_v2", "--resolution", "64", "--weights",
+                                              "good.pt", "--out", "out"]),
+    # A failed check writes nothing: outputs are checked before the manifest is touched.
+    ("check-junit-is-a-directory", ["check", "art", "--junit", "art"]),
+    ("check-markdown-under-a-file", ["check", "art", "--markdown", "good.pt/summary.md"]),
+    ("check-baseline-under-a-file", ["check", "art", "--baseline", "good.pt/b.json", "--update-baseline"]),
+    ("report-out-holds-other-files", ["report", "art", "--out", "report-dir"]),
 ]
 
 

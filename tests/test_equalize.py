@@ -10,7 +10,7 @@ from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
 from edgekit.models import batchnorm_statistics_from_noise, create
 from edgekit.quantize.equalize import equalization_pairs, equalize, parameter
-from edgekit.quantize.int8 import capture
+from edgekit.quantize.ptq import capture
 
 RESOLUTION = 32
 

@@ -11,10 +11,11 @@ from torch import nn
 
 from edgekit.core.errors import EdgekitError
 from edgekit.export.int8 import ort_fused_histogram
+from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
 from edgekit.models import batchnorm_statistics_from_noise, create
 from edgekit.quantize import fallback
 from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.int8 import convert, export_int8_onnx, export_int8_tflite, prepare, tflite_int8_report
+from edgekit.quantize.ptq import convert, prepare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner
 
 RESOLUTION = 32

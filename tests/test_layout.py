@@ -7,7 +7,7 @@ import torch
 from edgekit.export.layout import nhwc_channel_shuffles
 from edgekit.models import batchnorm_statistics_from_noise, create
 from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.int8 import capture, quantize_ptq
+from edgekit.quantize.ptq import capture, quantize_ptq
 
 aten = torch.ops.aten
 

@@ -12,7 +12,7 @@ from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, load_split, preprocess_for
 from edgekit.models import create
 from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.int8 import quantize_ptq
+from edgekit.quantize.ptq import quantize_ptq
 from edgekit.quantize.qat import QatSchedule, quantize_qat
 
 RESOLUTION = 32

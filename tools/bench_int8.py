@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgekit.core.quiet import quiet  # noqa: E402
 from edgekit.export import export_model  # noqa: E402
-from edgekit.export.int8 import Int8Options  # noqa: E402
 from edgekit.models import ModelSpec, batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
+from edgekit.quantize.options import Int8Options  # noqa: E402
 from edgekit.quantize.qat import schedule_for  # noqa: E402
 from edgekit.recipe import DEFAULT_QAT_LR  # noqa: E402
 from edgekit.runtime.harness import measure  # noqa: E402

@@ -18,6 +18,7 @@ import torch
 from edgekit.artifact import artifact_name, locate_artifact, read_manifest, update_manifest, verify_files
 from edgekit.bench.records import latest_p50
 from edgekit.check.baseline import Baseline, BaselineEntry
+from edgekit.check.rules import INT8_FORMATS, Case, accuracy_drop_cases, latency_ratio_cases
 from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
@@ -26,7 +27,6 @@ from edgekit.evaluate import evaluate
 from edgekit.models import ModelSpec
 from edgekit.runtime.open import open_model
 
-INT8_FORMATS = ("onnx_int8", "tflite_int8")
 FP32_FORMATS = ("onnx", "tflite")
 SUBSET_SEED = 0
 
@@ -45,20 +45,17 @@ class CheckOptions:
     update_baseline: bool = False
     batch_size: int = 256
 
-
-@dataclass
-class Case:
-    model: str
-    format: str
-    metric: str  # "accuracy drop", "accuracy vs baseline", "latency ratio", "latency vs baseline"
-    value: float
-    limit: str
-    passed: bool
-    detail: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.format} {self.metric}"
+    def __post_init__(self) -> None:
+        if self.reference not in ("auto", "torch", *FP32_FORMATS):
+            raise EdgekitError(f"--reference {self.reference!r}: use auto, torch, onnx or tflite.")
+        if self.samples is not None and self.samples < 1:
+            raise EdgekitError(f"--samples {self.samples}: give a positive number of images.")
+        if self.max_drop < 0 or self.tolerance < 0 or self.latency_tolerance < 0 or (
+                self.max_latency_ratio is not None and self.max_latency_ratio <= 0):
+            raise EdgekitError("a limit is negative: give --max-drop, --tolerance and --latency-tolerance >= 0, "
+                               "and --max-latency-ratio above 0.")
+        if self.update_baseline and self.baseline is None:
+            raise EdgekitError("--update-baseline needs --baseline FILE: the file to write.")
 
 
 @dataclass
@@ -73,6 +70,7 @@ class ArtifactCheck:
     cases: list[Case] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    started: str = ""
 
     @property
     def passed(self) -> bool:
@@ -166,7 +164,7 @@ def _plan(path: Path, options: CheckOptions) -> _Plan:
     reference, reference_path = _reference_path(directory, manifest, options.reference)
     data = load_data(label, manifest, options.samples, directory)
     latency_cases = [] if options.max_latency_ratio is None else \
-        _latency_ratio_cases(directory, key, manifest, options.max_latency_ratio)
+        latency_ratio_cases(directory, key, manifest, options.max_latency_ratio)
     return _Plan(directory, manifest, int8, key, entry, reference, reference_path, data, latency_cases)
 
 
@@ -200,49 +198,22 @@ def _run(plan: _Plan, options: CheckOptions, progress: Callable[[str, int, int],
         result.cases += _baseline_cases(result, plan.entry, options)
     result.seconds = (dt.datetime.now(dt.timezone.utc) - start).total_seconds()
 
-    record = {"time": start.isoformat(timespec="seconds"), **result.to_dict()}
-    record.pop("artifact")
-    update_manifest(directory, lambda m: m.__setitem__("check", record))
+    result.started = start.isoformat(timespec="seconds")
     return result
 
 
+def record_results(results: list[ArtifactCheck]) -> None:
+    """Write each result into its artifact's manifest.json (under `check`): the last step of a check, after every
+    other output, so that a check that fails to write its report leaves the manifests as they were."""
+    for result in results:
+        record = {"time": result.started, **result.to_dict()}
+        record.pop("artifact")
+        update_manifest(result.directory, lambda m, record=record: m.__setitem__("check", record))
+
+
 def _accuracy_cases(result: ArtifactCheck, int8: list[str], options: CheckOptions) -> list[Case]:
-    ref = result.top1[result.reference]
-    unit = "%" if options.relative else "pp"
-    cases = []
-    for fmt in int8:
-        drop = (ref - result.top1[fmt]) * 100  # percentage points
-        if options.relative:
-            drop = drop / ref if ref else float("inf")  # percent of the reference's accuracy
-        cases.append(Case(
-            result.model, fmt, "accuracy drop", round(drop, 3), f"<= {options.max_drop:g} {unit}",
-            drop <= options.max_drop + 1e-9,
-            f"top-1 {result.top1[fmt]:.2%} vs {result.reference} {ref:.2%} on {result.images} images"))
-    return cases
-
-
-def _latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], limit: float) -> list[Case]:
-    latest = latest_p50(manifest)
-    names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
-    cases = []
-    for key, p50 in sorted(latest.items(), key=lambda item: item[0].label):
-        fmt = names.get(key.file)
-        if fmt not in INT8_FORMATS:
-            continue
-        fp32_file = manifest["files"].get(fmt.removesuffix("_int8"), {}).get("file")
-        fp32 = next((v for k, v in latest.items() if k.file == fp32_file and k.setting == key.setting), None)
-        if fp32 is None:
-            continue
-        ratio = p50 / fp32
-        cases.append(Case(model, fmt, f"latency ratio {key.setting}", round(ratio, 3), f"<= {limit:g}",
-                          ratio <= limit,
-                          f"p50 {p50:.2f} ms vs FP32 {fp32:.2f} ms"))
-    if not cases:
-        raise EdgekitError(
-            f"{directory} has no latency of an INT8 file and its FP32 twin on one device: "
-            f"run `edgekit bench {directory}` first, or drop --max-latency-ratio."
-        )
-    return cases
+    return accuracy_drop_cases(result.model, result.top1, result.reference, int8, options.max_drop,
+                               relative=options.relative, images=result.images)
 
 
 def _baseline_cases(result: ArtifactCheck, entry: BaselineEntry, options: CheckOptions) -> list[Case]:
@@ -275,13 +246,17 @@ def _baseline_cases(result: ArtifactCheck, entry: BaselineEntry, options: CheckO
     return cases
 
 
-def check(paths: list[Path], options: CheckOptions,
-          progress: Callable[[str, int, int], None] | None = None) -> list[ArtifactCheck]:
-    """Check every artifact; then, with --update-baseline, rewrite the baseline with what was measured."""
+def check(paths: list[Path], options: CheckOptions, progress: Callable[[str, int, int], None] | None = None,
+          record: bool = True) -> list[ArtifactCheck]:
+    """Check every artifact; then, with --update-baseline, rewrite the baseline with what was measured, and (with
+    `record`) write each result into its manifest. A caller with outputs of its own (JUnit, Markdown) passes
+    record=False and calls record_results after writing them."""
     plans = [_plan(path, options) for path in paths]
     results = [_run(plan, options, progress) for plan in plans]
     if options.update_baseline and options.baseline is not None:
         for r in results:
             options.baseline.set(r.model, BaselineEntry(dict(r.top1), dict(r.latency_ms), r.samples, r.data))
         options.baseline.save()
+    if record:
+        record_results(results)
     return results

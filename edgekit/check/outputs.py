@@ -7,7 +7,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgekit.check.gate import ArtifactCheck, Case
+from edgekit.check.gate import ArtifactCheck
+from edgekit.check.rules import Case
 
 
 def _value(case: Case) -> str:

@@ -9,16 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgekit.cli.common import (
-    JSON_HELP,
-    Runtime,
-    console,
-    err_console,
-    parse_list,
-    print_json,
-    user_errors,
-    warn,
-)
+from edgekit.cli.common import JSON_HELP, Runtime, console, err_console, parse_list, print_json, user_errors, warn
 from edgekit.core.errors import EdgekitError
 
 DEVICE_HELP = ("Device profile name(s), comma-separated (run concurrently), or a profile .yaml; `edgekit devices` "

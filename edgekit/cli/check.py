@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit.cli.common import JSON_HELP, console, err_console, print_json, user_errors, warn
-from edgekit.core.errors import EdgekitError
 
 
 class Reference(str, Enum):
@@ -61,20 +60,12 @@ def check(
     The result is also recorded in each artifact's manifest.json under `check`.
     """
     from edgekit.check.baseline import load_baseline
-    from edgekit.check.gate import CheckOptions
+    from edgekit.check.gate import CheckOptions, record_results
     from edgekit.check.gate import check as run_check
     from edgekit.check.outputs import append_step_summary, junit_xml
     from edgekit.check.outputs import markdown as markdown_text
     from edgekit.core.files import check_writable, write_output
 
-    if samples is not None and samples < 1:
-        raise EdgekitError(f"--samples {samples}: give a positive number of images.")
-    if max_drop < 0 or tolerance < 0 or latency_tolerance < 0 or (max_latency_ratio is not None
-                                                                   and max_latency_ratio <= 0):
-        raise EdgekitError("a limit is negative: give --max-drop, --tolerance and --latency-tolerance >= 0, "
-                           "and --max-latency-ratio above 0.")
-    if update_baseline and baseline is None:
-        raise EdgekitError("--update-baseline needs --baseline FILE: the file to write.")
     for given, option in ((junit, "--junit"), (markdown, "--markdown"),
                           (baseline if update_baseline else None, "--baseline")):
         if given is not None:
@@ -93,13 +84,14 @@ def check(
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
-        results = run_check(artifacts, options, progress=advance)
+        results = run_check(artifacts, options, progress=advance, record=False)
 
     summary = markdown_text(results)
     if junit:
         write_output(junit, junit_xml(results))
     if markdown:
         write_output(markdown, summary)
+    record_results(results)  # last: a failed output leaves the manifests as they were
     try:
         append_step_summary(summary)
     except OSError as exc:

@@ -22,7 +22,6 @@ from edgekit.cli.common import (
     user_errors,
     warn,
 )
-from edgekit.core.errors import EdgekitError
 from edgekit.recipe import DEFAULT_QAT_LR
 
 
@@ -93,40 +92,27 @@ def export(
     --int8 calibrates on the checkpoint's training data.
     """
     from edgekit.checkpoint import evaluation_data, resolve_source
-    from edgekit.data import DataSource
     from edgekit.export import export_model
-    from edgekit.export.int8 import Int8Options
-    from edgekit.quantize.qat import schedule_for
+    from edgekit.export.int8 import calibration_data
+    from edgekit.quantize.options import int8_options_from_flags
 
     spec, weights, trained = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,
                                             parse_options(option or []) or None, weights)
     formats = list(parse_list(format, "--format", str.lower, "onnx,tflite") or ())
+    int8_options = int8_options_from_flags(
+        int8, spec=spec, trained=trained, calib=calib, eval_data=eval_data, calib_size=calib_size,
+        method=calib_method.value, per_tensor=per_tensor, equalize=equalize, int8_io=int8_io, qat_epochs=qat_epochs,
+        qat_lr=qat_lr, max_drop=max_drop)
     if weights is None:
         warn("no --weights: exporting random weights, for plumbing only.")
     with err_console.status("loading evaluation data"):
         data, preprocess = evaluation_data(eval_data, trained, spec)
-    int8_options = calibration = None
-    if int8:
-        schedule = None
-        if qat_epochs and max_drop is not None:
-            raise EdgekitError("--max-drop and --qat-epochs are two ways to the same end: choose one.")
-        if qat_epochs:
-            if calib is None and trained is None:
-                raise EdgekitError("--qat-epochs fine-tunes on training data: give --weights CKPT from "
-                                   "`edgekit train`, or name the data with --calib.")
-            source = DataSource.parse(calib if calib is not None else trained.data)
-            schedule = schedule_for(qat_epochs, qat_lr, spec, source, trained)
-            schedule.check()
-        if max_drop is not None and (max_drop < 0 or eval_data is None):
-            raise EdgekitError("--max-drop takes a budget >= 0 in percentage points and evaluation data: "
-                               "add --eval auto (a checkpoint's own data) or --eval DATA.")
-        int8_options = Int8Options(calib_size=calib_size, method=calib_method.value, per_channel=not per_tensor,
-                                   equalize=equalize, int8_io=int8_io, qat=schedule, max_drop=max_drop)
-        int8_options.settings()  # a bad --calib-method fails before any work
-        calibration, preprocess = _calibration_data(calib, trained, spec, preprocess)
-    elif calib is not None or int8_io or per_tensor or equalize or qat_epochs or max_drop is not None:
-        raise EdgekitError("--calib, --per-tensor, --equalize, --int8-io, --qat-epochs and --max-drop apply to "
-                           "INT8 export: add --int8.")
+    calibration = None
+    if int8_options is not None:
+        if calib is None and trained is None:
+            warn("--int8 without a checkpoint or --calib: calibrating on random noise, for plumbing only.")
+        with err_console.status("loading calibration data"):
+            calibration, preprocess = calibration_data(calib, trained, spec, preprocess)
     with err_console.status("exporting") as status:
         result = export_model(
             spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
@@ -211,23 +197,6 @@ def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
                f"their producers, {aware['float_macs_share']:.1%} of MACs. See "
                "manifest.json int8.accuracy_aware." if layers else "full INT8 is within budget, no layer in float."),
             highlight=False)
-
-
-def _calibration_data(calib: str | None, trained: Any, spec: Any, preprocess: Any) -> tuple[Any, Any]:
-    """The training split of --calib (or the checkpoint's data), and the preprocessing to apply to it."""
-    from edgekit.data import DataSource, load_split, preprocess_for, require_same_classes
-
-    if calib is None and trained is None:
-        warn("--int8 without a checkpoint or --calib: calibrating on random noise, for plumbing only.")
-        return None, preprocess
-    source = DataSource.parse(calib if calib is not None else trained.data)
-    if preprocess is None:
-        preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
-    with err_console.status(f"loading calibration data {source.label}"):
-        data = load_split(source, "train", spec.resolution, spec.in_channels)
-    require_same_classes("the model", trained.classes if trained else spec.num_classes, data,
-                         "calibrate on the data the model was trained for")
-    return data, preprocess
 
 
 @user_errors

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -20,6 +21,7 @@ from edgekit.cli.common import (
     print_json,
     user_errors,
 )
+from edgekit.cli.train import TRAIN_THREADS_HELP
 from edgekit.recipe import load_recipe, with_overrides
 
 
@@ -29,27 +31,47 @@ def run_cmd(
     epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
     limit_batches: Annotated[
         int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", "-d", help="Devices to measure latency on, e.g. rpi4,local (default: the recipe's devices; "
+                               "'none' skips the bench stage).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help=TRAIN_THREADS_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """The whole pipeline: train -> export ONNX/TFLite -> parity -> accuracy check -> report.
+    """The whole pipeline: train -> export ONNX/TFLite, FP32 and INT8 -> parity -> accuracy check -> latency on
+    the recipe's devices -> latency budgets -> report.
 
-    Each stage is skipped when its output is up to date, so running it again is cheap; an interrupted
-    run continues where it stopped. Exits 1 when an accuracy check fails.
+    Each stage is skipped when its output is up to date, so running it again is cheap; an interrupted run continues
+    where it stopped. Exits 1 when a budget is missed or a device cannot be measured (the report is saved first).
     """
     from edgekit.core.ui import Reporter
-    from edgekit.pipeline.run import run_recipe
+    from edgekit.pipeline.run import CheckFailed, run_recipe
 
     recipe = with_overrides(load_recipe(recipe_path), epochs, None, limit_batches)
+    devices = None if device is None else [] if device == "none" else list(
+        parse_list(device, "--device", str, "rpi4,local") or ())
     out = out or Path("runs") / recipe.name
+    failed = None
     try:
-        report = run_recipe(recipe, out, reporter=Reporter(enabled=True, console=err_console))
+        report = run_recipe(recipe, out, reporter=Reporter(enabled=True, console=err_console), threads=threads,
+                            devices=devices)
     except KeyboardInterrupt:
         interrupted(out, f"edgekit run {recipe_path}")
+    except CheckFailed as exc:
+        if exc.report is None:
+            raise
+        report, failed = exc.report, exc
     if as_json:
         print_json(report.to_dict())
-        return
-    table = Table(title=f"edgekit run {recipe.name} -> {report.out}")
+    else:
+        _print_run(recipe.name, report)
+    if failed is not None:
+        err_console.print(f"[bold red]error:[/] {escape(str(failed))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(failed.exit_code)
+
+
+def _print_run(name: str, report: Any) -> None:
+    table = Table(title=f"edgekit run {name} -> {report.out}")
     for col in ("stage", "status", "time", "result"):
         table.add_column(col, justify="right" if col == "time" else "left")
     for stage in report.stages:
@@ -62,6 +84,16 @@ def run_cmd(
         drop = report.check["drop_pp"].get(fmt)
         accuracy.add_row(fmt, f"{top1:.2%}", "" if drop is None else f"{drop:+.2f}")
     console.print(accuracy)
+    if report.latency:
+        speedups = {(s["device"], s["runtime"], s["threads"], s["format"]): s["speedup"] for s in report.speedup}
+        latency = Table(title="latency (ms) by device, format and threads")
+        for col in ("device", "format", "runtime", "threads", "p50", "p90", "INT8 speed-up"):
+            latency.add_column(col, justify="left" if col in ("device", "format", "runtime") else "right")
+        for r in report.latency:
+            up = speedups.get((r["device"], r["runtime"], r["threads"], r["format"]))
+            latency.add_row(r["device"], r["format"], r["runtime"], str(r["threads"]), f"{r['p50_ms']:.2f}",
+                            "-" if r["p90_ms"] is None else f"{r['p90_ms']:.2f}", "" if up is None else f"{up:.2f}x")
+        console.print(latency)
 
 
 @user_errors

@@ -20,10 +20,11 @@ from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
 from edgekit.evaluate import evaluate
 from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite
-from edgekit.export.int8 import Int8Options, build_int8, calibration_set
+from edgekit.export.int8 import Int8Job, build_int8, calibration_set
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
 from edgekit.models.complexity import profile_model
+from edgekit.quantize.options import Int8Options
 from edgekit.runtime.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, TorchRunner
 
@@ -172,11 +173,11 @@ def export_model(
         if int8 is not None:
             calibration = calibration_set(spec, int8.calib_size, calibration_data, preprocess)
             fp32_top1 = accuracy["top1"]["torch"] if accuracy is not None else None
-            int8_section, int8_files = build_int8(
+            int8_section, int8_files = build_int8(Int8Job(
                 model, spec, int8, calibration, staging, formats=formats, nhwc=nhwc, parity_inputs=inputs,
                 fp32_reference=reference, data=data if evaluate_accuracy else None, preprocess=preprocess,
                 fp32_top1=fp32_top1, stage=stage, train_data=calibration_data, on_progress=on_stage,
-            )
+            ))
             files.update(int8_files)
         manifest = {
             "manifest_version": MANIFEST_VERSION,

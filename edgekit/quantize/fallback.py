@@ -21,7 +21,7 @@ from torch.fx import GraphModule, Node
 
 from edgekit.core.errors import EdgekitError
 from edgekit.quantize.annotator import WEIGHTED, QuantSettings, fused_activation
-from edgekit.quantize.int8 import QuantizedModel, capture, convert, prepare_captured, quantize_ptq
+from edgekit.quantize.ptq import QuantizedModel, capture, convert, prepare_captured, quantize_ptq
 
 MAX_FLOAT_LAYERS = 8  # beyond this, float fallback stops being INT8 deployment: fine-tune instead
 RANKING_IMAGES = 1000

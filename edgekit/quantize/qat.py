@@ -21,7 +21,7 @@ from edgekit.checkpoint import TrainedModel
 from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip
 from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.int8 import QuantizedModel, convert, prepare
+from edgekit.quantize.ptq import QuantizedModel, convert, prepare
 from edgekit.recipe import DEFAULT_QAT_LR
 from edgekit.train import optimizer_step
 

@@ -1,0 +1,90 @@
+"""The gate's rules as pure functions over recorded figures: an accuracy drop against its budget, INT8 latency
+against FP32, a latency budget per device. `edgekit check` and `edgekit run`'s check stage both decide with these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.bench.records import latest_p50
+from edgekit.core.errors import EdgekitError
+
+INT8_FORMATS = ("onnx_int8", "tflite_int8")
+
+
+@dataclass
+class Case:
+    model: str
+    format: str
+    metric: str  # "accuracy drop", "accuracy vs baseline", "latency ratio", "latency vs baseline"
+    value: float
+    limit: str
+    passed: bool
+    detail: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.format} {self.metric}"
+
+
+def accuracy_drop_cases(model: str, top1: dict[str, float], reference: str, formats: list[str], max_drop: float,
+                        relative: bool = False, images: int | None = None) -> list[Case]:
+    """Each format's top-1 drop against the reference's, in percentage points (or percent of the reference with
+    `relative`), within `max_drop`."""
+    ref = top1[reference]
+    unit = "%" if relative else "pp"
+    cases = []
+    for fmt in formats:
+        drop = (ref - top1[fmt]) * 100  # percentage points
+        if relative:
+            drop = drop / ref if ref else float("inf")  # percent of the reference's accuracy
+        on = f" on {images} images" if images else ""
+        cases.append(Case(
+            model, fmt, "accuracy drop", round(drop, 3), f"<= {max_drop:g} {unit}", drop <= max_drop + 1e-9,
+            f"top-1 {top1[fmt]:.2%} vs {reference} {ref:.2%}{on}"))
+    return cases
+
+
+def latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], limit: float) -> list[Case]:
+    latest = latest_p50(manifest)
+    names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
+    cases = []
+    for key, p50 in sorted(latest.items(), key=lambda item: item[0].label):
+        fmt = names.get(key.file)
+        if fmt not in INT8_FORMATS:
+            continue
+        fp32_file = manifest["files"].get(fmt.removesuffix("_int8"), {}).get("file")
+        fp32 = next((v for k, v in latest.items() if k.file == fp32_file and k.setting == key.setting), None)
+        if fp32 is None:
+            continue
+        ratio = p50 / fp32
+        cases.append(Case(model, fmt, f"latency ratio {key.setting}", round(ratio, 3), f"<= {limit:g}",
+                          ratio <= limit,
+                          f"p50 {p50:.2f} ms vs FP32 {fp32:.2f} ms"))
+    if not cases:
+        raise EdgekitError(
+            f"{directory} has no latency of an INT8 file and its FP32 twin on one device: "
+            f"run `edgekit bench {directory}` first, or drop --max-latency-ratio."
+        )
+    return cases
+
+
+def latency_budget_cases(model: str, manifest: dict[str, Any], budgets_ms: dict[str, float]) -> list[Case]:
+    """Every INT8 file's p50 on each budgeted device, at its fastest measured thread count, within the budget."""
+    names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
+    best: dict[tuple[str, str], tuple[float, str]] = {}
+    for key, p50 in latest_p50(manifest).items():
+        fmt = names.get(key.file)
+        if fmt in INT8_FORMATS and key.device in budgets_ms and p50 < best.get((key.device, fmt), (float("inf"),))[0]:
+            best[(key.device, fmt)] = (p50, key.setting)
+    cases = []
+    for device, budget in sorted(budgets_ms.items()):
+        found = {fmt: value for (dev, fmt), value in best.items() if dev == device}
+        if not found:
+            cases.append(Case(model, "int8", f"latency on {device}", float("nan"), f"<= {budget:g} ms", False,
+                              f"no INT8 latency measured on {device}: add it to the recipe's devices"))
+        for fmt, (p50, setting) in sorted(found.items()):
+            cases.append(Case(model, fmt, f"latency on {device}", round(p50, 3), f"<= {budget:g} ms",
+                              p50 <= budget, f"p50 {p50:.2f} ms ({setting})"))
+    return cases
