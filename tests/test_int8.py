@@ -11,8 +11,8 @@ from blocks import MAX_STEPS_OFF, Block, steps_off
 from onnx import numpy_helper
 
 from edgekit.core.errors import EdgekitError
-from edgekit.export.int8 import ort_fused_histogram
 from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
+from edgekit.export.verify import ort_fused_histogram
 from edgekit.inspect import inspect_file
 from edgekit.models import batchnorm_statistics_from_noise, create
 from edgekit.quantize.annotator import QuantSettings
@@ -195,7 +195,7 @@ def test_export_int8_from_checkpoint(digits_mobilenet_v2: Path, tmp_path: Path, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--int8", "--calib-method", "entropy"], "unknown calibration method"),
+    (["--int8", "--calib-method", "entropy"], "--calib-method"),  # a typed choice: refused by the parser
     (["--int8-io"], "add --int8"),
     (["--int8", "--calib-size", "0"], "greater than or equal to 1"),
     (["--int8", "--calib", "nonsense"], "nonsense"),

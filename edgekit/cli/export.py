@@ -93,7 +93,7 @@ def export(
     """
     from edgekit.checkpoint import evaluation_data, resolve_source
     from edgekit.export import export_model
-    from edgekit.export.int8 import calibration_data
+    from edgekit.export.calibration import calibration_data
     from edgekit.quantize.options import int8_options_from_flags
 
     spec, weights, trained = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,

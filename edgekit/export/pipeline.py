@@ -19,8 +19,9 @@ from edgekit.core.files import staged_directory, write_json_atomic
 from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
 from edgekit.evaluate import evaluate
+from edgekit.export.calibration import calibration_set
 from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite
-from edgekit.export.int8 import Int8Job, build_int8, calibration_set
+from edgekit.export.int8 import Int8Job, build_int8
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
 from edgekit.models.complexity import profile_model
@@ -104,94 +105,39 @@ def export_model(
     if unknown or not formats:
         raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
     directory = out if out is not None else Path("out") / artifact_name(spec)
-    timings: dict[str, float] = {}
-
-    def stage(name: str) -> Callable[[], None]:
-        on_stage(name)
-        start = time.perf_counter()
-        return lambda: timings.__setitem__(name, round(time.perf_counter() - start, 3))
-
-    done = stage("build")
-    model = build(spec).eval()
-    source: dict[str, Any] = {"weights": None, "sha256": None, "pretrained": False}
-    if weights is not None:
-        load_weights(model, weights)
-        source = {"weights": str(weights), **{k: v for k, v in file_record(weights).items() if k == "sha256"},
-                  "pretrained": True}
-    complexity = profile_model(model)
-    done()
-    example = torch.zeros((1, *spec.input_shape))
+    job = _Fp32Job(spec, formats, nhwc, dynamic_batch, on_stage)
+    model, source, complexity = _build(job, weights)
     if data is not None and preprocess is not None:
         _check_data(spec, preprocess, data)
-        inputs = preprocess(data.images[:PARITY_SAMPLES])
-        parity_source = f"the first {len(inputs)} images of {data.name}"
     else:
         data = None
-        inputs = parity_inputs(spec)
-        parity_source = f"{PARITY_SAMPLES} standard-normal images, seed 0"
+    inputs, parity_source = _parity_inputs(spec, data, preprocess)
     torch_runner = TorchRunner(model)
     reference = torch_runner.predict(inputs)
     accuracy: dict[str, Any] | None = None
     if evaluate_accuracy and data is not None and preprocess is not None:
-        done = stage("accuracy torch")
+        done = job.stage("accuracy torch")
         accuracy = {"data": data.name, "images": len(data),
                     "top1": {"torch": evaluate(torch_runner, data, preprocess).top1}}
         done()
-
-    files: dict[str, Any] = {}
-    parity: dict[str, Any] = {}
-    ops: dict[str, Any] = {}
     with staged_directory(directory, force=force) as staging:
-        for fmt in formats:
-            path = staging / f"model.{fmt}"
-            done = stage(f"export {fmt}")
-            if fmt == "onnx":
-                export_onnx(model, example, path, dynamic_batch=dynamic_batch)
-                runner = OnnxRunner(path)
-            else:
-                export_tflite(model, example, path, nhwc=nhwc)
-                with quiet():  # the interpreter announces its XNNPACK delegate on stderr
-                    runner = TFLiteRunner(path, layout="nhwc" if nhwc else "nchw")
-            done()
-            done = stage(f"parity {fmt}")
-            result = compare(reference, runner.predict(inputs))
-            done()
-            if not result.fp32_ok:
-                raise EdgekitError(
-                    f"{fmt} output disagrees with torch (max rel diff {result.max_rel_diff:.2e}, "
-                    f"cosine {result.min_cosine:.6f}): no artifact written; please report this model and version."
-                )
-            if accuracy is not None and data is not None and preprocess is not None:
-                done = stage(f"accuracy {fmt}")
-                accuracy["top1"][fmt] = evaluate(runner, data, preprocess).top1
-                done()
-            info = inspect_file(path)
-            files[fmt] = file_record(path)
-            parity[fmt] = result.to_dict()
-            ops[fmt] = _op_report(fmt, info, nhwc)
+        files, parity, ops = _write_fp32(job, model, staging, inputs, reference,
+                                         (data, preprocess, accuracy) if accuracy is not None else None)
         int8_section = None
         if int8 is not None:
             calibration = calibration_set(spec, int8.calib_size, calibration_data, preprocess)
-            fp32_top1 = accuracy["top1"]["torch"] if accuracy is not None else None
             int8_section, int8_files = build_int8(Int8Job(
                 model, spec, int8, calibration, staging, formats=formats, nhwc=nhwc, parity_inputs=inputs,
                 fp32_reference=reference, data=data if evaluate_accuracy else None, preprocess=preprocess,
-                fp32_top1=fp32_top1, stage=stage, train_data=calibration_data, on_progress=on_stage,
+                fp32_top1=accuracy["top1"]["torch"] if accuracy is not None else None, stage=job.stage,
+                train_data=calibration_data, on_progress=on_stage,
             ))
             files.update(int8_files)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "spec": spec.to_dict(),
-            "input": {
-                "layout": {fmt: ("nhwc" if nhwc and fmt == "tflite" else "nchw") for fmt in formats},
-                "shape_nchw": [1, *spec.input_shape],
-                "dtype": "float32",
-                "dynamic_batch": {"onnx": dynamic_batch, "tflite": False},
-                "preprocess": preprocess.to_dict() if preprocess is not None else None,
-                "data": data.source if data is not None else None,
-                "classes": data.classes if data is not None else None,
-            },
+            "input": _input_section(job, preprocess, data),
             "source": source,
             "complexity": {"params": complexity.params, "macs": complexity.macs},
             "files": files,
@@ -204,12 +150,106 @@ def export_model(
             "ops": ops,
             "accuracy": accuracy,
             "int8": int8_section,
-            "export": {"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": timings},
+            "export": {"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": job.timings},
             "tools": _versions(),
             **(extra or {}),
         }
         write_json_atomic(staging / MANIFEST, manifest)
-    return ExportResult(directory=directory, manifest=manifest, timings=timings)
+    return ExportResult(directory=directory, manifest=manifest, timings=job.timings)
+
+
+@dataclass
+class _Fp32Job:
+    """What every FP32 step shares: the model asked for, the files' settings, and the stage timings."""
+
+    spec: ModelSpec
+    formats: Sequence[str]
+    nhwc: bool
+    dynamic_batch: bool
+    on_stage: Callable[[str], None]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str) -> Callable[[], None]:
+        """Announce stage `name`; the returned function records its time."""
+        self.on_stage(name)
+        start = time.perf_counter()
+        return lambda: self.timings.__setitem__(name, round(time.perf_counter() - start, 3))
+
+
+def _build(job: _Fp32Job, weights: Path | None) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+    """The eval-mode model with `weights` loaded, where its weights came from, and its params and MACs."""
+    done = job.stage("build")
+    model = build(job.spec).eval()
+    source: dict[str, Any] = {"weights": None, "sha256": None, "pretrained": False}
+    if weights is not None:
+        load_weights(model, weights)
+        source = {"weights": str(weights), **{k: v for k, v in file_record(weights).items() if k == "sha256"},
+                  "pretrained": True}
+    complexity = profile_model(model)
+    done()
+    return model, source, complexity
+
+
+def _parity_inputs(spec: ModelSpec, data: ImageSet | None, preprocess: Preprocess | None
+                   ) -> tuple[np.ndarray, str]:
+    """The images every file is compared on (the first of `data`, else seeded noise), and how to name them."""
+    if data is not None and preprocess is not None:
+        inputs = preprocess(data.images[:PARITY_SAMPLES])
+        return inputs, f"the first {len(inputs)} images of {data.name}"
+    return parity_inputs(spec), f"{PARITY_SAMPLES} standard-normal images, seed 0"
+
+
+def _write_fp32(job: _Fp32Job, model: torch.nn.Module, staging: Path, inputs: np.ndarray, reference: np.ndarray,
+                evaluation: tuple[ImageSet, Preprocess, dict[str, Any]] | None
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """model.<format> for each format, refused unless it matches torch on `inputs`; with `evaluation` (data,
+    preprocessing, the accuracy record), each file's top-1 is added to the record. Returns the file records,
+    the parity results and the op reports."""
+    example = torch.zeros((1, *job.spec.input_shape))
+    files: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    ops: dict[str, Any] = {}
+    for fmt in job.formats:
+        path = staging / f"model.{fmt}"
+        done = job.stage(f"export {fmt}")
+        if fmt == "onnx":
+            export_onnx(model, example, path, dynamic_batch=job.dynamic_batch)
+            runner = OnnxRunner(path)
+        else:
+            export_tflite(model, example, path, nhwc=job.nhwc)
+            with quiet():  # the interpreter announces its XNNPACK delegate on stderr
+                runner = TFLiteRunner(path, layout="nhwc" if job.nhwc else "nchw")
+        done()
+        done = job.stage(f"parity {fmt}")
+        result = compare(reference, runner.predict(inputs))
+        done()
+        if not result.fp32_ok:
+            raise EdgekitError(
+                f"{fmt} output disagrees with torch (max rel diff {result.max_rel_diff:.2e}, "
+                f"cosine {result.min_cosine:.6f}): no artifact written; please report this model and version."
+            )
+        if evaluation is not None:
+            data, preprocess, accuracy = evaluation
+            done = job.stage(f"accuracy {fmt}")
+            accuracy["top1"][fmt] = evaluate(runner, data, preprocess).top1
+            done()
+        files[fmt] = file_record(path)
+        parity[fmt] = result.to_dict()
+        ops[fmt] = _op_report(fmt, inspect_file(path), job.nhwc)
+    return files, parity, ops
+
+
+def _input_section(job: _Fp32Job, preprocess: Preprocess | None, data: ImageSet | None) -> dict[str, Any]:
+    """The manifest's `input`: what each file takes and how to make it from an image."""
+    return {
+        "layout": {fmt: ("nhwc" if job.nhwc and fmt == "tflite" else "nchw") for fmt in job.formats},
+        "shape_nchw": [1, *job.spec.input_shape],
+        "dtype": "float32",
+        "dynamic_batch": {"onnx": job.dynamic_batch, "tflite": False},
+        "preprocess": preprocess.to_dict() if preprocess is not None else None,
+        "data": data.source if data is not None else None,
+        "classes": data.classes if data is not None else None,
+    }
 
 
 def _op_report(fmt: str, info: dict[str, Any], nhwc: bool) -> dict[str, Any]:

@@ -126,12 +126,8 @@ def quantize_within_budget(
         prepared = prepare_captured(copied, calibration, settings, skip=lambda n: n.name in nodes)
         return convert(prepared, settings, len(calibration))
 
-    ranking_images, ranking_labels = images[:RANKING_IMAGES], labels[:RANKING_IMAGES]
-    baseline = _top1(quantized, ranking_images, ranking_labels)
-    recovered = {}
-    for index, layer in enumerate(layers, 1):
-        on_progress(f"int8 sensitivity: layer {index}/{len(layers)} ({layer.module})")
-        recovered[layer.node] = 100 * (_top1(with_float({layer.node}), ranking_images, ranking_labels) - baseline)
+    recovered = _recovery(layers, quantized, with_float, images[:RANKING_IMAGES], labels[:RANKING_IMAGES],
+                          on_progress)
     ranked = sorted(layers, key=lambda layer: -recovered[layer.node])
 
     best = result
@@ -144,11 +140,7 @@ def quantize_within_budget(
         floating = runtime_float_layers(quantized)
         candidate = FallbackResult(
             quantized, max_drop_pp, max(measured.values()), trials=result.trials,
-            float_layers=[
-                {"module": layer.module, "node": layer.node, "macs": layer.macs,
-                 "why": (f"chosen: alone in float it recovers {recovered[layer.node]:+.2f} pp top-1"
-                         if layer.node in chosen else "feeds a float layer, so its output stays float")}
-                for layer in layers if layer.node in floating],
+            float_layers=_float_layer_records(layers, floating, chosen, recovered),
             float_macs_share=sum(layer.macs for layer in layers if layer.node in floating) / total_macs,
         )
         if candidate.drop_pp < best.drop_pp:
@@ -160,3 +152,24 @@ def quantize_within_budget(
         f"{len(best.float_layers)} layer(s) in float, still drops {best.drop_pp:.2f} pp. Fine-tune instead with "
         "--qat-epochs 1 (or raise --max-drop)."
     )
+
+
+def _recovery(layers: list[Layer], quantized: QuantizedModel,
+              with_float: Callable[[set[str]], QuantizedModel], images: np.ndarray, labels: np.ndarray,
+              on_progress: Callable[[str], None]) -> dict[str, float]:
+    """For each layer, the top-1 (pp) it wins back alone in float, against the all-INT8 `quantized`."""
+    baseline = _top1(quantized, images, labels)
+    recovered = {}
+    for index, layer in enumerate(layers, 1):
+        on_progress(f"int8 sensitivity: layer {index}/{len(layers)} ({layer.module})")
+        recovered[layer.node] = 100 * (_top1(with_float({layer.node}), images, labels) - baseline)
+    return recovered
+
+
+def _float_layer_records(layers: list[Layer], floating: set[str], chosen: set[str],
+                         recovered: dict[str, float]) -> list[dict[str, Any]]:
+    """The manifest's float_layers: each layer that runs in float, and why."""
+    return [{"module": layer.module, "node": layer.node, "macs": layer.macs,
+             "why": (f"chosen: alone in float it recovers {recovered[layer.node]:+.2f} pp top-1"
+                     if layer.node in chosen else "feeds a float layer, so its output stays float")}
+            for layer in layers if layer.node in floating]

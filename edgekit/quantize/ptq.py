@@ -1,6 +1,6 @@
 """Post-training INT8 in torch (PT2E): capture the graph, observe calibration images, convert.
 
-The converted graph is the one quantized model that edgekit.export.int8_files writes as ONNX and TFLite, and the
+The converted graph is the one quantized model that the export package writes as ONNX and TFLite, and the
 fake-quantized torch reference both files are compared with.
 """
 
