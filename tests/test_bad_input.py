@@ -318,6 +318,7 @@ CASES: list[tuple[str, list[str]]] = [
     *[(f"devices-check-{name}", ["devices", "check", name])
       for name in ("dash-host", "dash-user", "text-port", "text-timeout", "binary", "deep")],
     ("bench-dash-host", ["bench", "art", "--device", "dash-host"]),
+    ("bench-missing-file", ["bench", "art-missing-file"]),
     # A binary or absurdly deep manifest.json, in every verb that reads one.
     *[(f"{verb}-{art}", [*argv, art]) for art in ("art-binary-manifest", "art-deep-manifest")
       for verb, argv in (("inspect-verify", ["inspect", "--verify"]), ("eval", ["eval"]), ("bench", ["bench"]),
