@@ -277,3 +277,29 @@ def test_predictor_verbs_over_ssh(device, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["within_budget"] == 1
     assert _leftovers() == []
+
+
+def test_run_measures_the_recipe_on_the_emulated_board_and_here(device, tmp_path):
+    """`edgekit run` ends on the device: both devices' figures land in report.json, and a second run skips them."""
+    _, _, env = device
+    from tests.conftest import DIGITS_RECIPE
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(DIGITS_RECIPE.replace("epochs: 3", "epochs: 1\n  limit_batches: 4")
+                      + "export:\n  formats: [tflite]\ndevices: [emulated-ssh, local]\n"
+                      + "bench:\n  threads: [1]\n  runs: 3\n  min_seconds: 0\n  warmup_seconds: 0\n"
+                      + "check:\n  max_drop: 100\n  max_latency_ms: {emulated-ssh: 100000, local: 100000}\n")
+    out = tmp_path / "run"
+    first = run_edgekit("run", str(recipe), "--out", str(out), "--json", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["train", "export", "check", "bench", "latency check"]
+    measured = {(r["device"], r["format"]) for r in report["latency"]}
+    assert measured == {(d, f) for d in ("emulated-ssh", "local") for f in ("tflite", "tflite_int8")}
+    assert all(r["p50_ms"] > 0 for r in report["latency"])
+    assert {s["device"] for s in report["int8_speedup"]} == {"emulated-ssh", "local"}
+    assert report["check"]["passed"] and any(c["metric"] == "latency on emulated-ssh" for c in report["check"]["cases"])
+    second = run_edgekit("run", str(recipe), "--out", str(out), "--json", env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {s["name"]: s["status"] for s in json.loads(second.stdout)["stages"]}["bench"] == "up to date"
+    assert not _leftovers()

@@ -5,16 +5,24 @@ import json
 import pytest
 from conftest import CONVERGED_DIGITS_RECIPE, DIGITS_RECIPE, write_recipe
 
+# The bench stage at test speed (timings are not what these tests check).
+FAST_BENCH = "bench:\n  runs: 3\n  min_seconds: 0\n  warmup_seconds: 0\n"
+
 
 @pytest.mark.slow
 def test_run_trains_exports_checks_and_skips_what_is_up_to_date(tmp_path, edgekit_cli):
-    recipe = write_recipe(tmp_path / "r.yaml", CONVERGED_DIGITS_RECIPE + "check:\n  max_drop: 1.5\n")
+    recipe = write_recipe(tmp_path / "r.yaml", CONVERGED_DIGITS_RECIPE + "check:\n  max_drop: 1.5\n" + FAST_BENCH)
     out = tmp_path / "run"
     first = edgekit_cli("run", str(recipe), "--out", str(out), "--json")
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads(first.stdout)
     assert [(s["name"], s["status"]) for s in report["stages"]] == [("train", "ran"), ("export", "ran"),
-                                                                    ("check", "ran")]
+                                                                    ("check", "ran"), ("bench", "ran")]
+    # the bench stage: every exported file on this machine (the recipe's default devices: [local])
+    assert {r["format"] for r in report["latency"] if r["device"] == "local"} == {
+        "onnx", "tflite", "onnx_int8", "tflite_int8"}
+    assert {(s["runtime"], s["format"]) for s in report["int8_speedup"]} == {
+        ("onnxruntime", "onnx_int8"), ("tflite", "tflite_int8")}
     assert report["check"]["passed"]
     assert set(report["accuracy"]) == {"torch", "onnx", "tflite", "torch_int8", "onnx_int8", "tflite_int8"}
     assert report["accuracy"]["torch"] > 0.7
@@ -39,7 +47,7 @@ def test_run_trains_exports_checks_and_skips_what_is_up_to_date(tmp_path, edgeki
     second = edgekit_cli("run", str(recipe), "--out", str(out), "--json")
     assert second.returncode == 0, second.stderr
     stages = {s["name"]: s["status"] for s in json.loads(second.stdout)["stages"]}
-    assert stages == {"train": "up to date", "export": "up to date", "check": "ran"}
+    assert stages == {"train": "up to date", "export": "up to date", "check": "ran", "bench": "up to date"}
     assert (out / "export" / "model.onnx").stat().st_mtime_ns == mtime
 
     # the gate: a format whose recorded accuracy is 3 pp under torch's fails the 1.5 pp budget with exit 1

@@ -118,8 +118,10 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     report.check["cases"] = [vars(c) for c in accuracy_cases + latency_cases]
     report.check["passed"] = all(c.passed for c in accuracy_cases + latency_cases)
     write_json_atomic(out / REPORT, report.to_dict())
-    problems = [f"{c.format} {c.metric} {c.value:g} (limit {c.limit})" for c in accuracy_cases + latency_cases
-                if not c.passed]
+    over = [c for c in accuracy_cases if not c.passed]
+    problems = [f"accuracy drop over budget ({', '.join(f'{c.format} {c.value:.2f} pp' for c in over)} > "
+                f"{recipe.check.max_drop:g} pp)"] if over else []
+    problems += [f"{c.format} {c.metric} {c.value:g} (limit {c.limit})" for c in latency_cases if not c.passed]
     problems += [f"bench on {name} failed ({error.rstrip('.')})" for name, error in failures]
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
