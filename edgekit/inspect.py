@@ -8,19 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
+from edgekit.runtime.formats import ONNX, format_of
 
 
 def inspect_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist: give an .onnx or .tflite file.")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        info = _inspect_onnx(path)
-    elif suffix == ".tflite":
-        info = _inspect_tflite(path)
-    else:
-        raise EdgekitError(f"{path} is neither .onnx nor .tflite: give a model file from edgekit or another exporter.")
-    return {"file": str(path), "format": suffix[1:], "bytes": path.stat().st_size, **info}
+    fmt = format_of(path)
+    info = _inspect_onnx(path) if fmt is ONNX else _inspect_tflite(path)
+    return {"file": str(path), "format": fmt.name, "bytes": path.stat().st_size, **info}
 
 
 def _inspect_onnx(path: Path) -> dict[str, Any]:

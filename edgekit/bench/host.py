@@ -24,11 +24,9 @@ from edgekit.core.files import sha256_file
 from edgekit.devices.probe import adb_properties, device_json, probe_device, remote_argv
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import DeviceError, Transport, connect
-from edgekit.runtime import harness
-
-FORMAT_RUNTIME = {".tflite": "tflite", ".onnx": "onnxruntime"}
-# Runtimes the harness can use for each edgekit runtime name, as its probe reports them.
-RUNTIME_PACKAGES = {"tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow"), "onnxruntime": ("onnxruntime",)}
+from edgekit.runtime.formats import RUNTIMES, SUFFIXES, TFLITE, for_runtime, format_of, is_model_file
+from edgekit.runtime.open import layout_of
+from edgekit.runtime.runners import file_runner
 
 
 @dataclass(frozen=True)
@@ -45,8 +43,8 @@ class BenchOptions:
     all_nodes: bool = False  # with op_profile: every node's time in run order, not only the slowest (ONNX Runtime)
 
     def __post_init__(self) -> None:
-        if self.runtime not in ("auto", "tflite", "onnxruntime"):
-            raise EdgekitError(f"--runtime {self.runtime!r}: use tflite, onnxruntime or auto.")
+        if self.runtime != "auto" and self.runtime not in RUNTIMES:
+            raise EdgekitError(f"--runtime {self.runtime!r}: use {', '.join(RUNTIMES)} or auto.")
         if self.runs < 1 or self.warmup_runs < 0 or self.min_seconds < 0 or self.warmup_seconds < 0:
             raise EdgekitError("a run count or time is out of range: give --runs >= 1, and --warmup, "
                                "--warmup-seconds, --min-seconds >= 0.")
@@ -83,7 +81,7 @@ class DeviceRun:
 def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ...]) -> np.ndarray:
     """One input in the file's own layout: a real preprocessed sample when the manifest names a dataset."""
     record = (manifest or {}).get("input", {})
-    nhwc = record.get("layout", {}).get(path.suffix[1:]) == "nhwc" or (
+    nhwc = layout_of(path, manifest) == "nhwc" or (
         not record and len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
     preprocess = record.get("preprocess")
     if preprocess and record.get("data"):
@@ -105,27 +103,17 @@ def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ..
     return x
 
 
-def _open_here(path: Path, runtime: str) -> Any:
-    from edgekit.core.quiet import quiet
-
-    try:
-        with quiet():
-            return harness.open_model(str(path), runtime, 1)
-    except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgekitError(f"{path} cannot be loaded ({reason[:200]}): it is corrupt or not a model; "
-                           "export it again.") from None
-
-
 def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
     """The files to benchmark: every .tflite/.onnx of an artifact directory, or the one file given."""
     if target.is_dir():
         manifest = read_manifest(target)
-        paths = sorted(p for p in target.iterdir() if p.suffix in FORMAT_RUNTIME and not p.name.startswith("."))
+        verify_files(target, manifest)  # a listed file missing or changed: the artifact is broken as a whole
+        paths = sorted(p for p in target.iterdir() if is_model_file(p) and not p.name.startswith("."))
         artifact: Path | None = target
     elif target.is_file():
-        if target.suffix not in FORMAT_RUNTIME:
-            raise EdgekitError(f"{target}: edgekit benchmarks .tflite and .onnx files, or an artifact directory.")
+        if not is_model_file(target):
+            raise EdgekitError(f"{target}: edgekit benchmarks {' and '.join(SUFFIXES)} files, or an artifact "
+                               "directory.")
         paths = [target]
         has_manifest = (target.parent / MANIFEST).is_file()
         manifest = read_manifest(target.parent) if has_manifest else None
@@ -134,39 +122,28 @@ def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
         raise EdgekitError(f"{target} does not exist: give an artifact directory (edgekit export --out DIR), "
                            "a .tflite or an .onnx file.")
     if runtime != "auto":
-        paths = [p for p in paths if FORMAT_RUNTIME[p.suffix] == runtime]
+        paths = [p for p in paths if format_of(p).runtime == runtime]
     if not paths:
         raise EdgekitError(f"{target} holds no {'model' if runtime == 'auto' else runtime} file to benchmark: "
                            "export one first (edgekit export ...).")
     files = []
     for path in paths:
-        if manifest is not None:
+        if manifest is not None and artifact != target:
             verify_files(path.parent, manifest, only=path)
-        model = _open_here(path, FORMAT_RUNTIME[path.suffix])
-        shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in input_shape(model))
+        runner = file_runner(path)
+        shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in runner.input_shape)
         x = _input_for(path, manifest, shape)
-        model.set_input(x)
-        model.invoke()
-        reference = model.output_value()
-        step = 2 * float(np.abs(reference).max()) / 255 if _quantized(model, path) else 0.0
-        files.append(ModelFile(path, FORMAT_RUNTIME[path.suffix], x, reference, step, artifact))
+        reference = runner.run(x)  # in the file's own layout, as the harness runs it on the device
+        # INT8 graphs: x86 and ARM kernels may round a step apart, so outputs are compared to a step.
+        step = 2 * float(np.abs(reference).max()) / 255 if runner.quantized else 0.0
+        files.append(ModelFile(path, format_of(path).runtime, x, reference, step, artifact))
     return files
 
 
-def _quantized(model: Any, path: Path) -> bool:
-    """INT8 graphs: x86 and ARM kernels may round a step apart, so outputs are compared to a step."""
-    if isinstance(model, harness.TFLiteModel):
-        return any(t["dtype"] in (np.int8, np.uint8) for t in model.interpreter.get_tensor_details())
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type.startswith(("QLinear", "Quantize", "Dequantize", "QGemm")) for node in graph.node)
-
-
 def input_shape(model: Any) -> list[Any]:
-    if isinstance(model, harness.OnnxModel):
-        return list(model.input.shape)
-    return list(model.input["shape"])
+    """A model's input shape, in the file's layout: a runner's, or a harness model's."""
+    shape = model.input_shape
+    return list(shape() if callable(shape) else shape)
 
 
 # --- one device ---------------------------------------------------------------------------------------------------
@@ -174,7 +151,7 @@ def input_shape(model: Any) -> list[Any]:
 
 def _check_runtimes(files: list[ModelFile], info: dict[str, Any], where: str) -> list[ModelFile]:
     have = info.get("runtimes", {})
-    usable = [f for f in files if any(p in have for p in RUNTIME_PACKAGES[f.runtime])]
+    usable = [f for f in files if any(p in have for p in for_runtime(f.runtime).packages)]
     if not usable:
         wanted = sorted({f.runtime for f in files})
         raise DeviceError(f"{where} has no runtime for {', '.join(wanted)}: install ai-edge-litert (or "
@@ -196,7 +173,7 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
         argv = [*transport.python, f"{workdir}/harness.py"]
         with tempfile.TemporaryDirectory(prefix="edgekit-inputs-") as local:
             for i, f in enumerate(usable):
-                remote_model = f"{workdir}/m{i}{f.path.suffix}"
+                remote_model = f"{workdir}/m{i}{format_of(f.path).suffix}"
                 np.save(Path(local) / f"i{i}.npy", f.input)
                 transport.push(f.path, remote_model)
                 transport.push(Path(local) / f"i{i}.npy", f"{workdir}/i{i}.npy")
@@ -215,7 +192,7 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
     finally:
         with contextlib.suppress(EdgekitError):
             transport.remove_dir(workdir)
-    by_name = {f"m{i}{f.path.suffix}": f for i, f in enumerate(usable)}
+    by_name = {f"m{i}{format_of(f.path).suffix}": f for i, f in enumerate(usable)}
     results = []
     for r in report["results"]:
         f = by_name[r.pop("model")]
@@ -246,7 +223,7 @@ def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: lis
         raise EdgekitError(f"benchmark_model binary {binary} (adb: benchmark_model: in {profile.source}) does not "
                            "exist: build it for arm64 (TFLite's tools/benchmark) and give its path.")
     where = getattr(transport, "where", profile.name)
-    tflite = [f for f in files if f.runtime == "tflite"]
+    tflite = [f for f in files if f.runtime == TFLITE.runtime]
     warnings = [] if len(tflite) == len(files) else [
         "benchmark_model runs .tflite only: the .onnx files were skipped (give the phone Python to run them)."]
     if not tflite:
@@ -258,7 +235,7 @@ def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: lis
         transport.run(["chmod", "755", f"{workdir}/benchmark_model"], 60)
         info = adb_properties(transport)
         for i, f in enumerate(tflite):
-            remote = f"{workdir}/m{i}.tflite"
+            remote = f"{workdir}/m{i}{TFLITE.suffix}"
             transport.push(f.path, remote)
             for threads in options.threads or profile.threads:
                 argv = benchmark_model.command(
@@ -323,7 +300,7 @@ def device_warnings(profile: DeviceProfile, run: DeviceRun) -> list[str]:
 def result_warnings(r: dict[str, Any]) -> list[str]:
     warnings = []
     delegation = r.get("delegation", {})
-    if r["runtime_kind"] == "tflite" and delegation.get("known") and "nodes" in delegation:
+    if r["runtime_kind"] == TFLITE.runtime and delegation.get("known") and "nodes" in delegation:
         if delegation.get("delegated", 0) == 0:
             warnings.append("XNNPACK took none of the graph: it ran on TFLite's reference kernels.")
         elif delegation["delegated"] < delegation["nodes"]:

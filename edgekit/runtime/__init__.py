@@ -1,2 +1,3 @@
-"""Running a model file: one runner family for torch, ONNX Runtime and TFLite, and the on-device harness
-it shares."""
+"""Running a model file: the format table (formats), one runner family for torch, ONNX Runtime and TFLite
+(runners, wrapping the on-device harness's model classes), opening a file with its preprocessing (open), and
+numerical parity (parity)."""

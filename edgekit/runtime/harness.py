@@ -24,6 +24,15 @@ import numpy as np
 
 HARNESS_VERSION = 1
 
+# The harness's own copy of edgekit's format table (edgekit/runtime/formats.py, which a test holds it to): it runs
+# where edgekit is not installed. Model file suffix -> runtime, and per runtime the (package, module) that provide it.
+SUFFIX_RUNTIME = {".tflite": "tflite", ".onnx": "onnxruntime"}
+RUNTIME_PACKAGES = {
+    "tflite": (("ai-edge-litert", "ai_edge_litert"), ("tflite-runtime", "tflite_runtime"),
+               ("tensorflow", "tensorflow")),
+    "onnxruntime": (("onnxruntime", "onnxruntime"),),
+}
+
 
 def _read(path: str) -> str | None:
     try:
@@ -125,8 +134,7 @@ def _mem_available_mb() -> float | None:
 def probe() -> dict:
     """What this device is and which runtimes it has: `edgekit devices check` prints it."""
     runtimes = {}
-    for name, module in (("ai-edge-litert", "ai_edge_litert"), ("tflite-runtime", "tflite_runtime"),
-                         ("tensorflow", "tensorflow"), ("onnxruntime", "onnxruntime")):
+    for name, module in (package for packages in RUNTIME_PACKAGES.values() for package in packages):
         try:
             imported = __import__(module)
             runtimes[name] = getattr(imported, "__version__", "unknown")
@@ -153,6 +161,10 @@ def probe() -> dict:
 # --- runtimes ---------------------------------------------------------------------------------------------------
 
 
+class NoRuntime(ImportError):
+    """This machine has no package for the runtime a model needs."""
+
+
 def _tflite_module() -> tuple[str, str, object]:
     try:
         import ai_edge_litert
@@ -170,23 +182,42 @@ def _tflite_module() -> tuple[str, str, object]:
         import tensorflow as tf
         return "tensorflow", tf.__version__, tf.lite
     except ImportError:
-        raise SystemExit("no TFLite runtime on this device: pip install ai-edge-litert (or tflite-runtime)") from None
+        raise NoRuntime("no TFLite runtime on this machine: pip install ai-edge-litert (or tflite-runtime)") from None
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = detail["dtype"]
-    if dtype in (np.float32, np.float16):
-        return x.astype(dtype)
-    scale, zero_point = detail["quantization"]
+def load_tflite(path: str, threads: int, xnnpack: bool = True) -> tuple[str, str, object]:
+    """(package, version, interpreter) for a .tflite file, from ai-edge-litert, else tflite-runtime, else
+    tensorflow; xnnpack=False keeps the default delegates out (TFLite's reference kernels)."""
+    runtime, version, module = _tflite_module()
+    kwargs = {"model_path": path, "num_threads": threads}
+    resolver = getattr(module, "OpResolverType", None)
+    if resolver is not None:
+        kwargs["experimental_op_resolver_type"] = (
+            resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return runtime, version, module.Interpreter(**kwargs)
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """A float array as the value of a tensor described by `detail` (TFLite's {"dtype", "quantization": (scale,
+    zero_point)}): cast for a float tensor, else round(x / scale) + zero_point, rounding half to even as ONNX's
+    QuantizeLinear and XNNPACK do, clipped to the dtype's range (int8, uint8, int16, ...). An integer tensor
+    without a scale (ids, masks) takes the values as they are."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return np.asarray(x, dtype=dtype)
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if not scale:
+        return np.asarray(x).astype(dtype)
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+    return np.clip(np.round(np.asarray(x) / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] in (np.float32, np.float16):
-        return y.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return (y.astype(np.float32) - zero_point) * scale
+def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    """A tensor's value as float32: (y - zero_point) * scale for a quantized tensor, else the values cast."""
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind == "f" or not scale:
+        return np.asarray(y).astype(np.float32)
+    return (np.asarray(y).astype(np.float32) - zero_point) * np.float32(scale)
 
 
 def _delegated(interpreter: object) -> dict:
@@ -214,27 +245,27 @@ def _delegated(interpreter: object) -> dict:
 
 
 class TFLiteModel:
+    """One .tflite file: set_input takes float values in the file's own layout (quantized here for an int8 input),
+    output_value gives float32 (dequantized for an int8 output)."""
+
     def __init__(self, path: str, threads: int, xnnpack: bool = True) -> None:
-        self.runtime, self.version, module = _tflite_module()
-        kwargs = {"model_path": path, "num_threads": threads}
-        resolver = getattr(module, "OpResolverType", None)
-        if resolver is not None:
-            kwargs["experimental_op_resolver_type"] = (
-                resolver.AUTO if xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        self.interpreter = module.Interpreter(**kwargs)
+        self.runtime, self.version, self.interpreter = load_tflite(path, threads, xnnpack)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.delegation = _delegated(self.interpreter) if xnnpack else {"known": True, "delegated": 0}
 
+    def input_shape(self) -> list:
+        return [int(d) for d in self.input["shape"]]
+
     def set_input(self, x: np.ndarray) -> None:
-        self.interpreter.set_tensor(self.input["index"], _quantize(x, self.input))
+        self.interpreter.set_tensor(self.input["index"], quantize(x, self.input))
 
     def invoke(self) -> None:
         self.interpreter.invoke()
 
     def output_value(self) -> np.ndarray:
-        return _dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+        return dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
 
 
 def int8_products_saturate() -> bool:
@@ -262,9 +293,20 @@ def ort_session_options(threads: int, exact_int8: bool | None = None):  # noqa: 
     return options
 
 
+# ONNX Runtime's input types, as numpy dtypes (an int8 ONNX input carries no scale here: values are cast).
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
+              "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+
+
 class OnnxModel:
+    """One .onnx file on ONNX Runtime's CPU provider: set_input casts to the input's type, output_value is float32."""
+
     def __init__(self, path: str, threads: int, profile_dir: str | None = None) -> None:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise NoRuntime("no ONNX Runtime on this machine: pip install onnxruntime") from None
 
         self.runtime, self.version = "onnxruntime", ort.__version__
         exact_int8 = int8_products_saturate()
@@ -279,10 +321,11 @@ class OnnxModel:
         self.delegation = {"known": True, "provider": self.session.get_providers()[0],
                            "exact_int8": exact_int8}
 
+    def input_shape(self) -> list:
+        return list(self.input.shape)
+
     def set_input(self, x: np.ndarray) -> None:
-        dtype = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}.get(
-            self.input.type, np.float32)
-        self.feed = {self.input.name: x.astype(dtype)}
+        self.feed = {self.input.name: np.asarray(x, dtype=ORT_DTYPES.get(self.input.type, np.float32))}
 
     def invoke(self) -> None:
         self.result = self.session.run(None, self.feed)
@@ -293,7 +336,7 @@ class OnnxModel:
 
 def open_model(path: str, runtime: str, threads: int, profile_dir: str | None = None):  # noqa: ANN201
     if runtime == "auto":
-        runtime = "onnxruntime" if path.endswith(".onnx") else "tflite"
+        runtime = SUFFIX_RUNTIME.get(os.path.splitext(path)[1].lower(), "tflite")
     if runtime == "onnxruntime":
         return OnnxModel(path, threads, profile_dir)
     return TFLiteModel(path, threads)
@@ -421,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe", action="store_true", help="print what this device has and exit")
     parser.add_argument("--model", action="append", default=[], help="a .tflite or .onnx file (repeatable)")
     parser.add_argument("--input", action="append", default=[], help="an .npy input per --model, in its layout")
-    parser.add_argument("--runtime", default="auto", choices=["auto", "tflite", "onnxruntime"])
+    parser.add_argument("--runtime", default="auto", choices=["auto", *RUNTIME_PACKAGES])
     parser.add_argument("--threads", default="1", help="comma-separated thread counts")
     parser.add_argument("--warmup-runs", type=int, default=1)
     parser.add_argument("--warmup-seconds", type=float, default=1.0)
@@ -433,27 +476,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all-nodes", action="store_true", help="the profile lists every node, in run order")
     parser.add_argument("--json-out", help="write the JSON here instead of stdout")
     args = parser.parse_args(argv)
-    if args.probe:
-        report = probe()
-    else:
-        if len(args.input) != len(args.model):
-            parser.error("give one --input per --model")
-        cores = _set_cores(args.cores)
-        threads = [int(t) for t in args.threads.split(",")]
-        configs = [{"model": m, "input": i, "runtime": args.runtime, "threads": t}
-                   for m, i in zip(args.model, args.input) for t in threads]  # noqa: B905
-        before = device_state()
-        results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
-                          args.rounds, args.op_profile, all_nodes=args.all_nodes)
-        report = {"harness": HARNESS_VERSION, "arch": platform.machine(), "python": platform.python_version(),
-                  "cores_pinned": cores, "before": before, "after": device_state(),
-                  "peak_rss_mb": _peak_rss_mb(), "results": results}
+    try:
+        report = probe() if args.probe else _bench(parser, args)
+    except NoRuntime as exc:
+        raise SystemExit(str(exc)) from None
     text = json.dumps(report)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             f.write(text)
     else:
         print(text)
+
+
+def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """Measure every --model at every --threads count: the JSON main prints."""
+    if len(args.input) != len(args.model):
+        parser.error("give one --input per --model")
+    cores = _set_cores(args.cores)
+    threads = [int(t) for t in args.threads.split(",")]
+    configs = [{"model": m, "input": i, "runtime": args.runtime, "threads": t}
+               for m, i in zip(args.model, args.input) for t in threads]  # noqa: B905
+    before = device_state()
+    results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
+                      args.rounds, args.op_profile, all_nodes=args.all_nodes)
+    return {"harness": HARNESS_VERSION, "arch": platform.machine(), "python": platform.python_version(),
+            "cores_pinned": cores, "before": before, "after": device_state(),
+            "peak_rss_mb": _peak_rss_mb(), "results": results}
 
 
 if __name__ == "__main__":

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgekit.artifact import read_manifest, verify_files
 from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
-from edgekit.core.quiet import quiet
 from edgekit.data import Preprocess
 from edgekit.models import ModelSpec
-from edgekit.runtime.runners import OnnxRunner, Runner, TFLiteRunner, TorchRunner
+from edgekit.runtime.formats import format_of
+from edgekit.runtime.runners import Runner, TorchRunner, file_runner
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 @dataclass
@@ -23,17 +26,20 @@ class Opened:
     classes: list[str] | None
 
 
+def layout_of(path: Path, manifest: dict[str, Any] | None) -> str | None:
+    """The layout ("nchw", "nhwc") the manifest records for a model file's format; None where it records none."""
+    return ((manifest or {}).get("input", {}).get("layout") or {}).get(format_of(path).name)
+
+
 def open_model(path: Path, threads: int = 1, verify: bool = True) -> Opened:
     """A checkpoint, or an exported file with its manifest's preprocessing (checked against its sha256 unless
     the caller has just verified the whole artifact)."""
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist: give a checkpoint (.pt), an .onnx or a .tflite file.")
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         trained = read_trained(path)
         return Opened(TorchRunner(trained.build()), trained.spec, trained.preprocess, trained.data, trained.classes)
-    if suffix not in (".onnx", ".tflite"):
-        raise EdgekitError(f"{path}: unknown model format {suffix!r}: give a .pt, .onnx or .tflite file.")
+    format_of(path, also=CHECKPOINT_SUFFIXES[:1])  # an unknown suffix is refused before the manifest is read
     manifest = read_manifest(path.parent)
     if verify:
         verify_files(path.parent, manifest, only=path)
@@ -43,12 +49,6 @@ def open_model(path: Path, threads: int = 1, verify: bool = True) -> Opened:
             f"{path} was exported without a dataset, so its preprocessing is unknown: "
             "export it from a trained checkpoint (edgekit export runs/NAME/best.pt)."
         )
-    fmt = suffix[1:]
-    layout = manifest["input"]["layout"].get(fmt, "nchw")
-    if fmt == "onnx":
-        runner: Runner = OnnxRunner(path, threads=threads)
-    else:
-        with quiet():
-            runner = TFLiteRunner(path, layout=layout, threads=threads)
+    runner = file_runner(path, threads=threads, layout=layout_of(path, manifest) or "nchw")
     return Opened(runner, ModelSpec(**manifest["spec"]), Preprocess.from_dict(record),
                   manifest["input"].get("data"), manifest["input"].get("classes"))

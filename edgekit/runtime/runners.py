@@ -1,16 +1,28 @@
 """Runners: one `predict(batch) -> logits` for torch, ONNX Runtime and the TFLite interpreter.
 
-Every runner takes NCHW float32 batches; a runner for an NHWC model transposes on the way in.
+Every runner takes NCHW float32 batches; a runner for an NHWC model transposes on the way in. The ONNX and TFLite
+runners wrap the on-device harness's model classes (harness.OnnxModel, harness.TFLiteModel), so this machine and a
+device load, configure, quantize inputs and dequantize outputs the same way: `run` is one input in the file's own
+layout, as the harness runs it on a device.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from torch import nn
+
+from edgekit.core.errors import EdgekitError, first_line
+from edgekit.runtime import harness
+from edgekit.runtime.formats import ONNX, format_of
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# One quantize/dequantize for every runtime: the harness's (the device runs it too).
+quantize = harness.quantize
+dequantize = harness.dequantize
 
 
 class Runner(Protocol):
@@ -26,73 +38,93 @@ class TorchRunner:
         self.model = model.eval()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
             return self.model(torch.from_numpy(batch)).numpy()
 
 
 class OnnxRunner:
-    name = "onnxruntime"
+    name = ONNX.runtime
 
     def __init__(self, path: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
+        self.path = Path(path)
+        self.model = harness.OnnxModel(str(path), threads)
+        self.session = self.model.session
+        self.input_name = self.model.input.name
+        self.fixed_batch = self.model.input.shape[0] == 1
 
-        from edgekit.runtime.harness import ort_session_options
+    @property
+    def input_shape(self) -> list:
+        """The file's input shape; a dynamic dimension is its name (a str) or None."""
+        return self.model.input_shape()
 
-        self.session = ort.InferenceSession(str(path), ort_session_options(threads),
-                                            providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.fixed_batch = self.session.get_inputs()[0].shape[0] == 1
+    @property
+    def quantized(self) -> bool:
+        """An INT8 graph (QDQ or QLinear ops)."""
+        import onnx
+
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        return any(node.op_type.startswith(("QLinear", "Quantize", "Dequantize", "QGemm")) for node in graph.node)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One input as the file takes it (its own layout and batch), the output as float32."""
+        self.model.set_input(x)
+        self.model.invoke()
+        return self.model.output_value()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         if self.fixed_batch:
-            return np.concatenate([self.session.run(None, {self.input_name: x[None]})[0] for x in batch])
-        return self.session.run(None, {self.input_name: batch})[0]
+            return np.concatenate([self.run(x[None]) for x in batch])
+        return self.run(batch)
 
 
 def tflite_interpreter(path: Path, threads: int = 1, delegates: bool = True):  # noqa: ANN201 (runtime-dependent type)
-    """The TFLite interpreter from ai_edge_litert, else tflite_runtime, else tensorflow.lite."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:  # pragma: no cover - devices without ai-edge-litert
-        try:
-            from tflite_runtime.interpreter import Interpreter, OpResolverType
-        except ImportError:
-            from tensorflow.lite.python.interpreter import Interpreter, OpResolverType
-    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+    """The TFLite interpreter from ai_edge_litert, else tflite_runtime, else tensorflow.lite (not yet allocated)."""
+    return harness.load_tflite(str(path), threads, xnnpack=delegates)[2]
 
 
 class TFLiteRunner:
     name = "tflite"
 
     def __init__(self, path: Path, layout: str = "nchw", threads: int = 1) -> None:
-        self.interpreter = tflite_interpreter(path, threads)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.path = Path(path)
+        self.model = harness.TFLiteModel(str(path), threads)
+        self.interpreter = self.model.interpreter
+        self.input, self.output = self.model.input, self.model.output
         self.nhwc = layout == "nhwc"
 
+    @property
+    def input_shape(self) -> list:
+        return self.model.input_shape()
+
+    @property
+    def quantized(self) -> bool:
+        """An INT8 graph: any 8-bit tensor."""
+        return any(t["dtype"] in (np.int8, np.uint8) for t in self.interpreter.get_tensor_details())
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One input as the file takes it (its own layout, batch 1), quantized for an int8 input; the output
+        dequantized to float32."""
+        self.model.set_input(x)
+        self.model.invoke()
+        return self.model.output_value()
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        outputs = []
-        for x in batch:
-            x = x.transpose(1, 2, 0) if self.nhwc else x
-            self.interpreter.set_tensor(self.input["index"], quantize(x[None], self.input))
-            self.interpreter.invoke()
-            outputs.append(dequantize(self.interpreter.get_tensor(self.output["index"])[0], self.output))
-        return np.stack(outputs)
+        return np.stack([self.run((x.transpose(1, 2, 0) if self.nhwc else x)[None])[0] for x in batch])
 
 
-def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float input for a TFLite tensor: as is for a float tensor, else with the tensor's scale and zero point."""
-    if detail["dtype"] == np.float32:
-        return x.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(detail["dtype"])
+def file_runner(path: Path, threads: int = 1, layout: str = "nchw") -> OnnxRunner | TFLiteRunner:
+    """The runner for a model file, by its format (`layout`: the TFLite file's, "nchw" or "nhwc"). An unknown
+    suffix, a missing runtime or a file its runtime cannot load is one EdgekitError."""
+    from edgekit.core.quiet import quiet
 
-
-def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return y.copy()
-    scale, zero_point = detail["quantization"]
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    fmt = format_of(path)
+    try:
+        with quiet():
+            return OnnxRunner(path, threads) if fmt is ONNX else TFLiteRunner(path, layout=layout, threads=threads)
+    except harness.NoRuntime as exc:
+        raise EdgekitError(f"{path} needs {fmt.runtime}: {exc}.") from None
+    except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
+        raise EdgekitError(f"{path} cannot be loaded ({first_line(exc)[:200]}): it is corrupt or not a model; "
+                           "export it again.") from None
