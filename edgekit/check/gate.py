@@ -25,9 +25,10 @@ from edgekit.core.files import sha256_file
 from edgekit.data import DataSource, ImageSet, load_split, require_same_classes
 from edgekit.evaluate import evaluate
 from edgekit.models import ModelSpec
+from edgekit.runtime import formats
 from edgekit.runtime.open import open_model
 
-FP32_FORMATS = ("onnx", "tflite")
+FP32_FORMATS = tuple(formats.FORMATS)  # ("onnx", "tflite")
 SUBSET_SEED = 0
 
 

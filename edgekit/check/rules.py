@@ -9,8 +9,9 @@ from typing import Any
 
 from edgekit.bench.records import latest_p50
 from edgekit.core.errors import EdgekitError
+from edgekit.runtime import formats
 
-INT8_FORMATS = ("onnx_int8", "tflite_int8")
+INT8_FORMATS = tuple(f"{name}_int8" for name in formats.FORMATS)  # ("onnx_int8", "tflite_int8")
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +21,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgekit.core.errors import EdgekitError
+
+try:  # POSIX (Linux, macOS); Windows has no fcntl: output_lock says so when it is needed, not at import
+    import fcntl
+except ImportError:  # pragma: no cover - exercised only off POSIX
+    fcntl = None  # type: ignore[assignment]
 
 _TAIL = r"\.(?P<pid>\d+)\.(?:.*\.)?(?:tmp|partial|old)$"
 _held: dict[Path, int] = {}  # locks this process holds, with their depth: a nested stage takes its own lock again
@@ -37,6 +41,13 @@ def default_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def default_dir_mode() -> int:
+    """0777 less the umask: the mode mkdir() would give a new directory (mkdtemp makes 0700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 @contextlib.contextmanager
@@ -121,6 +132,9 @@ def output_lock(path: Path) -> Iterator[None]:
             _held[path] -= 1
         return
     lock_path = path.parent / f".{path.name}.lock"
+    if fcntl is None:
+        raise EdgekitError("writing outputs needs POSIX file locks (fcntl), which this platform lacks: run edgekit "
+                           "on Linux or macOS (on Windows, inside WSL).")
     while True:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +176,7 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # not Linux (macOS has no renameat2; Windows no CDLL(None))
         return False
     at_fdcwd, rename_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
@@ -231,6 +245,8 @@ def staged_directory(final: Path, force: bool = False) -> Iterator[Path]:
             raise EdgekitError(f"{final} already exists: pass --force to replace it, or --out to write elsewhere.")
         staging = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".partial", dir=final.parent))
         try:
+            # mkdtemp makes 0700; the output is as readable as any new directory (another user, a CI container)
+            os.chmod(staging, default_dir_mode())
             yield staging
             replace_directory(staging, final)
         finally:

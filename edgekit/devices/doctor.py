@@ -10,6 +10,7 @@ from typing import Any
 from edgekit.core.errors import EdgekitError
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import connect
+from edgekit.runtime import formats
 
 
 @dataclass
@@ -62,11 +63,11 @@ def check_device(profile: DeviceProfile) -> tuple[list[Check], dict[str, Any]]:
         checks.append(Check("cpu", True, f"{info.get('cpu_model') or 'unknown'}, {info.get('cores')} cores"))
         checks.append(Check("python", True, f"{info['python']}, numpy {info['numpy']}"))
         runtimes = info.get("runtimes", {})
-        tflite = next((f"{k} {v}" for k, v in runtimes.items() if k != "onnxruntime"), None)
+        tflite = next((f"{k} {v}" for k, v in runtimes.items() if k in formats.TFLITE.packages), None)
         checks.append(Check("tflite runtime", tflite is not None, tflite or "none",
                             "" if tflite else "pip install ai-edge-litert (or tflite-runtime with numpy<2).",
                             required=False))
-        ort = runtimes.get("onnxruntime")
+        ort = next((v for k, v in runtimes.items() if k in formats.ONNX.packages), None)
         checks.append(Check("onnxruntime", ort is not None, ort or "none", "" if ort else "pip install onnxruntime",
                             required=False))
         if not tflite and not ort and not binary:

@@ -12,13 +12,14 @@ import yaml
 from edgekit import builtin
 from edgekit.core.errors import EdgekitError
 from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
+from edgekit.runtime import formats
 
 TRANSPORTS = ("local", "ssh", "adb")
 _TOP_KEYS = {"name", "description", "transport", "ssh", "adb", "arch", "threads", "cores", "python", "runtime",
              "timeout_s"}
 _SSH_KEYS = {"host", "user", "port", "key", "config_file", "connect_timeout_s"}
 _ADB_KEYS = {"serial", "benchmark_model", "adb"}
-RUNTIMES = ("auto", "tflite", "onnxruntime")
+RUNTIMES = ("auto", *formats.RUNTIMES)
 
 
 def search_path() -> list[Path]:

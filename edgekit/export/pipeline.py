@@ -26,10 +26,11 @@ from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
 from edgekit.models.complexity import profile_model
 from edgekit.quantize.options import Int8Options
+from edgekit.runtime import formats
 from edgekit.runtime.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, TorchRunner
 
-FORMATS = ("onnx", "tflite")
+FORMATS = tuple(formats.FORMATS)  # ("onnx", "tflite")
 PARITY_SAMPLES = 16
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert", "numpy")
 # Ops an FP32 classifier from our families may contain; anything else is reported as unexpected.

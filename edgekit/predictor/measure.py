@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from edgekit.predictor.units import Unit
+from edgekit.runtime.formats import for_runtime
 
-FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}
 # A calibration times hundreds of units and models in one run, in rounds that interleave them against drift. Every
 # file gets the same runs in the same 20 rounds (no minimum time, which would leave the smallest units to be
 # timed alone at the end): units and the models they predict are measured across the same stretch of the run, so
@@ -66,7 +66,7 @@ def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path
     are signatures and spec keys, which fix what the file computes). Returns file name -> (unit|model, key)."""
     from edgekit.core.files import atomic_path
 
-    fmt = FORMATS[runtime]
+    fmt = for_runtime(runtime).name
     distinct: dict[str, Unit] = {}
     for unit in units:
         distinct.setdefault(unit.signature, unit)

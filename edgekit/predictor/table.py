@@ -36,6 +36,7 @@ import numpy as np
 
 from edgekit.core.errors import EdgekitError
 from edgekit.predictor.units import KERNEL_FEATURES, OP_FEATURES, Unit
+from edgekit.runtime.formats import for_runtime
 
 # 2: unit records carry their per-layer-kind work ("ops"); 3: and their kernel features; 4: signatures leave out
 # dropout rates, units carry their template and their time in context, models the signatures of their units
@@ -310,7 +311,6 @@ def add_units(table: LatencyTable, units: Iterable[Unit], alone: dict[str, float
             table.units[unit.signature] = {**unit.to_dict(), "ms": ms, "alone_ms": alone.get(unit.signature)}
 
 
-RUNTIMES = ("onnxruntime", "tflite")
 
 
 def one_setting(profiles: list[Any], runtime: str, threads: tuple[int, ...] | None, job: str) -> tuple[str, int]:
@@ -320,6 +320,5 @@ def one_setting(profiles: list[Any], runtime: str, threads: tuple[int, ...] | No
     if threads is not None and len(threads) != 1:
         raise EdgekitError(f"{job} uses one thread count: give one --threads value (a table is per thread count).")
     runtime = "onnxruntime" if runtime == "auto" else runtime
-    if runtime not in RUNTIMES:
-        raise EdgekitError(f"--runtime {runtime!r}: use onnxruntime or tflite.")
+    for_runtime(runtime)  # an unknown runtime is refused there
     return runtime, (threads or (1,))[0]
