@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError, first_line
-from edgekit.core.files import sha256_file, write_json_atomic
+from edgekit.core.files import sha256_file, waiting_lock, write_json_atomic
 from edgekit.models import ModelSpec, spec_from_record
 
 MANIFEST = "manifest.json"
@@ -106,12 +105,8 @@ def verify_files(directory: Path, manifest: dict[str, Any], only: Path | None = 
 @contextlib.contextmanager
 def manifest_lock(directory: Path) -> Iterator[None]:
     """Serialise read-modify-write of one manifest between processes (bench and check may run at once)."""
-    with open(directory / ".manifest.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with waiting_lock(directory / ".manifest.lock"):
+        yield
 
 
 def update_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -334,11 +334,11 @@ CASES: list[tuple[str, list[str]]] = [
     ("profile-huge-groups", ["profile", "shufflenet_v1", "-o", "groups=1e9"]),
     ("profile-text-w-m", ["profile", "regnet_x", "-o", "w_m=steep"]),
     # Outputs where nothing can be written.
-    ("export-out-in-proc", ["export", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--out", "/proc/x"]),
+    ("export-out-in-proc", ["export", "good.pt", "--out", "/proc/x"]),
     ("train-out-in-proc", ["train", "recipe.yaml", "--out", "/proc/x"]),
     ("sweep-absurd-resolution", ["sweep", "recipe.yaml", "--width", "0.5", "--resolution", "100000"]),
     # Conflicting flags and checkpoint: refused, naming both values (it exported the checkpoint's model silently).
-    ("export-width-against-checkpoint", ["export", "mobilenet_v2", "--width", "0.5", "--weights", "good.pt",
+    ("export-width-against-checkpoint", ["export", "mobilenet_v2", "--width", "0.75", "--weights", "good.pt",
                                          "--out", "out"]),
     ("export-resolution-against-checkpoint", ["export", "mobilenet_v2", "--resolution", "64", "--weights",
                                               "good.pt", "--out", "out"]),

@@ -467,7 +467,7 @@ def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
     from edgekit.predictor import measure
 
     assert measure.batch_bytes(load_profile("local")) >= measure.MIN_BATCH_BYTES  # probed: this machine's memory
-    from edgekit.bench import run as bench_run
+    from edgekit.bench import host as bench_run
 
     runs = []
     original = bench_run.bench_device

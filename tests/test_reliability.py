@@ -57,7 +57,10 @@ def _artifact_intact(directory: Path) -> dict[str, str]:
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
-    return write_recipe(tmp_path / "digits.yaml", DIGITS_RECIPE.replace("epochs: 3", "epochs: 5"))
+    # These tests interrupt and resume; the INT8 budget is loose because a 2-epoch point's drop is not their subject
+    # (the w0.5 point loses 1.95 pp on one thread, with this code and the code before it alike).
+    return write_recipe(tmp_path / "digits.yaml",
+                        DIGITS_RECIPE.replace("epochs: 3", "epochs: 5") + "check:\n  max_drop: 5\n")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["int", "term", "kill"])

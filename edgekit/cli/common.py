@@ -158,5 +158,6 @@ def interrupted(out: Path, command: str) -> None:
     if last.exists():
         with contextlib.suppress(EdgekitError):
             where = f" after epoch {load_checkpoint(last)['epoch']}"
-    err_console.print(f"interrupted: the run is saved{where}; continue it with `{command}`", highlight=False)
+    err_console.print(f"interrupted: the run is saved{where}; continue it with `{command}`", highlight=False,
+                      soft_wrap=True)  # one line: the command is copied as printed
     raise typer.Exit(130)

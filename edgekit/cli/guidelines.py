@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgekit.cli.bench import DEVICE_HELP, MIN_SECONDS_HELP, RUNS_HELP, bench_options, device_profiles
+from edgekit.cli.bench import (
+    DEVICE_HELP,
+    MIN_SECONDS_HELP,
+    RUNS_HELP,
+    WARMUP_SECONDS_HELP,
+    bench_options,
+    device_profiles,
+)
 from edgekit.cli.common import JSON_HELP, Runtime, console, err_console, parse_list, print_json, user_errors, warn
 
 
@@ -22,6 +29,7 @@ def guidelines(
     runtime: Annotated[Runtime, typer.Option(help="onnxruntime (auto) or tflite: the format the models are "
                                                   "exported to.")] = Runtime.auto,
     threads: Annotated[str | None, typer.Option(help="One thread count (default 1).")] = None,
+    warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,
     runs: Annotated[int | None, typer.Option(help=RUNS_HELP)] = None,
     min_seconds: Annotated[float | None, typer.Option(help=MIN_SECONDS_HELP)] = None,
     out: Annotated[Path | None, typer.Option(
@@ -33,7 +41,7 @@ def guidelines(
     """
     from edgekit.bench.guidelines import SIZES, run_guidelines
 
-    options = bench_options(runtime, threads, runs=runs, min_seconds=min_seconds)
+    options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
     with err_console.status("guidelines") as status:
         done = run_guidelines(device_profiles(device), options,
                               parse_list(only, "--only", str.strip, "G1,G3", what="experiments"),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgekit.cli.bench import MIN_SECONDS_HELP, RUNS_HELP, bench_options
+from edgekit.cli.bench import MIN_SECONDS_HELP, RUNS_HELP, WARMUP_SECONDS_HELP, bench_options
 from edgekit.cli.common import (
     JSON_HELP,
     Runtime,
@@ -43,6 +43,7 @@ def calibrate(
     runtime: Annotated[Runtime, typer.Option(help=RUNTIME_HELP)] = Runtime.auto,
     threads: Annotated[str | None, typer.Option(help="One thread count (a table is per thread count; default 1).")
                        ] = None,
+    warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,
     runs: Annotated[int | None, typer.Option(help=RUNS_HELP)] = None,
     min_seconds: Annotated[float | None, typer.Option(help=MIN_SECONDS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -57,7 +58,7 @@ def calibrate(
     from edgekit.predictor.table import one_setting
 
     profile = load_profile(device)
-    options = bench_options(runtime, threads, runs=runs, min_seconds=min_seconds)
+    options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
     runtime_name, n_threads = one_setting([profile], options.runtime, options.threads, "calibration")
     with err_console.status(f"calibrating {profile.name}") as status:
         result = calibrate_device(

@@ -171,6 +171,21 @@ def output_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file `path` that waits for its holder (read-modify-write of a shared file, such as
+    a manifest that bench and check both update); released on exit."""
+    if fcntl is None:
+        raise EdgekitError("updating a shared file needs POSIX file locks (fcntl), which this platform lacks: run "
+                           "edgekit on Linux or macOS (on Windows, inside WSL).")
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _renameat2_exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
     try:
