@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit.core.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
+from edgekit.runtime import formats
 
 # Tables are wide: when the output is a file or pipe, don't squeeze them into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -33,12 +34,8 @@ RECIPE_HELP = ("A recipe YAML file, or a built-in recipe's name (`edgekit recipe
 JSON_HELP = "Print JSON instead of tables."
 
 
-class Runtime(str, Enum):
-    """A runtime to run model files with; `auto` is each file's own."""
-
-    auto = "auto"
-    tflite = "tflite"
-    onnxruntime = "onnxruntime"
+# A runtime to run model files with (`auto`: each file's own), from the one format table.
+Runtime = Enum("Runtime", {name: name for name in ("auto", *formats.RUNTIMES)}, type=str)
 
 
 def user_errors(func: F) -> F:
