@@ -41,6 +41,25 @@ def test_harness_meets_both_minimums_and_interleaves(artifact: Path, tmp_path: P
         assert r["warmup"]["count"] >= 3 and r["load_ms"] > 0 and r["first_ms"] > 0
     # Rounds of ceil(7 / 2) = 4 runs: each configuration's count is a multiple of 4.
     assert all(r["steady"]["count"] % 4 == 0 for r in results)
+    for r in results:  # one median per round, of the wall clock's times
+        per = r["runs_per_round"]
+        assert r["clock"] == "wall" and len(r["round_p50_ms"]) == r["steady"]["count"] // per
+        times = r["times_ms"]
+        assert r["round_p50_ms"] == [float(np.median(times[i:i + per])) for i in range(0, len(times), per)]
+
+
+def test_stable_clock_is_the_threads_cpu_time_at_one_thread(artifact: Path, tmp_path: Path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 32, 32), np.float32))
+    configs = [{"model": str(artifact / "model.onnx"), "input": str(tmp_path / "x.npy"), "runtime": "auto",
+                "threads": t} for t in (1, 2)]
+    one, two = harness.measure(configs, warmup_runs=3, warmup_seconds=0.0, runs=20, min_seconds=0.0, rounds=4,
+                               keep_times=True, clock="cpu")
+    # At one thread the model runs on the calling thread: its CPU time is at most the wall time of each run,
+    # and the figures are of it. With a thread pool, CPU time is not a latency: the wall clock stays.
+    assert one["clock"] == "cpu" and two["clock"] == "wall"
+    assert all(c <= w + 0.05 for c, w in zip(one["cpu_times_ms"], one["times_ms"], strict=True))
+    assert one["steady"]["min_ms"] == min(one["cpu_times_ms"]) and two["steady"]["min_ms"] == min(two["times_ms"])
+    assert sum(one["cpu_times_ms"]) > 0.5 * sum(one["times_ms"])  # it did count the model's work
 
 
 def test_xnnpack_delegation_is_read_from_the_execution_plan(artifact: Path):
@@ -72,17 +91,23 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
         (f, t) for f in ("model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite") for t in (1, 2)}
     for r in results:
         assert r["vs_this_machine"]["matches"] and r["steady"]["count"] >= 5
+        rep = r["repeat"]  # 5 rounds of one run each: an interval of 93.75% from the slowest to the fastest round
+        assert rep["rounds"] == 5 and rep["p50_ci_ms"] == [min(rep["round_p50_ms"]), max(rep["round_p50_ms"])]
+        assert rep["ci_level"] == 0.9375 and rep["repeatable"] == (rep["noise_pct"] <= 5)
     after = json.loads((work / "manifest.json").read_text())
     assert {k: v for k, v in after.items() if k != "bench"} == before
     assert len(after["bench"]) == 8
     hashes = {f["file"]: f["sha256"] for f in before["files"].values()}
     for entry in after["bench"]:
         assert entry["device"]["name"] == "local" and entry["sha256"] == hashes[entry["file"]]
-    # A second run appends; nothing earlier is lost.
-    done = edgekit_cli("bench", str(work / "model_int8.tflite"), *FAST)
+    # A second run appends; nothing earlier is lost. --stable times it by the thread's CPU time, and says so.
+    done = edgekit_cli("bench", str(work / "model_int8.tflite"), *FAST, "--stable")
     assert done.returncode == 0, done.stderr
-    assert "latency (ms)" in done.stdout and "model_int8.tflite" in done.stdout
-    assert len(json.loads((work / "manifest.json").read_text())["bench"]) == 9
+    assert "latency (ms)" in done.stdout and "model_int8.tflite" in done.stdout and "p50 CI" in done.stdout
+    assert "1 (cpu)" in done.stdout
+    bench = json.loads((work / "manifest.json").read_text())["bench"]
+    assert len(bench) == 9 and bench[-1]["clock"] == "cpu" and bench[-1]["settings"]["clock"] == "cpu"
+    assert all(e["settings"]["clock"] == "wall" and e["clock"] == "wall" for e in bench[:8])
 
 
 def test_bench_op_profile_sums_onnx_nodes_by_type(artifact: Path, edgekit_cli, tmp_path: Path):

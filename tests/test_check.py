@@ -137,6 +137,79 @@ def test_latency_gates_read_the_bench_figures(artifact, tmp_path, edgekit_cli):
     assert len(slower) == 4 and not any(c["passed"] for c in slower)
 
 
+ONNX_FP32 = "local/onnxruntime/1t/model.onnx"
+
+
+def _with_rounds(artifact: Path, rounds: list[float]) -> float:
+    """Give the newest model.onnx bench entry these round medians around its real p50 (the rule, not the timer)."""
+    from edgekit.bench.repeat import repeatability
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    entry = [e for e in manifest["bench"] if e["file"] == "model.onnx"][-1]
+    p50 = entry["steady"]["p50_ms"]
+    entry["repeat"] = repeatability([p50 * r for r in rounds], p50)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    return p50
+
+
+def test_latency_noise_is_inconclusive_and_a_real_regression_fails(artifact, tmp_path, edgekit_cli):
+    bench = ["--runtime", "onnxruntime", "--runs", "40", "--min-seconds", "0", "--warmup-seconds", "0.2"]
+    done = edgekit_cli("bench", str(artifact), *bench, "--json")
+    assert done.returncode == 0, done.stderr
+    for r in json.loads(done.stdout)["runs"][0]["results"]:
+        rep = r["repeat"]
+        assert rep["rounds"] == 5 and len(rep["round_p50_ms"]) == 5 and r["clock"] == "wall"
+        assert rep["p50_ci_ms"][0] <= r["steady"]["p50_ms"] <= rep["p50_ci_ms"][1]
+    baseline = tmp_path / "b.json"
+    assert edgekit_cli("check", str(artifact), *SUBSET, "--baseline", str(baseline),
+                       "--update-baseline").returncode == 0
+    data = json.loads(baseline.read_text())
+    (key, entry), = data["models"].items()
+    low, high = entry["latency_ci_ms"][ONNX_FP32]
+    assert low <= entry["latency_ms"][ONNX_FP32] <= high
+    # Only the FP32 ONNX file's latency is gated, against a point baseline: the noise is the new figure's.
+    entry["latency_ms"] = {ONNX_FP32: entry["latency_ms"][ONNX_FP32]}
+    entry.pop("latency_ci_ms")
+    baseline.write_text(json.dumps(data))
+
+    # The same p50 as the baseline: with rounds 30% apart it cannot tell +10% from 0 (inconclusive, exit 4);
+    # with rounds 1% apart it passes.
+    _with_rounds(artifact, [1.0, 1.3, 0.8, 1.2, 0.9])
+    junit, md = tmp_path / "j.xml", tmp_path / "c.md"
+    done = edgekit_cli("check", str(artifact), *SUBSET, "--baseline", str(baseline), "--json", "--junit", str(junit),
+                       "--markdown", str(md))
+    assert done.returncode == 4, done.stderr
+    result = json.loads(done.stdout)
+    assert not result["passed"] and result["inconclusive"] and result["results"][0]["verdict"] == "inconclusive"
+    case, = [c for c in result["results"][0]["cases"] if c["metric"].startswith("latency vs baseline")]
+    assert case["verdict"] == "inconclusive" and case["value"] == 0 and "straddles the limit" in case["detail"]
+    assert "check inconclusive" in done.stderr and "Traceback" not in done.stderr
+    suites = ET.parse(junit).getroot()
+    assert suites.get("failures") == "0" and suites.get("skipped") == "1" and len(list(suites.iter("skipped"))) == 1
+    assert "inconclusive" in md.read_text().splitlines()[0] and "| ❔ | model.onnx |" in md.read_text()
+    _with_rounds(artifact, [1.0, 1.01, 0.99, 1.005, 0.995])
+    done = edgekit_cli("check", str(artifact), *SUBSET, "--baseline", str(baseline))
+    assert done.returncode == 0, done.stderr
+
+    # A real regression: model.onnx becomes a 16x-MAC model (MobileNetV2 at width 2.0 for the width 0.5 one),
+    # benchmarked for real and checked against the cheaper model's baseline figure, with both intervals.
+    data["models"][key]["latency_ms"] = {ONNX_FP32: entry["latency_ms"][ONNX_FP32]}
+    data["models"][key]["latency_ci_ms"] = {ONNX_FP32: [low, high]}
+    baseline.write_text(json.dumps(data))
+    bigger = tmp_path / "big"
+    assert edgekit_cli("export", "mobilenet_v2", "--width", "2.0", "--resolution", "32", "--in-channels", "1",
+                       "--num-classes", "10", "--format", "onnx", "--out", str(bigger)).returncode == 0
+    shutil.copy(bigger / "model.onnx", artifact / "model.onnx")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["files"]["onnx"] = json.loads((bigger / "manifest.json").read_text())["files"]["onnx"]
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    assert edgekit_cli("bench", str(artifact), *bench).returncode == 0
+    done = edgekit_cli("check", str(artifact), *SUBSET, "--baseline", str(baseline), "--json")
+    assert done.returncode == 1, done.stderr
+    case, = [c for c in json.loads(done.stdout)["results"][0]["cases"] if c["metric"].startswith("latency vs")]
+    assert case["verdict"] == "fail" and case["value"] > 100 and "interval" in case["detail"]
+
+
 def _imagefolder(root: Path, classes: int) -> str:
     for split in ("train", "val"):
         for c in range(classes):

@@ -50,6 +50,19 @@ def test_run_trains_exports_checks_and_skips_what_is_up_to_date(tmp_path, edgeki
     assert stages == {"train": "up to date", "export": "up to date", "check": "ran", "bench": "up to date"}
     assert (out / "export" / "model.onnx").stat().st_mtime_ns == mtime
 
+    # a latency budget no file can meet fails the run (exit 1), decided on the figures already measured
+    plain = recipe.read_text()
+    recipe.write_text(plain.replace("check:\n", "check:\n  max_latency_ms: {local: 0.00001}\n"))
+    over_budget = edgekit_cli("run", str(recipe), "--out", str(out))
+    assert over_budget.returncode == 1, over_budget.stderr[-2000:]
+    assert "latency on local" in over_budget.stderr
+    gate = json.loads((out / "report.json").read_text())
+    assert gate["check"]["passed"] is False and gate["check"]["inconclusive"] == []
+    budgets = [c for c in gate["check"]["cases"] if c["metric"] == "latency on local"]
+    assert {c["format"] for c in budgets} == {"onnx_int8", "tflite_int8"}
+    assert not any(c["passed"] or c["inconclusive"] for c in budgets)
+    recipe.write_text(plain)
+
     # the gate: a format whose recorded accuracy is 3 pp under torch's fails the 1.5 pp budget with exit 1
     manifest_path = out / "export" / "manifest.json"
     manifest["accuracy"]["top1"]["onnx"] = manifest["accuracy"]["top1"]["torch"] - 0.03

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from edgekit.bench.host import BenchOptions
+from edgekit.bench.host import BenchOptions, stable_options
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import output_lock
 from edgekit.devices.profiles import DeviceProfile, load_profile
@@ -76,7 +76,7 @@ def _time_whole(specs: list[ModelSpec], profile: DeviceProfile, args: argparse.N
     models = _built(specs, args.again)
     print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
           file=sys.stderr)
-    timed = time_on_device([], models, profile, BenchOptions(threads=(args.threads,)), args.runtime,
+    timed = time_on_device([], models, profile, _options(args), args.runtime,
                            progress=_progress, cache=args.cache)
     print(file=sys.stderr)
     return timed.models_ms, timed.info
@@ -87,14 +87,19 @@ def _calibrate_and_time(specs: list[ModelSpec], profile: DeviceProfile,
     """A fresh table of the default calibration grid and the specs timed whole, all in one interleaved run."""
     models = _built(specs, args.again)
     done = calibrate(grid(CALIBRATION_NAMES, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
-                     BenchOptions(threads=(args.threads,)), args.runtime, args.threads, progress=_progress,
-                     cache=args.cache, fresh=True, also_time=models)
+                     _options(args), args.runtime, args.threads,
+                     progress=_progress, cache=args.cache, fresh=True, also_time=models)
     print(file=sys.stderr)
     path = table_path(profile.name, args.runtime, args.threads)
     with output_lock(path):
         done.table.save(path)
     print(f"table saved: {path}", file=sys.stderr)
     return done.table, done.also_timed_ms, done.table.info
+
+
+def _options(args: argparse.Namespace) -> BenchOptions:
+    options = BenchOptions(threads=(args.threads,))
+    return stable_options(options) if args.stable else options
 
 
 def _progress(what: str) -> None:
@@ -124,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", default="128,160,224")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--cache", type=Path, help="keep the exported models here, for a faster rerun")
+    parser.add_argument("--stable", action="store_true",
+                        help="measure as edgekit bench --stable does (docs/bench.md)")
     parser.add_argument("--calibrate", action="store_true",
                         help="calibrate a fresh table in the same device run (saved as the device's table)")
     parser.add_argument("--again", type=int, default=0, metavar="N",

@@ -7,6 +7,7 @@ harness (or benchmark_model on a phone that has no Python), read its JSON, remov
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import numpy as np
 
 from edgekit.artifact import MANIFEST, read_manifest, update_manifest, verify_files
 from edgekit.bench import benchmark_model
+from edgekit.bench.repeat import repeat_warning, repeatability
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
 from edgekit.devices.probe import adb_properties, device_json, probe_device, remote_argv
@@ -41,6 +43,12 @@ class BenchOptions:
     cores: str | None = None  # None: the device profile's
     op_profile: bool = False
     all_nodes: bool = False  # with op_profile: every node's time in run order, not only the slowest (ONNX Runtime)
+    stable: bool = False  # time 1-thread runs by the thread's CPU time (stable_options; docs/bench.md)
+    keep_times: bool = False  # every run's times in the results (tools/bench_repeat.py)
+
+    @property
+    def clock(self) -> str:
+        return "cpu" if self.stable else "wall"
 
     def __post_init__(self) -> None:
         if self.runtime != "auto" and self.runtime not in RUNTIMES:
@@ -50,6 +58,19 @@ class BenchOptions:
                                "--warmup-seconds, --min-seconds >= 0.")
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise EdgekitError(f"--threads {self.threads}: give thread counts of at least 1, e.g. --threads 1,2.")
+
+
+# --stable: at least this many timed runs in at least this many rounds. Each round's median is one look at the
+# latency; more of them make the p50 repeat and its interval narrow (tools/bench_repeat.py, docs/bench.md).
+STABLE_RUNS = 400
+STABLE_ROUNDS = 80
+
+
+def stable_options(options: BenchOptions) -> BenchOptions:
+    """`options` for figures that repeat on a shared machine: the thread's CPU time at one thread, and at least
+    STABLE_RUNS runs in STABLE_ROUNDS rounds."""
+    return dataclasses.replace(options, stable=True, runs=max(options.runs, STABLE_RUNS),
+                               rounds=max(options.rounds, STABLE_ROUNDS))
 
 
 @dataclass
@@ -88,7 +109,8 @@ def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ..
         from edgekit.data import DataSource, Preprocess, load_split
 
         pre = Preprocess.from_dict(preprocess)
-        images = load_split(DataSource.parse(record["data"]), "val", pre.resolution, pre.channels).images[:1]
+        images = load_split(DataSource.parse(record["data"]), "val", pre.resolution, pre.channels,
+                            preprocess=pre).images[:1]
         x = pre(images)
     else:
         rng = np.random.default_rng(0)
@@ -182,7 +204,8 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
         cores = options.cores if options.cores is not None else profile.cores
         argv += ["--threads", ",".join(map(str, threads)), "--warmup-runs", str(options.warmup_runs),
                  "--warmup-seconds", str(options.warmup_seconds), "--runs", str(options.runs),
-                 "--min-seconds", str(options.min_seconds), "--rounds", str(options.rounds)]
+                 "--min-seconds", str(options.min_seconds), "--rounds", str(options.rounds),
+                 "--clock", options.clock, *(["--keep-times"] if options.keep_times else [])]
         if cores:
             argv += ["--cores", cores]
         if options.op_profile:
@@ -211,6 +234,8 @@ def _finish(result: dict[str, Any], f: ModelFile, profiled: bool) -> dict[str, A
         result["vs_this_machine"] = {"max_abs_diff": diff, "tolerance": tolerance, "matches": diff <= tolerance,
                                      "argmax_matches": bool(output.argmax() == reference.argmax())}
     result.update(file=f.label, sha256=sha256_file(f.path), runtime_kind=f.runtime, profiled=profiled)
+    if "round_p50_ms" in result:  # the harness's rounds (benchmark_model gives one pooled figure)
+        result["repeat"] = repeatability(result.pop("round_p50_ms"), result["steady"]["p50_ms"])
     return result
 
 
@@ -308,6 +333,9 @@ def result_warnings(r: dict[str, Any]) -> list[str]:
             warnings.append(f"XNNPACK took {delegation['delegated']} of {delegation['nodes']} nodes in "
                             f"{delegation['partitions']} partitions; {left} ran outside it.")
     warnings += r.get("delegate_warnings", [])
+    noisy = repeat_warning(r)
+    if noisy:
+        warnings.append(noisy)
     check = r.get("vs_this_machine")
     if check and not check["matches"]:
         warnings.append(f"the device's output differs from this machine's on the same input (max abs diff "
@@ -332,7 +360,7 @@ def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
             entry = {"time": when, "device": device, "cores_pinned": run.info.get("cores_pinned"),
                      "settings": {"warmup_runs": options.warmup_runs, "warmup_seconds": options.warmup_seconds,
                                   "runs": options.runs, "min_seconds": options.min_seconds,
-                                  "rounds": options.rounds},
+                                  "rounds": options.rounds, "clock": options.clock},
                      **r, "warnings": run.warnings + r.get("warnings", [])}
             artifact = r.get("_artifact")
             if artifact is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgekit.bench.repeat import Figure
+
 
 @dataclass(frozen=True)
 class LatencyKey:
@@ -43,3 +45,8 @@ def latest_latencies(manifest: dict[str, Any]) -> dict[LatencyKey, dict[str, Any
 def latest_p50(manifest: dict[str, Any]) -> dict[LatencyKey, float]:
     """The steady-state median (ms) of each newest entry."""
     return {key: entry["steady"]["p50_ms"] for key, entry in latest_latencies(manifest).items()}
+
+
+def latest_figures(manifest: dict[str, Any]) -> dict[LatencyKey, Figure]:
+    """The steady-state median of each newest entry with its interval (edgekit/bench/repeat.py), where recorded."""
+    return {key: Figure.of(entry) for key, entry in latest_latencies(manifest).items()}

@@ -4,9 +4,12 @@
      "models": {"mobilenet_v2-w0.75-r32@fashion-mnist": {
          "data": "fashion-mnist (2000 seeded samples)", "samples": 2000,
          "accuracy": {"torch": 0.9205, "onnx_int8": 0.92, "tflite_int8": 0.92},
-         "latency_ms": {"local/tflite/1t/model_int8.tflite": 0.41}}}}
+         "latency_ms": {"local/tflite/1t/model_int8.tflite": 0.41},
+         "latency_ci_ms": {"local/tflite/1t/model_int8.tflite": [0.40, 0.43]}}}}
 
-Latency keys are device/runtime/threads/file; latency is optional.
+Latency keys are device/runtime/threads/file; latency is optional, and so is each p50's interval (`edgekit bench`
+records it; --update-baseline writes it), which widens the interval a check compares against. An interval that
+does not hold its p50 (the p50 edited by hand) is ignored.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ class BaselineEntry:
     latency_ms: dict[str, float] = field(default_factory=dict)
     samples: int | None = None
     data: str = ""
+    latency_ci_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "samples": self.samples, "accuracy": self.accuracy,
-                "latency_ms": self.latency_ms}
+        found = {"data": self.data, "samples": self.samples, "accuracy": self.accuracy,
+                 "latency_ms": self.latency_ms}
+        return {**found, "latency_ci_ms": self.latency_ci_ms} if self.latency_ci_ms else found
 
 
 @dataclass
@@ -84,7 +89,7 @@ def _entry(path: Path, key: str, raw: Any) -> BaselineEntry:
 
     if not isinstance(raw, dict):
         raise bad("expected an object")
-    unknown = set(raw) - {"data", "samples", "accuracy", "latency_ms"}
+    unknown = set(raw) - {"data", "samples", "accuracy", "latency_ms", "latency_ci_ms"}
     if unknown:
         raise bad(f"unknown key {sorted(unknown)[0]!r}")
     accuracy, latency = raw.get("accuracy", {}), raw.get("latency_ms", {})
@@ -95,8 +100,16 @@ def _entry(path: Path, key: str, raw: Any) -> BaselineEntry:
             if isinstance(v, bool) or not isinstance(v, int | float) or not (lo <= v <= hi) or \
                     (name == "latency_ms" and v == 0):
                 raise bad(f"{name}.{k} is {v!r}: expected a number {'in [0, 1]' if hi == 1.0 else 'above 0'}")
+    intervals = raw.get("latency_ci_ms", {})
+    if not isinstance(intervals, dict):
+        raise bad("latency_ci_ms must map latency keys to [low, high] in ms")
+    for k, v in intervals.items():
+        if not (isinstance(v, list) and len(v) == 2 and all(
+                isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < math.inf for x in v)
+                and v[0] <= v[1]):
+            raise bad(f"latency_ci_ms.{k} is {v!r}: expected [low, high] in ms, low <= high")
     samples = raw.get("samples")
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
         raise bad(f"samples is {samples!r}: expected a positive integer or null")
     return BaselineEntry({k: float(v) for k, v in accuracy.items()}, {k: float(v) for k, v in latency.items()},
-                         samples, str(raw.get("data", "")))
+                         samples, str(raw.get("data", "")), {k: [float(x) for x in v] for k, v in intervals.items()})

@@ -2,7 +2,8 @@
 
 Each figure becomes a Case (model x format x metric) with its limit and verdict; the CLI prints them as a
 table, JUnit XML and Markdown. Accuracy is measured here, on the spot; latency comes from the figures
-`edgekit bench` recorded in the manifest for the files as they are now.
+`edgekit bench` recorded in the manifest for the files as they are now, each with its interval: a latency case
+whose interval straddles its limit is inconclusive (edgekit/check/rules.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 
 from edgekit.artifact import artifact_name, locate_artifact, read_manifest, update_manifest, verify_files
-from edgekit.bench.records import latest_p50
+from edgekit.bench.records import latest_figures
+from edgekit.bench.repeat import Figure
 from edgekit.check.baseline import Baseline, BaselineEntry
-from edgekit.check.rules import INT8_FORMATS, Case, accuracy_drop_cases, latency_ratio_cases
+from edgekit.check.rules import INT8_FORMATS, Case, accuracy_drop_cases, latency_case, latency_ratio_cases
 from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
@@ -70,6 +72,7 @@ class ArtifactCheck:
     top1: dict[str, float]
     cases: list[Case] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_ci_ms: dict[str, list[float]] = field(default_factory=dict)  # the p50's interval, where recorded
     seconds: float = 0.0
     started: str = ""
 
@@ -77,11 +80,19 @@ class ArtifactCheck:
     def passed(self) -> bool:
         return all(c.passed for c in self.cases)
 
+    @property
+    def verdict(self) -> str:
+        """passed; failed (a case failed); inconclusive (none failed, but a latency figure was too noisy to judge)."""
+        if self.passed:
+            return "passed"
+        return "inconclusive" if all(c.passed or c.inconclusive for c in self.cases) else "failed"
+
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": str(self.directory), "model": self.model, "data": self.data, "images": self.images,
                 "samples": self.samples, "seed": SUBSET_SEED if self.samples else None,
                 "reference": self.reference, "top1": self.top1, "latency_ms": self.latency_ms,
-                "passed": self.passed, "cases": [vars(c) for c in self.cases]}
+                "latency_ci_ms": self.latency_ci_ms, "passed": self.passed, "verdict": self.verdict,
+                "cases": [{**vars(c), "verdict": c.verdict} for c in self.cases]}
 
 
 def model_key(manifest: dict[str, Any], data: str) -> str:
@@ -116,7 +127,8 @@ def _reference_path(directory: Path, manifest: dict[str, Any], choice: str) -> t
 
 def load_data(label: str, manifest: dict[str, Any], samples: int | None, where: Path) -> ImageSet:
     spec = manifest["spec"]
-    data = load_split(DataSource.parse(label), "val", spec["resolution"], spec["in_channels"])
+    data = load_split(DataSource.parse(label), "val", spec["resolution"], spec["in_channels"],
+                      preprocess=manifest["input"].get("preprocess"))
     require_same_classes(where, manifest["input"].get("classes") or None, data,
                          "check it on the data it was trained for (--data)")
     if samples is not None and samples < len(data):
@@ -193,7 +205,9 @@ def _run(plan: _Plan, options: CheckOptions, progress: Callable[[str, int, int],
 
     result = ArtifactCheck(directory, plan.key, data.name, len(data), options.samples, plan.reference, top1)
     result.cases += _accuracy_cases(result, plan.int8, options)
-    result.latency_ms = {k.label: p50 for k, p50 in latest_p50(manifest).items()}
+    figures = latest_figures(manifest)
+    result.latency_ms = {k.label: f.value for k, f in figures.items()}
+    result.latency_ci_ms = {k.label: [f.low, f.high] for k, f in figures.items() if f.repeatable is not None}
     result.cases += plan.latency_cases
     if plan.entry is not None:
         result.cases += _baseline_cases(result, plan.entry, options)
@@ -240,11 +254,20 @@ def _baseline_cases(result: ArtifactCheck, entry: BaselineEntry, options: CheckO
                               "measured", False,
                               f"the baseline has {label} but the artifact has no such measurement: run edgekit bench"))
             continue
-        change = (measured / expected - 1) * 100
-        cases.append(Case(result.model, label.rsplit("/", 1)[-1], f"latency vs baseline {label}", round(change, 2),
-                          f"<= +{options.latency_tolerance:g} %", change <= options.latency_tolerance,
-                          f"p50 {measured:.2f} ms against {expected:.2f} ms in the baseline"))
+        now = _figure(measured, result.latency_ci_ms.get(label))
+        then = _figure(expected, entry.latency_ci_ms.get(label))
+        cases.append(latency_case(
+            result.model, label.rsplit("/", 1)[-1], f"latency vs baseline {label}", now / then,
+            1 + options.latency_tolerance / 100, f"<= +{options.latency_tolerance:g} %",
+            f"p50 {now.interval} against {then.interval} in the baseline", scale=100, offset=-100))
     return cases
+
+
+def _figure(p50: float, interval: list[float] | None) -> Figure:
+    """A p50 with its interval; one that does not hold the p50 (a baseline edited by hand) is stale: ignored."""
+    if interval is None or not interval[0] <= p50 <= interval[1]:
+        return Figure(p50, p50, p50, None)
+    return Figure(p50, interval[0], interval[1], True)
 
 
 def check(paths: list[Path], options: CheckOptions, progress: Callable[[str, int, int], None] | None = None,
@@ -256,7 +279,8 @@ def check(paths: list[Path], options: CheckOptions, progress: Callable[[str, int
     results = [_run(plan, options, progress) for plan in plans]
     if options.update_baseline and options.baseline is not None:
         for r in results:
-            options.baseline.set(r.model, BaselineEntry(dict(r.top1), dict(r.latency_ms), r.samples, r.data))
+            options.baseline.set(r.model, BaselineEntry(dict(r.top1), dict(r.latency_ms), r.samples, r.data,
+                                                        dict(r.latency_ci_ms)))
         options.baseline.save()
     if record:
         record_results(results)

@@ -1,4 +1,7 @@
-"""What CI systems show: JUnit XML (one test case per model x format x metric) and a Markdown summary."""
+"""What CI systems show: JUnit XML (one test case per model x format x metric) and a Markdown summary.
+
+An inconclusive latency case (a figure noisier than its margin to the limit) is a skipped test case in JUnit, with
+the reason as its message, and ❔ in the Markdown: neither a pass nor a failure."""
 
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ def _value(case: Case) -> str:
 
 def junit_xml(results: list[ArtifactCheck]) -> str:
     cases = [(r, c) for r in results for c in r.cases]
-    failures = sum(not c.passed for _, c in cases)
-    suites = ET.Element("testsuites", name="edgekit check", tests=str(len(cases)), failures=str(failures))
+    failures = sum(c.verdict == "fail" for _, c in cases)
+    skipped = sum(c.inconclusive for _, c in cases)
+    suites = ET.Element("testsuites", name="edgekit check", tests=str(len(cases)), failures=str(failures),
+                        skipped=str(skipped))
     for r in results:
         suite = ET.SubElement(suites, "testsuite", name=r.model, tests=str(len(r.cases)),
-                              failures=str(sum(not c.passed for c in r.cases)), time=f"{r.seconds:.3f}")
+                              failures=str(sum(c.verdict == "fail" for c in r.cases)),
+                              skipped=str(sum(c.inconclusive for c in r.cases)), time=f"{r.seconds:.3f}")
         props = ET.SubElement(suite, "properties")
         for name, value in (("artifact", str(r.directory)), ("data", r.data), ("images", str(r.images)),
                             ("reference", r.reference)):
@@ -31,6 +37,8 @@ def junit_xml(results: list[ArtifactCheck]) -> str:
             message = f"{c.metric} {_value(c)} (limit {c.limit}): {c.detail}"
             if c.passed:
                 ET.SubElement(case, "system-out").text = message
+            elif c.inconclusive:
+                ET.SubElement(case, "skipped", message=f"inconclusive: {message}").text = message
             else:
                 ET.SubElement(case, "failure", message=message, type="edgekit.check").text = message
     ET.indent(suites)
@@ -38,16 +46,19 @@ def junit_xml(results: list[ArtifactCheck]) -> str:
 
 
 def markdown(results: list[ArtifactCheck]) -> str:
-    failed = sum(not c.passed for r in results for c in r.cases)
+    failed = sum(c.verdict == "fail" for r in results for c in r.cases)
+    unsure = sum(c.inconclusive for r in results for c in r.cases)
     total = sum(len(r.cases) for r in results)
-    head = "passed" if not failed else f"{failed} of {total} checks failed"
+    head = "passed" if not failed and not unsure else ", ".join(
+        text for n, text in ((failed, f"{failed} of {total} checks failed"),
+                             (unsure, f"{unsure} of {total} inconclusive (too noisy to judge)")) if n)
     lines = [f"## edgekit check: {head}", ""]
     for r in results:
         accuracy = ", ".join(f"{fmt} {top1:.2%}" for fmt, top1 in r.top1.items())
         lines += [f"**{r.model}** on {r.data}, {r.images:,} images: {accuracy}", "",
                   "| | format | metric | value | limit | detail |", "|---|---|---|---:|---|---|"]
         for c in r.cases:
-            mark = "✅" if c.passed else "❌"
+            mark = "✅" if c.passed else "❔" if c.inconclusive else "❌"
             lines.append(f"| {mark} | {c.format} | {c.metric} | {_value(c)} | {c.limit} | {c.detail} |")
         lines.append("")
     return "\n".join(lines) + "\n"

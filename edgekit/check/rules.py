@@ -1,5 +1,9 @@
 """The gate's rules as pure functions over recorded figures: an accuracy drop against its budget, INT8 latency
-against FP32, a latency budget per device. `edgekit check` and `edgekit run`'s check stage both decide with these."""
+against FP32, a latency budget per device. `edgekit check` and `edgekit run`'s check stage both decide with these.
+
+Latency cases judge a figure with its interval (edgekit/bench/repeat.py): beyond the limit by more than the noise
+fails, within it by more than the noise passes, and a figure whose interval straddles the limit is inconclusive
+(`passed` False and `inconclusive` True: neither a pass nor a failure)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.bench.records import latest_p50
+from edgekit.bench.records import latest_figures
+from edgekit.bench.repeat import FAIL, INCONCLUSIVE, PASS, Figure, judge
 from edgekit.core.errors import EdgekitError
 from edgekit.runtime import formats
 
+INCONCLUSIVE_EXIT = 4  # `check` and `run` exit with it when a figure is too noisy to judge (3: internal error)
 INT8_FORMATS = tuple(f"{name}_int8" for name in formats.FORMATS)  # ("onnx_int8", "tflite_int8")
 
 
@@ -23,10 +29,30 @@ class Case:
     limit: str
     passed: bool
     detail: str = ""
+    inconclusive: bool = False  # the figure's noise is larger than its margin to the limit: neither pass nor fail
 
     @property
     def name(self) -> str:
         return f"{self.format} {self.metric}"
+
+    @property
+    def verdict(self) -> str:
+        return PASS if self.passed else INCONCLUSIVE if self.inconclusive else FAIL
+
+
+def latency_case(model: str, fmt: str, metric: str, figure: Figure, limit: float, limit_text: str, detail: str,
+                 scale: float = 1.0, offset: float = 0.0) -> Case:
+    """A Case judged on `figure`'s interval against `limit` (see edgekit/bench/repeat.judge); its value is
+    figure.value * scale + offset (a ratio shown as a percent change, say)."""
+    verdict = judge(figure, limit)
+    if figure.repeatable is not None:
+        low, high = figure.low * scale + offset, figure.high * scale + offset
+        detail += f"; interval {low:.3g} to {high:.3g}"
+        if verdict == INCONCLUSIVE:
+            detail += (" straddles the limit: the figure is noisier than its margin; rerun edgekit bench (more "
+                       "--runs, --stable, a quieter machine)")
+    return Case(model, fmt, metric, round(figure.value * scale + offset, 3), limit_text, verdict == PASS, detail,
+                verdict == INCONCLUSIVE)
 
 
 def accuracy_drop_cases(model: str, top1: dict[str, float], reference: str, formats: list[str], max_drop: float,
@@ -48,7 +74,7 @@ def accuracy_drop_cases(model: str, top1: dict[str, float], reference: str, form
 
 
 def latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], limit: float) -> list[Case]:
-    latest = latest_p50(manifest)
+    latest = latest_figures(manifest)
     names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
     cases = []
     for key, p50 in sorted(latest.items(), key=lambda item: item[0].label):
@@ -59,10 +85,8 @@ def latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], l
         fp32 = next((v for k, v in latest.items() if k.file == fp32_file and k.setting == key.setting), None)
         if fp32 is None:
             continue
-        ratio = p50 / fp32
-        cases.append(Case(model, fmt, f"latency ratio {key.setting}", round(ratio, 3), f"<= {limit:g}",
-                          ratio <= limit,
-                          f"p50 {p50:.2f} ms vs FP32 {fp32:.2f} ms"))
+        cases.append(latency_case(model, fmt, f"latency ratio {key.setting}", p50 / fp32, limit, f"<= {limit:g}",
+                                  f"p50 {p50.interval} vs FP32 {fp32.interval}"))
     if not cases:
         raise EdgekitError(
             f"{directory} has no latency of an INT8 file and its FP32 twin on one device: "
@@ -74,10 +98,11 @@ def latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], l
 def latency_budget_cases(model: str, manifest: dict[str, Any], budgets_ms: dict[str, float]) -> list[Case]:
     """Every INT8 file's p50 on each budgeted device, at its fastest measured thread count, within the budget."""
     names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
-    best: dict[tuple[str, str], tuple[float, str]] = {}
-    for key, p50 in latest_p50(manifest).items():
+    best: dict[tuple[str, str], tuple[Figure, str]] = {}
+    for key, p50 in latest_figures(manifest).items():
         fmt = names.get(key.file)
-        if fmt in INT8_FORMATS and key.device in budgets_ms and p50 < best.get((key.device, fmt), (float("inf"),))[0]:
+        if fmt in INT8_FORMATS and key.device in budgets_ms and (
+                (key.device, fmt) not in best or p50.value < best[(key.device, fmt)][0].value):
             best[(key.device, fmt)] = (p50, key.setting)
     cases = []
     for device, budget in sorted(budgets_ms.items()):
@@ -86,6 +111,6 @@ def latency_budget_cases(model: str, manifest: dict[str, Any], budgets_ms: dict[
             cases.append(Case(model, "int8", f"latency on {device}", float("nan"), f"<= {budget:g} ms", False,
                               f"no INT8 latency measured on {device}: add it to the recipe's devices"))
         for fmt, (p50, setting) in sorted(found.items()):
-            cases.append(Case(model, fmt, f"latency on {device}", round(p50, 3), f"<= {budget:g} ms",
-                              p50 <= budget, f"p50 {p50:.2f} ms ({setting})"))
+            cases.append(latency_case(model, fmt, f"latency on {device}", p50, budget, f"<= {budget:g} ms",
+                                      f"p50 {p50.interval} ({setting})"))
     return cases

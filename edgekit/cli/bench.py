@@ -19,6 +19,8 @@ WARMUP_HELP = "Warm-up runs at least, and at least --warmup-seconds (default 1).
 WARMUP_SECONDS_HELP = "Warm-up time at least, per configuration (default 1 s)."
 RUNS_HELP = "Timed runs at least, and at least --min-seconds (default 50, as benchmark_model)."
 MIN_SECONDS_HELP = "Timed seconds at least, per configuration (default 1 s)."
+STABLE_HELP = ("Figures that repeat on a shared machine: at least 400 runs in 80 rounds, and 1-thread runs timed "
+               "by the thread's CPU time, not the wall clock (time other processes hold the core is left out).")
 
 
 def device_profiles(device: str) -> list[Any]:
@@ -30,15 +32,16 @@ def device_profiles(device: str) -> list[Any]:
 
 def bench_options(runtime: Runtime, threads: str | None, warmup: int | None = None,
                   warmup_seconds: float | None = None, runs: int | None = None, min_seconds: float | None = None,
-                  cores: str | None = None, op_profile: bool = False) -> Any:
+                  cores: str | None = None, op_profile: bool = False, stable: bool = False) -> Any:
     """BenchOptions from the timing flags; a flag not given keeps BenchOptions' default (they live there only)."""
-    from edgekit.bench.host import BenchOptions
+    from edgekit.bench.host import BenchOptions, stable_options
     from edgekit.devices.profiles import parse_cores
 
     given = {"warmup_runs": warmup, "warmup_seconds": warmup_seconds, "runs": runs, "min_seconds": min_seconds}
-    return BenchOptions(runtime=runtime.value, threads=parse_list(threads, "--threads", int, "1,2,4", lo=1, hi=1024),
-                        cores=parse_cores(cores), op_profile=op_profile,
-                        **{k: v for k, v in given.items() if v is not None})
+    options = BenchOptions(runtime=runtime.value, threads=parse_list(threads, "--threads", int, "1,2,4", lo=1, hi=1024),
+                           cores=parse_cores(cores), op_profile=op_profile,
+                           **{k: v for k, v in given.items() if v is not None})
+    return stable_options(options) if stable else options
 
 
 @user_errors
@@ -57,19 +60,21 @@ def bench(
         help="Hex CPU mask to pin to, e.g. f0 for the big cores of a 4+4 phone (default: the profile's).")] = None,
     op_profile: Annotated[bool, typer.Option(
         "--op-profile", help="Per-operator times (ONNX Runtime's profiler; benchmark_model's op profiling).")] = False,
+    stable: Annotated[bool, typer.Option("--stable", help=STABLE_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Latency on a device, measured like TFLite's benchmark_model: load, first run, warm-up, then steady state.
 
-    Configurations (files x thread counts) run interleaved in rounds, so drift hits all alike. The figures are
-    appended to the artifact's manifest.json. Exit code 1 when a device could not be benchmarked.
+    Configurations (files x thread counts) run interleaved in rounds, so drift hits all alike; the rounds' medians
+    give each p50 a confidence interval ("p50 CI", "+-%"), and a figure too noisy to compare is warned about. The
+    figures are appended to the artifact's manifest.json. Exit code 1 when a device could not be benchmarked.
 
     `edgekit guidelines` measures ShuffleNetV2's speed guidelines on a device; `edgekit latency calibrate` builds the
     device's latency table for the predictor.
     """
     from edgekit.bench.host import bench as run_bench
 
-    options = bench_options(runtime, threads, warmup, warmup_seconds, runs, min_seconds, cores, op_profile)
+    options = bench_options(runtime, threads, warmup, warmup_seconds, runs, min_seconds, cores, op_profile, stable)
     profiles = device_profiles(device)
     with err_console.status(f"benchmarking on {', '.join(p.name for p in profiles)}", spinner="dots") as status:
         def done(outcome: Any, profile: Any) -> None:
@@ -91,8 +96,8 @@ def bench(
 
 def _print_bench(runs: list[Any]) -> None:
     table = Table(title="latency (ms)")
-    for col in ("device", "file", "runtime", "threads", "load", "first", "mean", "std", "min", "p50", "p90",
-                "p99", "max", "runs", "RSS MB", "XNNPACK"):
+    for col in ("device", "file", "runtime", "threads", "load", "first", "mean", "std", "min", "p50", "p50 CI",
+                "+-%", "p90", "p99", "max", "runs", "RSS MB", "XNNPACK"):
         table.add_column(col, justify="left" if col in ("device", "file", "runtime") else "right")
 
     def ms(value: float | None) -> str:
@@ -103,10 +108,15 @@ def _print_bench(runs: list[Any]) -> None:
             s, d = r["steady"], r.get("delegation", {})
             xnn = f"{d['delegated']}/{d['nodes']}" if "nodes" in d else "-"
             rss = r.get("rss_load_mb", r.get("memory_overall_mb"))
+            rep = r.get("repeat", {})
+            ci = "-" if "p50_ci_ms" not in rep else f"{rep['p50_ci_ms'][0]:.2f}-{rep['p50_ci_ms'][1]:.2f}"
+            noise = "-" if "noise_pct" not in rep else f"{rep['noise_pct']:.1f}"
+            noise = noise if rep.get("repeatable", True) else f"[yellow]{noise}[/]"
+            clock = " (cpu)" if r.get("clock") == "cpu" else ""
             table.add_row(run.device, r["file"], f"{r['runtime']} {r.get('runtime_version') or ''}".strip(),
-                          str(r["threads"]), ms(r.get("load_ms")), ms(r.get("first_ms")), ms(s["mean_ms"]),
-                          ms(s["std_ms"]), ms(s["min_ms"]), ms(s["p50_ms"]), ms(s["p90_ms"]), ms(s["p99_ms"]),
-                          ms(s["max_ms"]), str(s["count"]), "-" if rss is None else f"{rss:.1f}", xnn)
+                          str(r["threads"]) + clock, ms(r.get("load_ms")), ms(r.get("first_ms")), ms(s["mean_ms"]),
+                          ms(s["std_ms"]), ms(s["min_ms"]), ms(s["p50_ms"]), ci, noise, ms(s["p90_ms"]),
+                          ms(s["p99_ms"]), ms(s["max_ms"]), str(s["count"]), "-" if rss is None else f"{rss:.1f}", xnn)
     console.print(table)
     for run in runs:
         where = run.info.get("cpu_model") or run.info.get("model") or "?"

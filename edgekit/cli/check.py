@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from edgekit.check.rules import INCONCLUSIVE_EXIT
 from edgekit.cli.common import JSON_HELP, console, err_console, print_json, user_errors, warn
 
 
@@ -56,7 +57,8 @@ def check(
 ) -> None:
     """Gate CI on INT8 accuracy: evaluate the FP32 reference and every INT8 file on the same data.
 
-    Exit 0 when every check passes, 1 when one fails, 2 on bad input (nothing is written then).
+    Exit 0 when every check passes, 1 when one fails, 2 on bad input (nothing is written then), 4 when none
+    fails but a latency figure was too noisy to judge against its limit (inconclusive: rerun edgekit bench).
     The result is also recorded in each artifact's manifest.json under `check`.
     """
     from edgekit.check.baseline import load_baseline
@@ -96,9 +98,11 @@ def check(
         append_step_summary(summary)
     except OSError as exc:
         warn(f"cannot append to $GITHUB_STEP_SUMMARY ({exc.strerror}).")
-    failed = [(r, c) for r in results for c in r.cases if not c.passed]
+    failed = [(r, c) for r in results for c in r.cases if c.verdict == "fail"]
+    unsure = [(r, c) for r in results for c in r.cases if c.inconclusive]
     if as_json:
-        print_json({"passed": not failed, "results": [r.to_dict() for r in results]})
+        print_json({"passed": not failed and not unsure, "inconclusive": bool(unsure and not failed),
+                    "results": [r.to_dict() for r in results]})
     else:
         _print_check(results)
         if update_baseline:
@@ -108,6 +112,13 @@ def check(
         more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
         err_console.print(f"[bold red]check failed:[/] {what}{more}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    if unsure:
+        what = "; ".join(f"{r.model} {c.name} {c.value:g} (limit {c.limit})" for r, c in unsure[:3])
+        more = f" and {len(unsure) - 3} more" if len(unsure) > 3 else ""
+        err_console.print(f"[bold yellow]check inconclusive:[/] {what}{more}: the figure is noisier than its "
+                          "margin to the limit; rerun edgekit bench (more --runs, --stable, a quieter machine)",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(INCONCLUSIVE_EXIT)
 
 
 def _print_check(results: list[Any]) -> None:
@@ -117,8 +128,8 @@ def _print_check(results: list[Any]) -> None:
         for col in ("", "format", "metric", "value", "limit", "detail"):
             table.add_column(col, justify="right" if col == "value" else "left")
         for c in r.cases:
-            table.add_row("[green]pass[/]" if c.passed else "[red]FAIL[/]", c.format, c.metric, f"{c.value:g}",
-                          c.limit, c.detail)
+            mark = "[green]pass[/]" if c.passed else "[yellow]inconclusive[/]" if c.inconclusive else "[red]FAIL[/]"
+            table.add_row(mark, c.format, c.metric, f"{c.value:g}", c.limit, c.detail)
         console.print(table)
 
 

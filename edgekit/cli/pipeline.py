@@ -42,7 +42,8 @@ def run_cmd(
     the recipe's devices -> latency budgets -> report.
 
     Each stage is skipped when its output is up to date, so running it again is cheap; an interrupted run continues
-    where it stopped. Exits 1 when a budget is missed or a device cannot be measured (the report is saved first).
+    where it stopped. Exits 1 when a budget is missed or a device cannot be measured, 4 when a latency figure is too
+    noisy to judge against its budget (the report is saved first).
     """
     from edgekit.core.ui import Reporter
     from edgekit.pipeline.run import CheckFailed, run_recipe

@@ -19,7 +19,8 @@ from typing import Any
 from edgekit.artifact import MANIFEST, read_manifest
 from edgekit.bench.host import BenchOptions, bench
 from edgekit.bench.records import latest_latencies
-from edgekit.check.rules import Case, accuracy_drop_cases, latency_budget_cases
+from edgekit.bench.repeat import FAIL, INCONCLUSIVE
+from edgekit.check.rules import INCONCLUSIVE_EXIT, Case, accuracy_drop_cases, latency_budget_cases
 from edgekit.checkpoint import TrainedModel, load_checkpoint, read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file, write_json_atomic
@@ -41,9 +42,10 @@ class CheckFailed(EdgekitError):
 
     exit_code = 1
 
-    def __init__(self, message: str, report: RunReport | None = None) -> None:
+    def __init__(self, message: str, report: RunReport | None = None, exit_code: int = 1) -> None:
         super().__init__(message)
         self.report = report
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -117,15 +119,22 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     latency_cases = _latency_check(recipe, report, manifest, profiles)
     report.check["cases"] = [vars(c) for c in accuracy_cases + latency_cases]
     report.check["passed"] = all(c.passed for c in accuracy_cases + latency_cases)
+    unsure = [c for c in latency_cases if c.verdict == INCONCLUSIVE]
+    report.check["inconclusive"] = [c.name for c in unsure]
     write_json_atomic(out / REPORT, report.to_dict())
     over = [c for c in accuracy_cases if not c.passed]
     problems = [f"accuracy drop over budget ({', '.join(f'{c.format} {c.value:.2f} pp' for c in over)} > "
                 f"{recipe.check.max_drop:g} pp)"] if over else []
-    problems += [f"{c.format} {c.metric} {c.value:g} (limit {c.limit})" for c in latency_cases if not c.passed]
+    problems += [f"{c.format} {c.metric} {c.value:g} (limit {c.limit})" for c in latency_cases
+                 if c.verdict == FAIL]
     problems += [f"bench on {name} failed ({error.rstrip('.')})" for name, error in failures]
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise CheckFailed(f"{'; '.join(problems[:3])}{more}: see {out / REPORT}.", report)
+    if unsure:
+        raise CheckFailed(f"inconclusive: {', '.join(c.name for c in unsure)} too noisy to judge against the "
+                          f"budget; rerun on a quieter machine or with more bench.runs: see {out / REPORT}.",
+                          report, exit_code=INCONCLUSIVE_EXIT)
     return report
 
 
@@ -164,8 +173,8 @@ def _export_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunRepo
         report.stages.append(StageRecord("export", "up to date", 0.0, ", ".join(manifest["files"])))
         return manifest
     source, spec = DataSource.parse(trained.data), trained.spec
-    data = load_split(source, "val", spec.resolution, spec.in_channels)
-    calibration = load_split(source, "train", spec.resolution, spec.in_channels)
+    data = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=trained.preprocess)
+    calibration = load_split(source, "train", spec.resolution, spec.in_channels, preprocess=trained.preprocess)
     int8 = int8_options_from_recipe(recipe, trained)
     what = "FP32" if int8 is None else ("FP32 and quantization-aware INT8" if int8.qat else "FP32 and INT8")
     with reporter.status(f"exporting {what} ONNX and TFLite, checking parity and accuracy"):
@@ -273,10 +282,12 @@ def _latency_check(recipe: Recipe, report: RunReport, manifest: dict[str, Any],
                        s["speedup"], f">= {check.min_int8_speedup:g}x", s["speedup"] >= check.min_int8_speedup)
                   for s in report.speedup]
     if cases:
-        failed = [c for c in cases if not c.passed]
-        report.stages.append(StageRecord(
-            "latency check", "ran", 0.0,
-            "passed" if not failed else "failed: " + ", ".join(f"{c.format} {c.metric}" for c in failed)))
+        failed = [c for c in cases if c.verdict == FAIL]
+        unsure = [c for c in cases if c.verdict == INCONCLUSIVE]
+        detail = "passed" if not failed and not unsure else "; ".join(
+            f"{label}: " + ", ".join(c.name for c in group)
+            for label, group in (("failed", failed), ("inconclusive", unsure)) if group)
+        report.stages.append(StageRecord("latency check", "ran", 0.0, detail))
     return cases
 
 

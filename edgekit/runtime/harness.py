@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 
 # The harness's own copy of edgekit's format table (edgekit/runtime/formats.py, which a test holds it to): it runs
 # where edgekit is not installed. Model file suffix -> runtime, and per runtime the (package, module) that provide it.
@@ -365,14 +365,44 @@ def _timed(model: object) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def _timed_both(model: object) -> tuple[float, float]:
+    """One run's wall time and the calling thread's CPU time, in ms. At one thread both runtimes compute on the
+    calling thread, so its CPU time is the model's cost without the time other processes took the core."""
+    cpu = time.thread_time()
+    start = time.perf_counter()
+    model.invoke()
+    wall = time.perf_counter() - start
+    return wall * 1000.0, (time.thread_time() - cpu) * 1000.0
+
+
+CLOCKS = ("wall", "cpu")
+
+
+def clock_for(clock: str, threads: int) -> str:
+    """The clock a configuration is timed by: "cpu" (the thread's CPU time) only at one thread; with a thread
+    pool the work runs on other threads too, and their summed CPU time (spinning included) is not a latency."""
+    return "cpu" if clock == "cpu" and threads == 1 else "wall"
+
+
+def _round_medians(times: list[float], bounds: list[int]) -> list[float]:
+    medians, start = [], 0
+    for end in bounds:
+        if end > start:
+            medians.append(float(np.median(times[start:end])))
+        start = end
+    return medians
+
+
 def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: int, min_seconds: float,
             rounds: int, profile_dir: str | None = None, keep_times: bool = False,
-            all_nodes: bool = False) -> list[dict]:
+            all_nodes: bool = False, clock: str = "wall") -> list[dict]:
     """Load, first inference and warm-up per configuration, then interleaved steady-state rounds.
 
-    keep_times adds each configuration's steady-state times in run order ("times_ms"), round after round, and
-    the runs each round gives it ("runs_per_round"). all_nodes: the profile (profile_dir) lists every node, in
-    the order they ran, not only the slowest.
+    Every run is timed by the wall clock and by the calling thread's CPU time; `clock` picks the one the figures
+    ("steady", "round_p50_ms": each round's median, in round order) are of (see clock_for). keep_times adds each
+    configuration's steady-state times in run order ("times_ms", and "cpu_times_ms"), round after round, and the
+    runs each round gives it ("runs_per_round"). all_nodes: the profile (profile_dir) lists every node, in the
+    order they ran, not only the slowest.
     """
     results = []
     models = []
@@ -401,7 +431,10 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
             "warmup": {"count": len(warm), "mean_ms": float(np.mean(warm))},
             "rss_load_mb": None if rss_before is None else rss_after - rss_before,
             "output": output.reshape(-1)[:1000].tolist(),
+            "clock": clock_for(clock, config["threads"]),
             "_times": [],
+            "_cpu": [],
+            "_bounds": [],
         })
     # Each round gives every configuration an equal share of runs; stop once all meet both minimums.
     per_round = max(1, math.ceil(runs / max(1, rounds)))
@@ -412,14 +445,18 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
             break
         for i in pending:
             for _ in range(per_round):
-                t = _timed(models[i])
-                results[i]["_times"].append(t)
-                spent[i] += t
+                wall, cpu = _timed_both(models[i])
+                results[i]["_times"].append(wall)
+                results[i]["_cpu"].append(cpu)
+                spent[i] += wall
+            results[i]["_bounds"].append(len(results[i]["_times"]))
     for model, result in zip(models, results):  # noqa: B905 - runs on Pythons before 3.10
-        times = result.pop("_times")
+        wall, cpu, bounds = result.pop("_times"), result.pop("_cpu"), result.pop("_bounds")
+        times = cpu if result["clock"] == "cpu" else wall
         result["steady"] = summarize(times)
+        result["round_p50_ms"] = _round_medians(times, bounds)
         if keep_times:
-            result["times_ms"], result["runs_per_round"] = times, per_round
+            result["times_ms"], result["cpu_times_ms"], result["runs_per_round"] = wall, cpu, per_round
         if profile_dir and isinstance(model, OnnxModel):
             result["op_profile"] = _onnx_op_profile(model.session.end_profiling(), all_nodes=all_nodes)
     return results
@@ -471,6 +508,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clock", default="wall", choices=CLOCKS,
+                        help="time runs by the wall clock, or (at one thread) by the thread's CPU time")
+    parser.add_argument("--keep-times", action="store_true", help="every run's times in the JSON")
     parser.add_argument("--cores", help="hex CPU mask to pin to, e.g. f0 for the big cores of a 4+4 SoC")
     parser.add_argument("--op-profile", help="directory for ONNX Runtime's per-operator profile")
     parser.add_argument("--all-nodes", action="store_true", help="the profile lists every node, in run order")
@@ -498,7 +538,8 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
                for m, i in zip(args.model, args.input) for t in threads]  # noqa: B905
     before = device_state()
     results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
-                      args.rounds, args.op_profile, all_nodes=args.all_nodes)
+                      args.rounds, args.op_profile, keep_times=args.keep_times, all_nodes=args.all_nodes,
+                      clock=args.clock)
     return {"harness": HARNESS_VERSION, "arch": platform.machine(), "python": platform.python_version(),
             "cores_pinned": cores, "before": before, "after": device_state(),
             "peak_rss_mb": _peak_rss_mb(), "results": results}
