@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,54 @@ def update_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -
         change(manifest)
         write_json_atomic(directory / MANIFEST, manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported artifact directory: its files (by format key: onnx, tflite, onnx_int8, tflite_int8) and its
+    manifest, the record of what was built. `Artifact.open(path)` reads one back (checked like every reader)."""
+
+    directory: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Artifact:
+        directory = locate_artifact(Path(path))
+        return cls(directory, read_manifest(directory))
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["spec"]["name"])
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {fmt: self.directory / record["file"] for fmt, record in self.manifest["files"].items()}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST
+
+    @property
+    def full_integer(self) -> bool | None:
+        """Whether the INT8 TFLite graph is integer end to end; None without one."""
+        graph = ((self.manifest.get("int8") or {}).get("graph") or {}).get("tflite")
+        return None if graph is None else bool(graph["full_integer"])
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the export warned about: unexpected ops, layout transposes, float left in the INT8 graph."""
+        found = [f"{fmt} graph: {w}" for fmt, report in self.manifest.get("ops", {}).items()
+                 for w in report.get("warnings", [])]
+        return found + [f"int8: {w}" for w in (self.manifest.get("int8") or {}).get("warnings", [])]
+
+    def file(self, fmt: str | None = None) -> Path:
+        """The file of format key `fmt`; by default the one to deploy: INT8 TFLite, else TFLite, else ONNX."""
+        files = self.files
+        if fmt is None:
+            fmt = next((f for f in ("tflite_int8", "onnx_int8", "tflite", "onnx") if f in files), None)
+        if fmt not in files:
+            raise EdgekitError(f"{self.directory} has no {fmt} file: it holds {', '.join(files) or 'none'}.")
+        return files[fmt]
+
+    def __repr__(self) -> str:
+        return f"Artifact({str(self.directory)!r}, files={sorted(self.manifest['files'])})"

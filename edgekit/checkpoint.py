@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,15 @@ from edgekit.core.errors import EdgekitError, first_line
 from edgekit.core.files import atomic_path
 from edgekit.data import DataSource, ImageSet, Preprocess, load_split, preprocess_for
 from edgekit.models import ModelSpec, build, resolve_spec, spec_from_record
+from edgekit.user_model import (
+    INPUT_SHAPE_HELP,
+    describe,
+    is_callable_target,
+    is_program_path,
+    load_callable,
+    load_program,
+    parse_input_shape,
+)
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -46,24 +56,50 @@ def _load(path: Path) -> Any:
         ) from None
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load `path` into `model` strictly; a mismatch names the missing and unexpected keys."""
-    state = load_state_dict(path)
-    ours = model.state_dict()
-    missing = [k for k in ours if k not in state]
-    unexpected = [k for k in state if k not in ours]
-    wrong = [k for k in ours if k in state and state[k].shape != ours[k].shape]
-    if missing or unexpected or wrong:
+@dataclass(frozen=True)
+class KeyFit:
+    """How a state_dict's keys fit a model's: the model's keys it lacks, its keys the model lacks, and the shared
+    keys whose shapes differ."""
+
+    missing: list[str]
+    unexpected: list[str]
+    wrong_shape: list[str]
+
+    @classmethod
+    def of(cls, state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor]) -> KeyFit:
+        return cls([k for k in ours if k not in state], [k for k in state if k not in ours],
+                   [k for k in ours if k in state and state[k].shape != ours[k].shape])
+
+    @property
+    def fits(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shape)
+
+    def describe(self) -> str:
+        """e.g. "missing: a, b; wrong shape: c, d, e (+2 more)"."""
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
+                            ("wrong shape", self.wrong_shape)):
             if keys:
                 more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
                 parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+        return "; ".join(parts)
+
+
+def non_finite_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """The floating-point tensors holding NaN or infinity: weights of a training that diverged."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load `path` into `model` strictly; a mismatch names the missing and unexpected keys."""
+    state = load_state_dict(path)
+    fit = KeyFit.of(state, model.state_dict())
+    if not fit.fits:
         raise EdgekitError(
             f"{path} does not fit {getattr(model, 'spec', None) and model.spec.name or 'this model'} "
-            f"({'; '.join(parts)}): pass the model, width and classes the weights were trained with."
+            f"({fit.describe()}): pass the model, width and classes the weights were trained with."
         )
-    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    broken = non_finite_keys(state)
     if broken:
         raise EdgekitError(
             f"{path} holds NaN or infinite values in {', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}: "
@@ -140,15 +176,35 @@ def is_checkpoint_path(text: str) -> bool:
     return text.endswith((".pt", ".pth")) or Path(text).is_file()
 
 
-def resolve_source(target: str, width: float | None = None, resolution: int | None = None,
-                   res_mult: float | None = None, num_classes: int = 1000, in_channels: int = 3,
-                   options: dict[str, Any] | None = None,
-                   weights: Path | None = None) -> tuple[ModelSpec, Path | None, TrainedModel | None]:
-    """What to export: a model name (with its size and options, and optional weights) or an edgekit checkpoint.
+@dataclass
+class Source:
+    """What to export: the spec, the weights file to load, the edgekit checkpoint it came from, and the user's
+    own module (None for zoo models, which are built from the spec)."""
 
-    Returns (spec, weights, TrainedModel | None). Size flags cannot change a trained checkpoint's model, and
-    weights must hold the named architecture.
+    spec: ModelSpec
+    weights: Path | None = None
+    trained: TrainedModel | None = None
+    model: nn.Module | None = None
+
+
+def resolve_source(target: str | nn.Module, width: float | None = None, resolution: int | None = None,
+                   res_mult: float | None = None, num_classes: int | None = None, in_channels: int | None = None,
+                   options: dict[str, Any] | None = None, weights: Path | None = None,
+                   input_shape: str | Sequence[int] | None = None, name: str | None = None) -> Source:
+    """What to export: a model name (with its size and options, and optional weights), an edgekit checkpoint,
+    the user's own model (`pkg.module:callable`, a torch.export program saved as .pt2, or an nn.Module object,
+    with `input_shape`).
+
+    Size flags cannot change a trained checkpoint's model, and weights must hold the named architecture.
     """
+    if isinstance(target, nn.Module) or is_callable_target(target) or is_program_path(target):
+        return _user_source(target, width, resolution, res_mult, num_classes, in_channels, options, weights,
+                            input_shape, name)
+    if input_shape is not None:
+        raise EdgekitError(f"--input-shape applies to your own model (MODULE:CALLABLE or a .pt2 program): give "
+                           f"{target} --resolution and --in-channels instead.")
+    num_classes = 1000 if num_classes is None else num_classes
+    in_channels = 3 if in_channels is None else in_channels
     if is_checkpoint_path(target):
         if weights is not None:
             raise EdgekitError(f"{target} is a checkpoint already: drop --weights, or give a model name instead.")
@@ -160,21 +216,53 @@ def resolve_source(target: str, width: float | None = None, resolution: int | No
                 f"{', '.join(clash)} cannot change a trained checkpoint's model: export it as trained, "
                 "or train a recipe with the new settings."
             )
-        return trained.spec, trained.path, trained
+        return Source(trained.spec, trained.path, trained)
     spec = resolve_spec(target, width=1.0 if width is None else width, resolution=resolution, res_mult=res_mult,
                         num_classes=num_classes, in_channels=in_channels, **(options or {}))
     if weights is not None and weights.is_file():
         try:
             trained = read_trained(weights)
         except EdgekitError:
-            return spec, weights, None  # a plain state_dict: load_weights checks it strictly
+            return Source(spec, weights)  # a plain state_dict: load_weights checks it strictly
         if trained.spec.name != spec.name:
             raise EdgekitError(
                 f"{weights} holds a {trained.spec.name}, not a {spec.name}: export it with `edgekit export {weights}`."
             )
         _same_as_trained(trained, weights, width, resolution if res_mult is None else spec.resolution, options)
-        return trained.spec, weights, trained
-    return spec, weights, None
+        return Source(trained.spec, weights, trained)
+    return Source(spec, weights)
+
+
+def _user_source(target: str | nn.Module, width: float | None, resolution: int | None, res_mult: float | None,
+                 num_classes: int | None, in_channels: int | None, options: dict[str, Any] | None,
+                 weights: Path | None, input_shape: str | Sequence[int] | None, name: str | None) -> Source:
+    """The user's own module, its weights loaded (strictly), described by one forward pass."""
+    given = {"--width": width, "--resolution": resolution, "--res-mult": res_mult, "--num-classes": num_classes,
+             "--in-channels": in_channels, "--option": options or None}
+    clash = [flag for flag, value in given.items() if value is not None]
+    if clash:
+        raise EdgekitError(f"{', '.join(clash)} cannot change your own model: its input is --input-shape and its "
+                           "classes are what it returns.")
+    if isinstance(target, nn.Module):
+        model, default_name, source = target, type(target).__name__, "python object"
+    elif is_program_path(target):
+        model, recorded = load_program(Path(target))
+        default_name, source = Path(target).stem, str(target)
+        if input_shape is not None and parse_input_shape(input_shape) != recorded:
+            raise EdgekitError(f"{target} was captured for input {'x'.join(map(str, (1, *recorded)))}, not "
+                               f"{input_shape}: drop --input-shape, or save the program at that shape.")
+        input_shape = recorded
+    else:
+        model, default_name = load_callable(target)
+        source = target
+    if input_shape is None:
+        raise EdgekitError(f"{name or default_name} needs its input shape: give --input-shape {INPUT_SHAPE_HELP} "
+                           "(input_shape= in Python).")
+    shape = parse_input_shape(input_shape)
+    if weights is not None:
+        load_weights(model, weights)
+    spec = describe(model, shape, name or default_name, source)
+    return Source(spec, weights, None, model)
 
 
 def _same_as_trained(trained: TrainedModel, weights: Path, width: float | None, resolution: int | None,
@@ -208,4 +296,4 @@ def evaluation_data(eval_data: str | None, trained: TrainedModel | None,
         return None, None
     source = DataSource.parse(trained.data if eval_data in (None, "auto") else eval_data)  # type: ignore[union-attr]
     preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
-    return load_split(source, "val", spec.resolution, spec.in_channels), preprocess
+    return load_split(source, "val", spec.resolution, spec.in_channels, preprocess=preprocess), preprocess

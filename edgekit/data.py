@@ -1,9 +1,10 @@
 """Datasets that work offline, and the one preprocessing every consumer applies.
 
-A dataset is loaded once into memory as uint8 images at the model's resolution (`ImageSet`); `Preprocess`
-turns those into the float32 NCHW batches that training, evaluation, calibration, parity checks and the
-device harness all see. Its `to_dict()` record travels in checkpoints and manifests, so a consumer never
-guesses how an artifact's inputs were prepared.
+A dataset is uint8 images at the model's resolution (`ImageSet`): held in memory, or, for an image folder too
+large for memory, streamed from disk (`edgekit.imagefolder.FolderImages`). `Preprocess` turns those into the
+float32 NCHW batches that training, evaluation, calibration, parity checks and the device harness all see. Its
+`to_dict()` record (resolution, statistics, and for image folders the resize rule and crop ratio) travels in
+checkpoints and manifests, so a consumer never guesses how an artifact's inputs were prepared.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import gzip
 import math
 import os
 import struct
-import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +23,53 @@ import torch
 import torch.nn.functional as F
 
 from edgekit.core.errors import EdgekitError
+from edgekit.imagefolder import (
+    DEFAULT_CROP_RATIO,
+    MEMORY_BUDGET,
+    SHORTER_SIDE,
+    SQUASH,
+    STREAM_TRAIN_FROM,
+    FolderImages,
+    Transform,
+    decoded_bytes,
+    list_images,
+    list_split,
+    readable,
+)
 
 FASHION_MNIST_ENV = "EDGEKIT_FASHION_MNIST"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 BUILTIN = ("fashion-mnist", "digits", "synthetic")
+LOADERS = ("auto", "memory", "stream")  # how an image folder is read: chosen by size, or forced
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """uint8 image -> model input: resize (done once at load), scale to [0, 1], normalize, NCHW float32."""
+    """uint8 image -> model input: resize (done when the image is read), scale to [0, 1], normalize, NCHW float32.
+
+    `resize` is the rule images are brought to `resolution` with: "shorter-side" (image folders: the shorter side
+    to round(resolution / crop_ratio), then a center crop) or "bilinear-antialias" (the whole image to a square;
+    records written before crop ratios existed, and the square built-in datasets)."""
 
     resolution: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resize: str = "bilinear-antialias"
+    resize: str = SQUASH
     layout: str = "nchw"
     range: tuple[float, float] = (0.0, 255.0)
+    crop_ratio: float = 1.0
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """(N, C, H, W) uint8 at `resolution` -> (N, C, H, W) float32, normalized."""
         return self.tensor(torch.as_tensor(images)).numpy()
+
+    def transform(self, train: bool = False, hflip: bool = True) -> Transform:
+        """How an image file becomes this preprocessing's uint8 input (the training variant with `train`)."""
+        return Transform(self.resolution, self.channels, self.crop_ratio, self.resize, train, hflip)
 
     def tensor(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / self.range[1]
@@ -64,9 +86,14 @@ class Preprocess:
         pre = cls(
             resolution=int(record["resolution"]), channels=int(record["channels"]),
             mean=tuple(float(v) for v in record["mean"]), std=tuple(float(v) for v in record["std"]),
-            resize=record.get("resize", "bilinear-antialias"), layout=record.get("layout", "nchw"),
+            resize=record.get("resize", SQUASH), layout=record.get("layout", "nchw"),
             range=tuple(float(v) for v in record.get("range", (0.0, 255.0))),
+            crop_ratio=float(record.get("crop_ratio", 1.0)),
         )
+        if pre.resize not in (SQUASH, SHORTER_SIDE):
+            raise ValueError(f"unknown resize rule {pre.resize!r}")
+        if not (math.isfinite(pre.crop_ratio) and 0 < pre.crop_ratio <= 1):
+            raise ValueError("crop_ratio must be in (0, 1]")
         if len(pre.mean) != pre.channels or len(pre.std) != pre.channels:
             raise ValueError(f"mean and std need {pre.channels} values each")
         if not all(math.isfinite(v) for v in (*pre.mean, *pre.range)) or not all(
@@ -91,10 +118,13 @@ def require_same_classes(model: object, classes: list[str] | int | None, data: I
 
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, C, H, W) at the model's resolution, with int64 labels."""
+    """Images as uint8 (N, C, H, W) at the model's resolution, with int64 labels.
+
+    `images` is a tensor, or a `FolderImages` that decodes from disk what is indexed and streams `batches()`
+    through DataLoader workers (`streamed`); indexing either gives tensors."""
 
     name: str
-    images: torch.Tensor
+    images: torch.Tensor | FolderImages
     labels: torch.Tensor
     classes: list[str]
     skipped: int = 0
@@ -103,11 +133,19 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, FolderImages)
+
     def subset(self, indices: torch.Tensor | np.ndarray, name: str | None = None) -> ImageSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSet(name or self.name, self.images[idx], self.labels[idx], self.classes, source=self.source)
+        images = self.images.select(idx) if isinstance(self.images, FolderImages) else self.images[idx]
+        return ImageSet(name or self.name, images, self.labels[idx], self.classes, source=self.source)
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.images, FolderImages):
+            yield from self.images.batches(batch_size)
+            return
         for start in range(0, len(self), batch_size):
             yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
 
@@ -126,6 +164,14 @@ class DataSource:
     @property
     def label(self) -> str:
         return f"imagefolder:{self.path}" if self.kind == "imagefolder" else self.kind
+
+    @property
+    def crop_ratio(self) -> float:
+        return float(self.options.get("crop_ratio") or DEFAULT_CROP_RATIO)
+
+    @property
+    def loader(self) -> str:
+        return str(self.options.get("loader") or "auto")
 
     @classmethod
     def parse(cls, text: str) -> DataSource:
@@ -154,10 +200,15 @@ _STATS = {
 
 
 def preprocess_for(source: DataSource, resolution: int, channels: int) -> Preprocess:
+    """The preprocessing a model trained on `source` gets: its statistics, and for an image folder the
+    shorter-side resize and center crop at the source's crop ratio (default 0.875)."""
     mean, std, _ = _STATS[source.kind]
     mean, std = source.mean or mean, source.std or std
     if len(mean) != channels:  # grayscale stats for a 3-channel model (replicated) or vice versa
         mean, std = (float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels
+    if source.kind == "imagefolder":
+        return Preprocess(resolution=resolution, channels=channels, mean=tuple(mean), std=tuple(std),
+                          resize=SHORTER_SIDE, crop_ratio=source.crop_ratio)
     return Preprocess(resolution=resolution, channels=channels, mean=tuple(mean), std=tuple(std))
 
 
@@ -166,16 +217,74 @@ def default_hflip(source: DataSource) -> bool:
 
 
 def load_split(source: DataSource, split: str, resolution: int, channels: int,
-               progress: Callable[[int, int], None] | None = None) -> ImageSet:
-    """One split ('train' or 'val') of `source`, as uint8 images at `resolution` with `channels` channels."""
+               progress: Callable[[int, int], None] | None = None,
+               preprocess: Preprocess | dict[str, Any] | None = None) -> ImageSet:
+    """One split ('train' or 'val') of `source`, as uint8 images at `resolution` with `channels` channels.
+
+    Image-folder images get the evaluation transform of `preprocess` (default: `preprocess_for(source)`), the one
+    a model's recorded preprocessing names (a `Preprocess` or its record); a folder too large for memory is
+    streamed (`ImageSet.streamed`)."""
     if split not in ("train", "val"):
         raise ValueError(split)
-    loader = {"fashion-mnist": _fashion_mnist, "digits": _digits, "synthetic": _synthetic,
-              "imagefolder": _imagefolder}[source.kind]
-    data = loader(source, split, resolution, progress) if source.kind == "imagefolder" else loader(source, split)
+    if source.kind == "imagefolder":
+        if isinstance(preprocess, dict):  # a manifest's record, which opening the artifact has validated
+            preprocess = Preprocess.from_dict(preprocess)
+        pre = preprocess or preprocess_for(source, resolution, channels)
+        transform = replace(pre.transform(), size=resolution, channels=channels)
+        assert source.path is not None
+        files, labels, classes = list_split(source.path, split)
+        data = _folder_set(files, labels, classes, f"{source.path.name}/{split}", transform, source.loader,
+                           progress, train=split == "train")
+        data.source = source.label
+        return data
+    loader = {"fashion-mnist": _fashion_mnist, "digits": _digits, "synthetic": _synthetic}[source.kind]
+    data = loader(source, split)
     data.images = fit_images(data.images, resolution, channels)
     data.source = source.label
     return data
+
+
+def load_images(folder: Path, preprocess: Preprocess, loader: str = "auto") -> ImageSet:
+    """Every image under `folder`, in any layout, without labels (calibration), with `preprocess`'s evaluation
+    transform; labels are all 0 and there are no classes."""
+    files = list_images(folder)
+    return _folder_set(files, [0] * len(files), [], folder.name or str(folder), preprocess.transform(), loader,
+                       None)
+
+
+def _folder_set(files: list[Path], labels: list[int], classes: list[str], name: str, transform: Transform,
+                loader: str, progress: Callable[[int, int], None] | None, train: bool = False) -> ImageSet:
+    """The readable `files` as an ImageSet: decoded into memory when they fit MEMORY_BUDGET (or `loader` says
+    memory), else streamed. Unreadable files are counted in `skipped`; all unreadable is an error.
+
+    A training split at STREAM_TRAIN_FROM px or more streams whatever its size: its random-resized crops are cut
+    from the whole photo, which an in-memory copy at the model's resolution no longer holds, and a small folder
+    must not train with another augmentation than a big one."""
+    if loader not in LOADERS:
+        raise EdgekitError(f"data loader {loader!r}: use one of {', '.join(LOADERS)}.")
+    folder = files[0].parent if files else Path(name)
+    ok = readable(files)
+    kept = [(f, label) for f, label, good in zip(files, labels, ok, strict=True) if good]
+    skipped = len(files) - len(kept)
+    if not kept:
+        raise EdgekitError(f"none of the {len(files)} images in {name} ({folder}) could be read: check the files.")
+    streamed = FolderImages([f for f, _ in kept], [label for _, label in kept], transform)
+    big = decoded_bytes(len(kept), transform.channels, transform.size) > MEMORY_BUDGET
+    if loader == "stream" or (loader == "auto" and (big or (train and transform.size >= STREAM_TRAIN_FROM))):
+        return ImageSet(name, streamed, streamed.labels.clone(), classes, skipped=skipped)
+    if len(kept) < 256:  # too few to pay for starting decoding processes
+        streamed.workers = 0
+    images, kept_labels, done = [], [], 0
+    for batch, batch_labels, failed in streamed.loader(64):
+        images.append(batch)
+        kept_labels.append(batch_labels)
+        skipped += failed
+        done += len(batch_labels) + failed
+        if progress:
+            progress(done, len(kept))
+    if not sum(len(y) for y in kept_labels):
+        raise EdgekitError(f"none of the {len(files)} images in {name} ({folder}) could be read: check the files.")
+    return ImageSet(name, torch.cat([b for b in images if len(b)]), torch.cat(kept_labels), classes, skipped=skipped)
 
 
 def fit_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
@@ -268,45 +377,6 @@ def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(n * val_fraction))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def _imagefolder(source: DataSource, split: str, resolution: int,
-                 progress: Callable[[int, int], None] | None) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
-
-    root = source.path
-    assert root is not None
-    if not root.is_dir():
-        raise EdgekitError(f"image folder {root} does not exist: give a folder with train/ and val/ inside.")
-    folder = root / split
-    if not folder.is_dir():
-        raise EdgekitError(f"{root} has no {split}/ folder: lay it out as {root}/{split}/CLASS_NAME/image.jpg.")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if split == "val":
-        train_folder = root / "train"
-        if train_folder.is_dir():
-            classes = sorted(p.name for p in train_folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [(path, label) for label, name in enumerate(classes)
-             for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise EdgekitError(f"{folder} holds no images: put JPEG/PNG files in one sub-folder per class.")
-    images, labels, skipped = [], [], 0
-    for i, (path, label) in enumerate(files):
-        try:
-            with Image.open(path) as img, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                img = img.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
-                images.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
-                labels.append(label)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-            skipped += 1
-        if progress:
-            progress(i + 1, len(files))
-    if not images:
-        raise EdgekitError(f"none of the {len(files)} images in {folder} could be read: check the files.")
-    data = ImageSet(f"{root.name}/{split}", torch.from_numpy(np.stack(images)),
-                    torch.tensor(labels, dtype=torch.long), classes, skipped=skipped)
-    return data
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, padding: int, hflip: bool) -> torch.Tensor:

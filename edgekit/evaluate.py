@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,21 +48,57 @@ class Evaluation:
 
 def evaluate(runner: Runner, data: ImageSet, preprocess: Preprocess, batch_size: int = 256,
              progress: Callable[[int], None] | None = None) -> Evaluation:
-    classes = len(data.classes)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
+    batches = ((preprocess(images), labels.numpy()) for images, labels in data.batches(batch_size))
+    return evaluate_batches(runner, batches, list(data.classes), data.name, progress)
+
+
+def evaluate_batches(runner: Runner, batches: Iterable[tuple[np.ndarray, np.ndarray]], classes: list[str] | None,
+                     name: str, progress: Callable[[int], None] | None = None) -> Evaluation:
+    """Accuracy over (preprocessed inputs, int labels) batches; `classes` None: as many as the model outputs."""
+    confusion: np.ndarray | None = None
     top5 = 0
-    for images, labels in data.batches(batch_size):
-        logits = runner.predict(preprocess(images))
-        if logits.shape[-1] != classes:
+    for inputs, labels_np in batches:
+        logits = runner.predict(inputs)
+        if classes is None:
+            classes = [str(i) for i in range(logits.shape[-1])]
+        if logits.shape[-1] != len(classes):
             raise EdgekitError(
-                f"the model has {logits.shape[-1]} outputs but {data.name} has {classes} classes: "
+                f"the model has {logits.shape[-1]} outputs but {name} has {len(classes)} classes: "
                 "evaluate on the data the model was trained for."
             )
-        labels_np = labels.numpy()
+        if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= len(classes)):
+            raise EdgekitError(f"{name} has labels outside 0..{len(classes) - 1}: give the model's class indices.")
+        if confusion is None:
+            confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
         np.add.at(confusion, (labels_np, logits.argmax(-1)), 1)
-        k = min(5, classes)
+        k = min(5, len(classes))
         best = np.argpartition(-logits, k - 1, axis=-1)[:, :k]
         top5 += int((best == labels_np[:, None]).any(-1).sum())
         if progress:
-            progress(len(labels))
-    return Evaluation(confusion, top5, list(data.classes))
+            progress(len(labels_np))
+    classes = classes or []
+    if confusion is None:
+        confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    return Evaluation(confusion, top5, list(classes))
+
+
+def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, threads: int = 1,
+                  progress: Callable[[int], None] | None = None,
+                  on_loading: Callable[[str], None] = lambda label: None) -> tuple[Evaluation, str, str, str]:
+    """`edgekit eval` and `edgekit.evaluate()`: a checkpoint, .onnx or .tflite file on the validation split of
+    `data` (default: the data it was trained on), with the preprocessing recorded with it.
+    Returns the evaluation, the runner's name, the data's label and the split's name."""
+    from edgekit.data import DataSource, load_split, require_same_classes
+    from edgekit.runtime.open import open_model
+
+    opened = open_model(path, threads=threads)
+    label = data or opened.data
+    if label is None:
+        raise EdgekitError(f"{path} records no dataset: pass --data.")
+    source = DataSource.parse(label)
+    spec = opened.spec
+    on_loading(source.label)
+    dataset = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=opened.preprocess)
+    require_same_classes(path, opened.classes or None, dataset, "evaluate on the data the model was trained for")
+    result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress)
+    return result, opened.runner.name, source.label, dataset.name

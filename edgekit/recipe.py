@@ -42,6 +42,9 @@ class ModelSection:
     num_classes: int | None = field(default=None, metadata=_range(2))
     in_channels: int = field(default=3, metadata=_choice(1, 3))
     options: dict[str, Any] = field(default_factory=dict)
+    # Start from these weights (a torchvision-style state_dict or an edgekit checkpoint; a relative path is read
+    # from the working directory); a classifier for another class count is re-initialised.
+    weights: str | None = None
 
 
 @dataclass
@@ -51,6 +54,11 @@ class DataSection:
     crop_padding: int | None = field(default=None, metadata=_range(0))
     mean: list[float] | None = None
     std: list[float] | None = None
+    # Image folders: evaluation resizes the shorter side to resolution / crop_ratio, then center-crops; `loader`
+    # decodes into memory or streams from disk (auto: by decoded size); `workers` decoding processes.
+    crop_ratio: float | None = field(default=None, metadata=_range(0.05, 1.0))
+    loader: str = field(default="auto", metadata=_choice("auto", "memory", "stream"))
+    workers: int | None = field(default=None, metadata=_range(0, 64))
 
 
 @dataclass
@@ -67,6 +75,7 @@ class TrainSection:
     ema_decay: float | None = field(default=None, metadata=_range(0.0, 1.0))
     seed: int = 0
     limit_batches: int | None = field(default=None, metadata=_range(1))
+    freeze_epochs: int = field(default=0, metadata=_range(0))  # backbone frozen, classifier trained, first N epochs
 
 
 DEFAULT_QAT_LR = 1e-4  # fine-tuning from a trained checkpoint: far below training rates
@@ -136,7 +145,16 @@ class Recipe:
         """Identifies a training run: the sections that change the trained weights."""
         data = self.to_dict()
         relevant = {k: data[k] for k in ("model", "data", "train")}
+        relevant["data"].pop("workers")  # decoding processes do not change the images (seeded per image)
+        for section, key, default in _LATER_KEYS:  # absent at their default: older runs keep their hash
+            if relevant[section].get(key) == default:
+                relevant[section].pop(key)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Keys added after runs were recorded: left out of the training hash at their default.
+_LATER_KEYS = (("model", "weights", None), ("data", "crop_ratio", None), ("data", "loader", "auto"),
+               ("train", "freeze_epochs", 0))
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -295,8 +313,10 @@ def _type_name(t: Any) -> str:
 
 
 def with_overrides(recipe: Recipe, epochs: int | None = None, batch_size: int | None = None,
-                   limit_batches: int | None = None, data: str | None = None) -> Recipe:
-    """The recipe with the command line's overrides (`--epochs`, `--batch-size`, `--limit-batches`, `--data`)."""
+                   limit_batches: int | None = None, data: str | None = None,
+                   weights: str | None = None) -> Recipe:
+    """The recipe with the command line's overrides (`--epochs`, `--batch-size`, `--limit-batches`, `--data`,
+    `--weights`)."""
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("limit_batches", limit_batches)):
         if value is not None:
             if value < 1:
@@ -304,4 +324,6 @@ def with_overrides(recipe: Recipe, epochs: int | None = None, batch_size: int | 
             setattr(recipe.train, key, value)
     if data is not None:
         recipe.data.source = data
+    if weights is not None:
+        recipe.model.weights = weights
     return recipe

@@ -23,13 +23,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from edgekit.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.checkpoint import KeyFit, load_checkpoint, load_state_dict, non_finite_keys, save_checkpoint
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import clean_stale, output_lock, write_json_atomic, write_text_atomic
 from edgekit.core.threads import ThreadGovernor
 from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip, load_split, preprocess_for
 from edgekit.evaluate import Evaluation, evaluate
+from edgekit.imagefolder import FolderImages
 from edgekit.models import build, resolve_spec
 from edgekit.models._registry import ModelSpec
 from edgekit.recipe import Recipe
@@ -160,11 +161,13 @@ class _DeviceRunner:
             return self.model(x).float().cpu().numpy()
 
 
-def evaluate_sharded(model: nn.Module, data: ImageSet, preprocess: Preprocess, ctx: Distributed) -> Evaluation:
-    """Each rank evaluates its share of the validation set; the counts are summed across ranks."""
+def evaluate_sharded(model: nn.Module, data: ImageSet, preprocess: Preprocess, ctx: Distributed,
+                     batch_size: int = 256) -> Evaluation:
+    """Each rank evaluates its share of the validation set; the counts are summed across ranks. Training passes
+    its own batch size: a batch of 256 at 224 px needs gigabytes of activations even without gradients."""
     model.eval()
     shard = data.subset(torch.arange(ctx.rank, len(data), ctx.world)) if ctx.world > 1 else data
-    result = evaluate(_DeviceRunner(model, ctx.device), shard, preprocess)
+    result = evaluate(_DeviceRunner(model, ctx.device), shard, preprocess, batch_size)
     if ctx.world > 1:
         counts = torch.tensor(np.append(result.confusion.ravel(), result.top5_correct))
         dist.all_reduce(counts)
@@ -189,6 +192,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     rank_weight_sha256: list[str] = field(default_factory=list)
     threads: dict[str, Any] = field(default_factory=dict)
+    data_loader: dict[str, str] = field(default_factory=dict)  # per split: memory or stream
+    weights: dict[str, Any] | None = None  # the pretrained start (pretrained_record), when there was one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,7 +202,7 @@ class TrainResult:
             "seconds": round(self.seconds, 2), "images_per_second": round(self.images_per_second, 1),
             "params": self.params, "model": self.spec.to_dict(), "resumed_from": self.resumed_from,
             "world_size": len(self.rank_weight_sha256), "rank_weight_sha256": self.rank_weight_sha256,
-            "threads": self.threads,
+            "threads": self.threads, "data_loader": self.data_loader, "weights": self.weights,
         }
 
 
@@ -213,16 +218,22 @@ class Prepared:
 
 
 def prepare_training(recipe: Recipe, data_override: str | None = None) -> Prepared:
-    """Resolve a recipe's data and model: load both splits and fix the spec's class count to the data's."""
+    """Resolve a recipe's data and model: load both splits and fix the spec's class count to the data's.
+
+    An image folder's splits are decoded into memory when they fit, else streamed (`ImageSet.streamed`)."""
     source = DataSource.parse(data_override or recipe.data.source)
     source = DataSource(source.kind, source.path,
                         tuple(recipe.data.mean) if recipe.data.mean else None,
-                        tuple(recipe.data.std) if recipe.data.std else None, recipe.data.hflip)
+                        tuple(recipe.data.std) if recipe.data.std else None, recipe.data.hflip,
+                        {"crop_ratio": recipe.data.crop_ratio, "loader": recipe.data.loader})
     m = recipe.model
     probe = resolve_spec(m.name, width=m.width, resolution=m.resolution, num_classes=m.num_classes or 10,
                          in_channels=m.in_channels, **m.options)
     train_set = load_split(source, "train", probe.resolution, probe.in_channels)
     val_set = load_split(source, "val", probe.resolution, probe.in_channels)
+    for split in (train_set, val_set):
+        if isinstance(split.images, FolderImages) and recipe.data.workers is not None:
+            split.images.workers = recipe.data.workers
     classes = len(train_set.classes)
     if m.num_classes is not None and m.num_classes != classes:
         raise EdgekitError(
@@ -261,10 +272,15 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
         prep = prepare_training(recipe, data_override)
     if prep.train.skipped or prep.val.skipped:
         reporter.warn(f"skipped {prep.train.skipped + prep.val.skipped} unreadable image(s) in {prep.source.label}")
+    if prep.source.kind == "imagefolder":
+        reporter.note(loader_line(prep))
     run = _build_run(ctx, recipe, prep)
+    if run.pretrained is not None:
+        reporter.note(run.pretrained["note"])
     run.governor = governor
     best = _restore_state(run, saved)
-    run.ddp = nn.parallel.DistributedDataParallel(run.model) if ctx.world > 1 else run.model
+    run.ddp = (nn.parallel.DistributedDataParallel(run.model, find_unused_parameters=run.freeze_epochs > 0)
+               if ctx.world > 1 else run.model)
     record = _checkpoint_record(recipe, prep, run)
     params = sum(p.numel() for p in run.model.parameters())
     if ctx.main:
@@ -289,7 +305,74 @@ def _train(ctx: Distributed, recipe: Recipe, out: Path, resume: bool, data_overr
                 history.append(row)
             bar.end_epoch(row, validation.chosen.top1, validation.weights, improved)
     return _finish(out, run, ctx, cfg.epochs, best, history, start_epoch, params, started,
-                   images_per_second=images_seen / train_seconds if train_seconds else 0.0)
+                   images_per_second=images_seen / train_seconds if train_seconds else 0.0,
+                   data_loader={"train": "stream" if prep.train.streamed else "memory",
+                                "val": "stream" if prep.val.streamed else "memory"})
+
+
+def loader_line(prep: Prepared) -> str:
+    """How an image folder's splits are read, as the run says it: in memory, or streamed by how many workers."""
+    parts = []
+    for name, split in (("train", prep.train), ("val", prep.val)):
+        if isinstance(split.images, FolderImages):
+            how = "random-resized-crop + flip" if name == "train" else "resize + center crop"
+            parts.append(f"{name} streamed from disk by {split.images.workers} worker(s) ({how})")
+        else:
+            parts.append(f"{name} decoded into memory")
+    pre = prep.preprocess
+    return (f"{prep.source.label}: {'; '.join(parts)}; evaluation resizes the shorter side to "
+            f"{round(pre.resolution / pre.crop_ratio)} px and center-crops {pre.resolution} px "
+            f"(crop ratio {pre.crop_ratio:g})")
+
+
+def classifier_name(model: nn.Module, num_classes: int) -> str:
+    """The module name of the model's output layer: its last Linear with `num_classes` outputs."""
+    found = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and module.out_features == num_classes]
+    if not found:
+        raise EdgekitError(f"{type(model).__name__} has no Linear layer with {num_classes} outputs to train.")
+    return found[-1]
+
+
+def load_pretrained(model: nn.Module, path: Path, num_classes: int) -> dict[str, Any]:
+    """Start `model` from the weights at `path` (a torchvision-style state_dict or an edgekit checkpoint).
+
+    Every key must fit except the classifier's: a classifier for another class count is left freshly initialised.
+    Returns the record the checkpoint and summary keep ({path, classifier: loaded | re-initialised, note})."""
+    state = load_state_dict(path)
+    ours = model.state_dict()
+    head = classifier_name(model, num_classes)
+    head_keys = {f"{head}.weight", f"{head}.bias"}
+    fit = KeyFit.of(state, ours)
+    reinit = bool(fit.wrong_shape) and set(fit.wrong_shape) <= head_keys and not fit.missing and not fit.unexpected
+    if not fit.fits and not reinit:
+        name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+        raise EdgekitError(f"model.weights {path} does not fit {name} ({fit.describe()}): give weights of the "
+                           "same model and width (model.weights in the recipe, or --weights).")
+    broken = non_finite_keys(state)
+    if broken:
+        raise EdgekitError(f"model.weights {path} holds NaN or infinite values in {', '.join(broken[:3])}: "
+                           "give weights from a run that did not diverge.")
+    if reinit:
+        theirs = int(state[f"{head}.weight"].shape[0])
+        state = {**state, **{k: ours[k] for k in head_keys if k in ours}}
+        note = (f"fine-tuning from {path}: its classifier predicts {theirs} classes, the data has {num_classes}: "
+                f"classifier ({head}) re-initialised")
+    else:
+        note = f"fine-tuning from {path}: every layer loaded, the classifier included"
+    model.load_state_dict(state, strict=True)
+    return {"path": str(path), "classifier": "re-initialised" if reinit else "loaded", "note": note}
+
+
+def set_frozen(model: nn.Module, head: str, frozen: bool) -> None:
+    """Freeze (or thaw) everything but the classifier `head`; a frozen backbone's BatchNorms keep their
+    statistics (evaluation mode), as Keras' and timm's fine-tuning recipes do."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(not frozen or name.startswith(head + "."))
+    if frozen:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith(head + "."):
+                module.eval()
 
 
 def _resume_point(out: Path, recipe: Recipe, resume: bool, reporter: Reporter) -> tuple[int, dict[str, Any] | None]:
@@ -335,6 +418,10 @@ class _Run:
     hflip: bool
     ddp: nn.Module | None = None  # the model wrapped for DistributedDataParallel (the model itself on one process)
     governor: ThreadGovernor | None = None  # torch's thread count, kept to the cores other processes leave free
+    streamed: FolderImages | None = None  # training images decoded (and augmented) by DataLoader workers
+    pretrained: dict[str, Any] | None = None  # load_pretrained's record
+    head: str = ""  # the classifier's module name (train.freeze_epochs)
+    freeze_epochs: int = 0
 
 
 def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
@@ -343,12 +430,23 @@ def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
     cfg, spec = recipe.train, prep.spec
     torch.manual_seed(cfg.seed)
     # channels-last doubles CPU training throughput for these depthwise-heavy nets (tools/bench_train.py)
-    model = build(spec).to(ctx.device, memory_format=torch.channels_last)
+    model = build(spec)
+    pretrained = None
+    if recipe.model.weights:
+        pretrained = load_pretrained(model, Path(recipe.model.weights).expanduser(), spec.num_classes)
+    model = model.to(ctx.device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     sampler = DistributedSampler(_Batches(prep.train), num_replicas=ctx.world, rank=ctx.rank, shuffle=True,
                                  seed=cfg.seed)
-    loader = DataLoader(_Batches(prep.train), batch_size=cfg.batch_size, sampler=sampler,
-                        collate_fn=lambda batch: batch)
+    hflip = default_hflip(prep.source)
+    streamed = None
+    if isinstance(prep.train.images, FolderImages):  # RandomResizedCrop + flip in the decoding workers
+        streamed = prep.train.images.with_(train=True, hflip=hflip)
+        streamed.workers = prep.train.images.workers
+        loader = streamed.loader(cfg.batch_size, sampler)
+    else:
+        loader = DataLoader(_Batches(prep.train), batch_size=cfg.batch_size, sampler=sampler,
+                            collate_fn=lambda batch: batch)
     steps = len(loader) if cfg.limit_batches is None else min(len(loader), cfg.limit_batches)
     if cfg.limit_batches is not None:  # a smoke run: validate on as many images as it trains on
         prep.val = prep.val.subset(torch.arange(min(len(prep.val), cfg.limit_batches * cfg.batch_size)))
@@ -359,7 +457,8 @@ def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
         ema=ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None, sampler=sampler, loader=loader, steps=steps,
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         padding=recipe.data.crop_padding if recipe.data.crop_padding is not None else spec.resolution // 8,
-        hflip=default_hflip(prep.source),
+        hflip=hflip, streamed=streamed, pretrained=pretrained,
+        head=classifier_name(model, spec.num_classes) if cfg.freeze_epochs else "", freeze_epochs=cfg.freeze_epochs,
     )
 
 
@@ -380,7 +479,10 @@ def _checkpoint_record(recipe: Recipe, prep: Prepared, run: _Run) -> dict[str, A
     """What every checkpoint of this run carries besides its weights."""
     return {"spec": run.spec.to_dict(), "preprocess": prep.preprocess.to_dict(), "classes": prep.train.classes,
             "data": prep.source.label, "recipe": recipe.to_dict(), "recipe_hash": recipe.training_hash(),
-            "epochs": recipe.train.epochs, "augment": {"crop_padding": run.padding, "hflip": run.hflip}}
+            "epochs": recipe.train.epochs,
+            "augment": {"random_resized_crop": True, "hflip": run.hflip} if run.streamed is not None
+            else {"crop_padding": run.padding, "hflip": run.hflip},
+            "pretrained": {k: v for k, v in run.pretrained.items() if k != "note"} if run.pretrained else None}
 
 
 def _open_run_dir(out: Path, held: contextlib.ExitStack, saved: dict[str, Any] | None, start_epoch: int) -> None:
@@ -409,15 +511,23 @@ def _train_epoch(run: _Run, prep: Prepared, ctx: Distributed, seed: int, epoch: 
     torch.manual_seed(_epoch_seed(seed, epoch, ctx.rank))
     generator = torch.Generator().manual_seed(_epoch_seed(seed + 1, epoch, ctx.rank))
     run.sampler.set_epoch(epoch)
+    if run.streamed is not None:
+        run.streamed.seed = _epoch_seed(seed + 2, epoch, ctx.rank)
     run.ddp.train()
+    if run.freeze_epochs:
+        set_frozen(run.model, run.head, epoch <= run.freeze_epochs)
     bar.start_epoch(epoch)
     stats = _EpochStats()
     epoch_start = time.perf_counter()
-    for step, (images, labels) in enumerate(run.loader):
+    for step, batch in enumerate(run.loader):
         if step >= run.steps:
             break
-        x = prep.preprocess.tensor(augment(images, generator, run.padding, run.hflip)).to(
-            ctx.device, memory_format=torch.channels_last)
+        images, labels = batch[0], batch[1]
+        if not len(labels):  # a streamed batch whose every image failed to decode
+            continue
+        if run.streamed is None:
+            images = augment(images, generator, run.padding, run.hflip)
+        x = prep.preprocess.tensor(images).to(ctx.device, memory_format=torch.channels_last)
         y = labels.to(ctx.device)
         if run.governor is not None:
             run.governor.poll()
@@ -449,12 +559,13 @@ class _Validation:
 
 def _validate(run: _Run, prep: Prepared, ctx: Distributed) -> _Validation:
     """Validation top-1 of the weights and of their EMA; the EMA is chosen when it is at least as good."""
-    val = evaluate_sharded(run.model, prep.val, prep.preprocess, ctx)
+    batch = max(run.loader.batch_size or 1, 1)
+    val = evaluate_sharded(run.model, prep.val, prep.preprocess, ctx, batch)
     if run.ema is None:
         return _Validation(val, None, "raw", val)
     ema_model = build(run.spec).to(ctx.device, memory_format=torch.channels_last)
     ema_model.load_state_dict(run.ema.state)
-    ema_val = evaluate_sharded(ema_model, prep.val, prep.preprocess, ctx)
+    ema_val = evaluate_sharded(ema_model, prep.val, prep.preprocess, ctx, batch)
     if ema_val.top1 >= val.top1:
         return _Validation(val, ema_val, "ema", ema_val)
     return _Validation(val, ema_val, "raw", val)
@@ -489,14 +600,15 @@ def _save_epoch(out: Path, record: dict[str, Any], run: _Run, epoch: int, row: d
 
 def _finish(out: Path, run: _Run, ctx: Distributed, epochs: int, best: dict[str, Any],
             history: list[dict[str, Any]], start_epoch: int, params: int, started: float, *,
-            images_per_second: float) -> TrainResult:
+            images_per_second: float, data_loader: dict[str, str] | None = None) -> TrainResult:
     """The run's result, with every rank's weight hash; rank 0 writes it to summary.json."""
     rank_hashes = _rank_weight_hashes(run.model, ctx)
     elapsed = time.perf_counter() - started
     final = history[-1]["val_top1"] if history else best["top1"]
     result = TrainResult(out, out / BEST, best["epoch"], best["top1"], final, epochs, elapsed, images_per_second,
                          params, run.spec, start_epoch, history, rank_hashes,
-                         run.governor.record() if run.governor else {})
+                         run.governor.record() if run.governor else {}, data_loader or {},
+                         {k: v for k, v in run.pretrained.items() if k != "note"} if run.pretrained else None)
     if ctx.main:
         write_json_atomic(out / SUMMARY, result.to_dict())
     return result

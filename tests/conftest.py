@@ -8,7 +8,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # tools/ holds helpers the tests share with the scripts (tools.imagenet_samples)
     sys.path.insert(0, str(REPO))
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.stem.endswith("_finetune"))
+# Recipes whose weights and data paths the user replaces: tests/test_finetune.py runs them with --weights/--data.
+FINETUNE_RECIPES = sorted((REPO / "recipes").glob("*_finetune.yaml"))
 
 
 def run_edgekit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import py_compile
 import shutil
 import sys
 from collections.abc import Callable
@@ -30,6 +31,24 @@ data:
   source: digits
 train:
   epochs: 1
+"""
+
+
+USER_MODELS = """\
+import torch
+from torch import nn
+
+
+def build_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def not_a_module():
+    return {"conv": 3}
+
+
+def raises():
+    raise ValueError("needs a config file")
 """
 
 
@@ -81,6 +100,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path, 
     tflite = (root / "art" / "model.tflite").read_bytes()
 
     _write(root, "recipe.yaml", RECIPE)
+    _write(root, "user_models.py", USER_MODELS)  # issue 32: the user's own model, as MODULE:CALLABLE
+    _write(root, "user_broken.py", "raise RuntimeError('no GPU here')\n")
+    for module in ("user_models.py", "user_broken.py"):  # compiled now: importing them writes no __pycache__
+        py_compile.compile(str(root / module), doraise=True)
+    _write(root, "junk.pt2", b"PK\x03\x04 not a program")
     _write(root, "empty.yaml", "")
     _write(root, "broken.yaml", "name: x\nmodel: [1, 2\n")
     _write(root, "list.yaml", "- 1\n- 2\n")
@@ -152,7 +176,24 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path, 
     artifact("art-binary-manifest", lambda a: (a / "manifest.json").write_bytes(b"\xff\xfe{\x00\x01"))
     artifact("art-deep-manifest", lambda a: (a / "manifest.json").write_text("[" * 100000 + "]" * 100000))
     _write(root, "report-dir/notes.txt", "the user's own notes\n")
+    # Issue 32: image folders without classes or readable images, calibration folders without images.
+    _write(root, "flat/train/photo.png", _png_bytes())
+    _write(root, "unreadable/train/cat/1.jpg", b"\xff\xd8 not a jpeg")
+    _write(root, "unreadable/train/cat/2.png", b"")
+    _write(root, "no-images/notes.txt", "no photos here\n")
+    _write(root, "crop-ratio.yaml", RECIPE.replace("source: digits", "source: digits\n  crop_ratio: 1.5"))
+    _write(root, "freeze.yaml", RECIPE + "  freeze_epochs: -1\n")
     return root
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # (id, argv). Paths are relative to the case's working directory, a copy of `inputs`.
@@ -224,8 +265,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("export-checkpoint-and-width", ["export", "good.pt", "--width", "1.0", "--out", "out"]),
     ("export-over-existing", ["export", "good.pt", "--out", "art"]),
     ("export-zero-calibration", ["export", "good.pt", "--int8", "--calib-size", "0", "--out", "out"]),
-    ("export-other-calibration-data", ["export", "good.pt", "--int8", "--calib", "fashion-mnist",
-                                       "--out", "out"]),
+    ("export-calibration-folder-missing", ["export", "good.pt", "--int8", "--calib", "nowhere/photos",
+                                           "--out", "out"]),
     ("inspect-missing", ["inspect", "nowhere.onnx"]),
     ("inspect-truncated-onnx", ["inspect", "truncated.onnx"]),
     ("inspect-empty-onnx", ["inspect", "empty.onnx"]),
@@ -347,6 +388,35 @@ CASES: list[tuple[str, list[str]]] = [
     ("check-markdown-under-a-file", ["check", "art", "--markdown", "good.pt/summary.md"]),
     ("check-baseline-under-a-file", ["check", "art", "--baseline", "good.pt/b.json", "--update-baseline"]),
     ("report-out-holds-other-files", ["report", "art", "--out", "report-dir"]),
+    # Issue 32: image folders, pretrained weights for fine-tuning, calibration folders.
+    ("train-imagefolder-no-classes", ["train", "recipe.yaml", "--data", "imagefolder:flat", "--out", "runs/x"]),
+    ("train-imagefolder-all-unreadable", ["train", "recipe.yaml", "--data", "imagefolder:unreadable",
+                                          "--out", "runs/x"]),
+    ("train-weights-do-not-fit", ["train", "recipe.yaml", "--weights", "good.pt", "--out", "runs/x"]),
+    ("train-weights-missing", ["train", "recipe.yaml", "--weights", "nowhere.pt", "--out", "runs/x"]),
+    ("train-weights-not-a-state-dict", ["train", "recipe.yaml", "--weights", "list.pt", "--out", "runs/x"]),
+    ("train-crop-ratio-out-of-range", ["train", "crop-ratio.yaml", "--out", "runs/x"]),
+    ("train-negative-freeze-epochs", ["train", "freeze.yaml", "--out", "runs/x"]),
+    ("export-calibration-folder-without-images", ["export", "good.pt", "--int8", "--calib", "no-images",
+                                                  "--out", "out"]),
+    # Issue 32: the user's own model (MODULE:CALLABLE, a .pt2 program), each way it can be wrong.
+    *[(f"export-user-{tag}", ["export", *argv, "--out", "out"]) for tag, argv in (
+        ("module-not-found", ["no_such_pkg.models:build_net", "--input-shape", "1,3,32,32"]),
+        ("module-import-raises", ["user_broken:build_net", "--input-shape", "1,3,32,32"]),
+        ("callable-missing", ["user_models:build_resnet", "--input-shape", "1,3,32,32"]),
+        ("callable-not-a-module", ["user_models:not_a_module", "--input-shape", "1,3,32,32"]),
+        ("callable-raises", ["user_models:raises", "--input-shape", "1,3,32,32"]),
+        ("no-input-shape", ["user_models:build_net"]),
+        ("input-shape-malformed", ["user_models:build_net", "--input-shape", "1,3,x,32"]),
+        ("input-shape-batch", ["user_models:build_net", "--input-shape", "8,3,32,32"]),
+        ("input-shape-mismatch", ["user_models:build_net", "--input-shape", "1,1,32,32"]),
+        ("weights-do-not-fit", ["user_models:build_net", "--input-shape", "1,3,32,32", "--weights", "good.pt"]),
+        ("weights-missing", ["user_models:build_net", "--input-shape", "1,3,32,32", "--weights", "nowhere.pt"]),
+        ("width", ["user_models:build_net", "--input-shape", "1,3,32,32", "--width", "0.5"]),
+        ("not-a-program", ["junk.pt2"]),
+        ("program-missing", ["nowhere.pt2"]),
+        ("zoo-model-with-input-shape", ["mobilenet_v2", "--input-shape", "1,3,32,32"]),
+    )],
 ]
 
 

@@ -12,10 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
 
 # Low to high. A module may import modules of its own layer or below; the first prefix that matches decides.
 LAYERS: list[tuple[str, ...]] = [
-    ("edgekit.core", "edgekit.__init__", "edgekit.builtin"),
+    ("edgekit.core", "edgekit.builtin"),
     ("edgekit.models",),
-    ("edgekit.data", "edgekit.recipe"),
-    ("edgekit.artifact", "edgekit.checkpoint"),
+    ("edgekit.data", "edgekit.imagefolder", "edgekit.recipe"),
+    ("edgekit.artifact", "edgekit.checkpoint", "edgekit.user_model"),
     ("edgekit.runtime", "edgekit.evaluate", "edgekit.inspect"),
     ("edgekit.train",),
     ("edgekit.quantize",),
@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgekit.check", "edgekit.report"),
     ("edgekit.predictor",),
     ("edgekit.pipeline",),
-    ("edgekit.cli",),
+    ("edgekit.cli", "edgekit.api", "edgekit.__init__"),
     ("edgekit.__main__",),
 ]
 

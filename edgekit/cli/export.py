@@ -34,13 +34,18 @@ class CalibMethod(str, Enum):
 @user_errors
 def export(
     target: Annotated[str, typer.Argument(
-        metavar="MODEL|CHECKPOINT",
-        help="A model name (see `edgekit models`) or an edgekit checkpoint such as runs/NAME/best.pt.")],
+        metavar="MODEL|CHECKPOINT|MODULE:CALLABLE|PROGRAM.pt2",
+        help="A model name (see `edgekit models`), an edgekit checkpoint such as runs/NAME/best.pt, your own model "
+             "as MODULE:CALLABLE (a function or class returning a torch.nn.Module, imported with the current "
+             "directory on the path, as `python -m` does), or a program saved with torch.export.save (.pt2).")],
+    input_shape: Annotated[str | None, typer.Option(
+        "--input-shape", help="Your own model's input, N,C,H,W with N = 1, e.g. 1,3,224,224 (a .pt2 records "
+        "its own).")] = None,
     width: Annotated[float | None, typer.Option(help="Width multiplier (default 1.0).")] = None,
     resolution: Annotated[int | None, typer.Option(help="Input height and width in pixels.")] = None,
     res_mult: Annotated[float | None, typer.Option("--res-mult", help="Resolution multiplier rho.")] = None,
-    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
-    in_channels: Annotated[int, typer.Option(help="Input channels (1 for grayscale).")] = 3,
+    num_classes: Annotated[int | None, typer.Option(help="Classifier outputs (default 1000).")] = None,
+    in_channels: Annotated[int | None, typer.Option(help="Input channels (1 for grayscale; default 3).")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Family option KEY=VALUE.")] = None,
     weights: Annotated[
         Path | None, typer.Option(help="An edgekit checkpoint or a torchvision state_dict (loaded strictly).")
@@ -89,40 +94,27 @@ def export(
     artifact directory.
 
     With an edgekit checkpoint, parity runs on real validation images, the preprocessing is recorded and
-    --int8 calibrates on the checkpoint's training data.
+    --int8 calibrates on the checkpoint's training data. Your own model: `edgekit export my_pkg.models:build_net
+    --input-shape 1,3,224,224 [--weights w.pt] --int8 --calib imagefolder:DIR`.
     """
-    from edgekit.checkpoint import evaluation_data, resolve_source
-    from edgekit.export import export_model
-    from edgekit.export.calibration import calibration_data
+    from edgekit.checkpoint import resolve_source
+    from edgekit.export.pipeline import export_source
     from edgekit.quantize.options import int8_options_from_flags
 
-    spec, weights, trained = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,
-                                            parse_options(option or []) or None, weights)
+    source = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,
+                            parse_options(option or []) or None, weights, input_shape)
+    spec = source.spec
     formats = list(parse_list(format, "--format", str.lower, "onnx,tflite") or ())
     int8_options = int8_options_from_flags(
-        int8, spec=spec, trained=trained, calib=calib, eval_data=eval_data, calib_size=calib_size,
+        int8, spec=spec, trained=source.trained, calib=calib, eval_data=eval_data, calib_size=calib_size,
         method=calib_method.value, per_tensor=per_tensor, equalize=equalize, int8_io=int8_io, qat_epochs=qat_epochs,
         qat_lr=qat_lr, max_drop=max_drop)
-    if weights is None:
-        warn("no --weights: exporting random weights, for plumbing only.")
-    with err_console.status("loading evaluation data"):
-        data, preprocess = evaluation_data(eval_data, trained, spec)
-    calibration = None
-    if int8_options is not None:
-        if calib is None and trained is None:
-            warn("--int8 without a checkpoint or --calib: calibrating on random noise, for plumbing only.")
-        with err_console.status("loading calibration data"):
-            calibration, preprocess = calibration_data(calib, trained, spec, preprocess)
     with err_console.status("exporting") as status:
-        result = export_model(
-            spec, weights=weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
-            on_stage=lambda stage: status.update(f"{stage} ..."), preprocess=preprocess, data=data,
-            evaluate_accuracy=eval_data is not None, int8=int8_options, calibration_data=calibration,
-        )
+        result = export_source(
+            source, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
+            eval_data=eval_data, int8=int8_options, calib=calib, on_stage=lambda stage: status.update(f"{stage} ..."),
+            on_status=status.update, on_warning=warn)
     manifest = result.manifest
-    for fmt, report in manifest["ops"].items():
-        for warning in report["warnings"]:
-            warn(f"{fmt} graph: {warning}")
     if as_json:
         print_json({"directory": str(result.directory), **manifest})
         return
@@ -154,8 +146,6 @@ def export(
 
 def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
     section = manifest["int8"]
-    for warning in section["warnings"]:
-        warn(f"int8: {warning}")
     calibration = section["calibration"]
     qat = section.get("qat")
     tuned = f", then {qat['epochs']} quantization-aware epoch(s) in {qat['seconds']:.0f} s" if qat else ""

@@ -20,7 +20,6 @@ from edgekit.cli.common import (
     print_json,
     user_errors,
 )
-from edgekit.core.errors import EdgekitError
 from edgekit.recipe import load_recipe, with_overrides
 
 TRAIN_THREADS_HELP = ("Torch threads (default: the cores other processes leave free, re-checked every few seconds, "
@@ -36,6 +35,9 @@ def train(
         int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")] = None,
     data: Annotated[
         str | None, typer.Option(help="Override data.source: fashion-mnist, digits, imagefolder:PATH.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="Start from these weights (a torchvision-style state_dict or an edgekit checkpoint); overrides "
+             "model.weights. A classifier for another class count is re-initialised.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help=TRAIN_THREADS_HELP)] = None,
@@ -49,14 +51,14 @@ def train(
     from edgekit.core.ui import Reporter
     from edgekit.train import train as train_recipe
 
-    recipe = with_overrides(load_recipe(recipe_path), epochs, batch_size, limit_batches, data)
+    recipe = with_overrides(load_recipe(recipe_path), epochs, batch_size, limit_batches, data, weights)
     out = out or Path("runs") / recipe.name
     try:
         result = train_recipe(recipe, out, resume=resume, reporter=Reporter(enabled=True, console=err_console),
                               threads=threads)
     except KeyboardInterrupt:
         given = {"--epochs": epochs, "--batch-size": batch_size, "--limit-batches": limit_batches, "--data": data,
-                 "--threads": threads}
+                 "--weights": weights, "--threads": threads}
         again = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in given.items() if value is not None)
         interrupted(out, f"edgekit train {shlex.quote(str(recipe_path))}{again} --resume --out "
                          f"{shlex.quote(str(out))}")
@@ -68,7 +70,10 @@ def train(
     rows = [
         ("model", f"{result.spec.name} width {result.spec.width:g}, {result.spec.resolution}px, "
                   f"{result.spec.in_channels} channel(s), {result.params:,} params"),
-        ("data", recipe.data.source),
+        ("data", recipe.data.source + "".join(
+            f", {split} {how}" for split, how in result.data_loader.items()) if result.data_loader else ""),
+        *([("weights", f"{result.weights['path']} (classifier {result.weights['classifier']})")]
+          if result.weights else []),
         ("epochs", f"{result.epochs}" + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")),
         ("best val top-1", f"{result.best_top1:.2%} (epoch {result.best_epoch})"),
         ("final val top-1", f"{result.final_top1:.2%}"),
@@ -93,28 +98,18 @@ def eval_cmd(
 
     All three formats see exactly the preprocessing recorded with the model.
     """
-    from edgekit.data import DataSource, load_split, require_same_classes
-    from edgekit.evaluate import evaluate
-    from edgekit.runtime.open import open_model
+    from edgekit.evaluate import evaluate_file
 
-    opened = open_model(target, threads=threads)
-    label = data or opened.data
-    if label is None:
-        raise EdgekitError(f"{target} records no dataset: pass --data.")
-    source = DataSource.parse(label)
-    spec = opened.spec
-    with err_console.status(f"loading {source.label}"):
-        dataset = load_split(source, "val", spec.resolution, spec.in_channels)
-    require_same_classes(target, opened.classes or None, dataset, "evaluate on the data the model was trained for")
-    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=err_console,
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=as_json) as progress:
-        task = progress.add_task("eval", total=len(dataset))
-        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size,
-                          progress=lambda n: progress.advance(task, n))
+        task = progress.add_task("evaluating", total=None)
+        result, runner, label, split = evaluate_file(
+            target, data, batch_size, threads, progress=lambda n: progress.advance(task, n),
+            on_loading=lambda what: progress.update(task, description=f"loading {what}, then evaluating"))
     if as_json:
-        print_json({"model": str(target), "runtime": opened.runner.name, "data": source.label, **result.to_dict()})
+        print_json({"model": str(target), "runtime": runner, "data": label, **result.to_dict()})
         return
-    console.print(f"[bold]{target}[/] ({opened.runner.name}) on {dataset.name}: {result.count:,} images  "
+    console.print(f"[bold]{target}[/] ({runner}) on {split}: {result.count:,} images  "
                   f"top-1 [bold]{result.top1:.2%}[/]  top-5 {result.top5:.2%}", highlight=False)
     table = Table(title="per class (rows: true class, columns: predicted)")
     table.add_column("class")

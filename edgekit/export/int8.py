@@ -27,7 +27,7 @@ from edgekit.export.verify import (
 )
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec
-from edgekit.quantize.fallback import quantize_within_budget
+from edgekit.quantize.fallback import quantize_within_budget, unquantized_ops
 from edgekit.quantize.options import Int8Options, require_data
 from edgekit.quantize.ptq import QuantizedModel, quantize_ptq
 from edgekit.quantize.qat import quantize_qat
@@ -119,7 +119,11 @@ def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, Any]]:
         assert job.data is not None and job.preprocess is not None and job.fp32_top1 is not None
         accuracy, warnings = int8_accuracy(runners, job.data, job.preprocess, job.fp32_top1, job.stage)
     warnings += graph_warnings(graph, float_asked=bool(quantized.fallback and quantized.fallback.float_layers))
+    islands = unquantized_ops(quantized.model)
+    warnings += [f"{i['op']} ({', '.join(i['modules'][:3])}) is not quantized: {i['why']}; a ReLU, ReLU6 or "
+                 "hardswish keeps the graph integer" for i in islands]
     section = _section(job, quantized, paths, graph, parity, accuracy, warnings)
+    section["unquantized_ops"] = islands
     return section, {f"{fmt}_int8": file_record(path) for fmt, path in paths.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import time
 from collections.abc import Callable, Sequence
@@ -11,15 +12,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record
-from edgekit.checkpoint import load_weights
+from edgekit.checkpoint import Source, evaluation_data, load_weights
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import staged_directory, write_json_atomic
 from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
 from edgekit.evaluate import evaluate
-from edgekit.export.calibration import calibration_set
+from edgekit.export.calibration import CalibrationSet, calibration_data, calibration_from_samples, calibration_set
 from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite
 from edgekit.export.int8 import Int8Job, build_int8
 from edgekit.inspect import inspect_file
@@ -29,6 +31,7 @@ from edgekit.quantize.options import Int8Options
 from edgekit.runtime import formats
 from edgekit.runtime.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, TorchRunner
+from edgekit.user_model import check_capturable
 
 FORMATS = tuple(formats.FORMATS)  # ("onnx", "tflite")
 PARITY_SAMPLES = 16
@@ -94,8 +97,14 @@ def export_model(
     extra: dict[str, Any] | None = None,
     int8: Int8Options | None = None,
     calibration_data: ImageSet | None = None,
+    model: nn.Module | None = None,
+    calibration: CalibrationSet | None = None,
 ) -> ExportResult:
     """Export `spec` (FP32) to the given formats; fail, leaving nothing behind, if parity does not hold.
+
+    `model` is the user's own module (a custom spec, edgekit.user_model.describe); zoo models are built from
+    `spec`. `calibration` gives the INT8 calibration images directly (a Dataset or arrays the caller turned into a
+    CalibrationSet) instead of drawing them from `calibration_data`.
 
     With `preprocess` and `data` (real images), parity runs on the first images of `data` and the
     preprocessing is recorded in the manifest; `evaluate_accuracy` adds top-1 of every format on all of `data`.
@@ -107,7 +116,7 @@ def export_model(
         raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
     directory = out if out is not None else Path("out") / artifact_name(spec)
     job = _Fp32Job(spec, formats, nhwc, dynamic_batch, on_stage)
-    model, source, complexity = _build(job, weights)
+    model, source, complexity = _build(job, weights, model)
     if data is not None and preprocess is not None:
         _check_data(spec, preprocess, data)
     else:
@@ -126,7 +135,8 @@ def export_model(
                                          (data, preprocess, accuracy) if accuracy is not None else None)
         int8_section = None
         if int8 is not None:
-            calibration = calibration_set(spec, int8.calib_size, calibration_data, preprocess)
+            if calibration is None:
+                calibration = calibration_set(spec, int8.calib_size, calibration_data, preprocess)
             int8_section, int8_files = build_int8(Int8Job(
                 model, spec, int8, calibration, staging, formats=formats, nhwc=nhwc, parity_inputs=inputs,
                 fp32_reference=reference, data=data if evaluate_accuracy else None, preprocess=preprocess,
@@ -159,6 +169,60 @@ def export_model(
     return ExportResult(directory=directory, manifest=manifest, timings=job.timings)
 
 
+def export_source(
+    source: Source,
+    *,
+    formats: Sequence[str] = FORMATS,
+    nhwc: bool = False,
+    out: Path | None = None,
+    force: bool = False,
+    dynamic_batch: bool = False,
+    eval_data: str | None = None,
+    int8: Int8Options | None = None,
+    calib: Any = None,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    on_status: Callable[[str], None] = lambda status: None,
+    on_warning: Callable[[str], None] = lambda text: None,
+) -> ExportResult:
+    """`edgekit export` and `edgekit.export()`: load the evaluation and calibration data a resolved source needs,
+    export, and report every warning (random weights, noise calibration, unexpected ops, float left in the INT8
+    graph) through `on_warning`.
+
+    `calib` is a data source label (its training split), or, from Python, a Dataset, DataLoader or iterable of
+    preprocessed arrays; None calibrates on the checkpoint's own data, else on noise.
+    """
+    spec, trained = source.spec, source.trained
+    if source.weights is None and source.model is None:
+        on_warning("no --weights: exporting random weights, for plumbing only.")
+    if spec.custom and spec.input_shape[1] != spec.input_shape[2] and any(
+            isinstance(d, str) for d in (eval_data, calib)):
+        raise EdgekitError(f"{spec.name} takes {spec.input_shape[1]}x{spec.input_shape[2]} images, and edgekit's "
+                           "data sources give square ones: calibrate from Python with preprocessed arrays instead.")
+    on_status("loading evaluation data")
+    data, preprocess = evaluation_data(eval_data, trained, spec)
+    calibration_images, calibration_set_ = None, None
+    if int8 is not None:
+        if calib is None and trained is None:
+            on_warning("--int8 without a checkpoint or --calib: calibrating on random noise, for plumbing only.")
+        on_status("loading calibration data")
+        if calib is None or isinstance(calib, str):
+            calibration_images, preprocess = calibration_data(calib, trained, spec, preprocess)
+        else:
+            calibration_set_ = calibration_from_samples(calib, int8.calib_size, spec.input_shape)
+    on_status("exporting")
+    result = export_model(
+        spec, weights=source.weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
+        on_stage=on_stage, preprocess=preprocess, data=data, evaluate_accuracy=eval_data is not None, int8=int8,
+        calibration_data=calibration_images, model=source.model, calibration=calibration_set_,
+    )
+    for fmt, report in result.manifest["ops"].items():
+        for warning in report["warnings"]:
+            on_warning(f"{fmt} graph: {warning}")
+    for warning in (result.manifest.get("int8") or {}).get("warnings", []):
+        on_warning(f"int8: {warning}")
+    return result
+
+
 @dataclass
 class _Fp32Job:
     """What every FP32 step shares: the model asked for, the files' settings, and the stage timings."""
@@ -177,16 +241,24 @@ class _Fp32Job:
         return lambda: self.timings.__setitem__(name, round(time.perf_counter() - start, 3))
 
 
-def _build(job: _Fp32Job, weights: Path | None) -> tuple[torch.nn.Module, dict[str, Any], Any]:
-    """The eval-mode model with `weights` loaded, where its weights came from, and its params and MACs."""
+def _build(job: _Fp32Job, weights: Path | None, given: nn.Module | None
+           ) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+    """The eval-mode model with `weights` loaded (the user's own `given` module, or the zoo model of the spec),
+    where its weights came from, and its params and MACs."""
     done = job.stage("build")
-    model = build(job.spec).eval()
+    if job.spec.custom != (given is not None):
+        raise ValueError("a custom spec comes with its module, a zoo spec without one")
+    model = build(job.spec).eval() if given is None else copy.deepcopy(given).eval()
     source: dict[str, Any] = {"weights": None, "sha256": None, "pretrained": False}
+    if job.spec.custom:
+        source["model"] = job.spec.options["source"]
+        check_capturable(model, job.spec.input_shape, job.spec.name)
     if weights is not None:
-        load_weights(model, weights)
+        if given is None:
+            load_weights(model, weights)  # the user's own module had them loaded when it was described
         source = {"weights": str(weights), **{k: v for k, v in file_record(weights).items() if k == "sha256"},
                   "pretrained": True}
-    complexity = profile_model(model)
+    complexity = profile_model(model, job.spec.input_shape)
     done()
     return model, source, complexity
 

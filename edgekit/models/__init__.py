@@ -4,10 +4,12 @@ import importlib
 
 from edgekit.models._layers import batchnorm_statistics_from_noise, make_divisible
 from edgekit.models._registry import (
+    CUSTOM_FAMILY,
     ModelEntry,
     ModelSpec,
     build,
     create,
+    custom_spec,
     get_entry,
     list_models,
     resolve_spec,
@@ -22,6 +24,6 @@ for _module in FAMILY_MODULES:
     importlib.import_module(f"edgekit.models.{_module}")
 
 __all__ = [
-    "ModelEntry", "ModelSpec", "batchnorm_statistics_from_noise", "build", "create", "get_entry", "list_models",
-    "make_divisible", "resolve_spec", "spec_from_record",
+    "CUSTOM_FAMILY", "ModelEntry", "ModelSpec", "batchnorm_statistics_from_noise", "build", "create", "custom_spec",
+    "get_entry", "list_models", "make_divisible", "resolve_spec", "spec_from_record",
 ]

@@ -18,6 +18,7 @@ MAX_RESOLUTION = 2048  # beyond it one activation of a large model outgrows any 
 MAX_CLASSES = 100_000
 MAX_IN_CHANNELS = 64
 MAX_WIDTH = 4.0
+CUSTOM_FAMILY = "custom"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,15 @@ class ModelSpec:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        if self.family == CUSTOM_FAMILY:  # a user's model may take a non-square input
+            channels, height, width = self.options["input_shape"]
+            return (int(channels), int(height), int(width))
         return (self.in_channels, self.resolution, self.resolution)
+
+    @property
+    def custom(self) -> bool:
+        """A user's own module (not in the zoo): described by its input shape and source, never rebuilt."""
+        return self.family == CUSTOM_FAMILY
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +119,10 @@ def spec_from_record(record: Any, origin: str, fix: str) -> ModelSpec:
             or not isinstance(record.get("options", {}), dict) or not isinstance(record["name"], str):
         raise EdgekitError(f"{origin} holds no complete model spec: {fix}.")
     try:
+        if record.get("family") == CUSTOM_FAMILY:
+            options = record.get("options", {})
+            return custom_spec(record["name"], options.get("input_shape"), record["num_classes"],
+                               str(options.get("source", "")))
         return resolve_spec(record["name"], width=record["width"], resolution=record["resolution"],
                             num_classes=record["num_classes"], in_channels=record["in_channels"],
                             **record.get("options", {}))
@@ -201,8 +214,28 @@ def resolve_spec(
     )
 
 
+def custom_spec(name: str, input_shape: Any, num_classes: Any, source: str) -> ModelSpec:
+    """The record of a user's own module: its (C, H, W) input, class count and where it came from
+    (`pkg.module:callable`, a .pt2 file or "python object"). Validated like a zoo spec."""
+    shape = list(input_shape) if isinstance(input_shape, list | tuple) else []
+    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape) \
+            or not 1 <= shape[0] <= MAX_IN_CHANNELS or not all(1 <= v <= MAX_RESOLUTION for v in shape[1:]):
+        raise EdgekitError(f"input shape {input_shape!r} is not usable: give channels from 1 to {MAX_IN_CHANNELS} "
+                           f"and a height and width from 1 to {MAX_RESOLUTION}, e.g. 3,224,224.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise EdgekitError(f"number of classes {num_classes!r} is out of range: give an integer from 1 to "
+                           f"{MAX_CLASSES:,}.")
+    if not isinstance(name, str) or not name.strip() or "/" in name or name in (".", ".."):
+        raise EdgekitError(f"model name {name!r} is not usable: give a plain name such as my_net.")
+    return ModelSpec(name=name, family=CUSTOM_FAMILY, width=1.0, resolution=shape[1], num_classes=num_classes,
+                     in_channels=shape[0], options={"source": source, "input_shape": shape})
+
+
 def build(spec: ModelSpec) -> nn.Module:
     """Build the module a spec describes; the spec is attached as `model.spec`."""
+    if spec.custom:
+        raise EdgekitError(f"{spec.name} is your own model ({spec.options.get('source') or 'a Python object'}): "
+                           "edgekit cannot rebuild it from its record; use the exported files, or export it again.")
     entry = get_entry(spec.name)
     try:
         model = entry.builder(

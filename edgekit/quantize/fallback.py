@@ -20,7 +20,17 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from edgekit.core.errors import EdgekitError
-from edgekit.quantize.annotator import WEIGHTED, QuantSettings, fused_activation
+from edgekit.quantize.annotator import (
+    BINARY,
+    FUSABLE_ACTIVATIONS,
+    MULTI_OUTPUT,
+    OWN_RANGE,
+    SHARED,
+    UNIT_RANGE,
+    WEIGHTED,
+    QuantSettings,
+    fused_activation,
+)
 from edgekit.quantize.ptq import QuantizedModel, capture, convert, prepare_captured, quantize_ptq
 
 MAX_FLOAT_LAYERS = 8  # beyond this, float fallback stops being INT8 deployment: fine-tune instead
@@ -85,6 +95,26 @@ def runtime_float_layers(quantized: QuantizedModel) -> set[str]:
         if not (quantized_in and quantized_out):
             floating.add(node.name)
     return floating
+
+
+QUANTIZED_OPS = WEIGHTED | FUSABLE_ACTIVATIONS | BINARY | OWN_RANGE | UNIT_RANGE | SHARED | MULTI_OUTPUT | {
+    torch.ops.aten.cat.default}
+
+
+def unquantized_ops(quantized: QuantizedModel) -> list[dict[str, Any]]:
+    """The ops of a user's graph that edgekit's quantizer has no INT8 rule for (the annotator leaves them alone):
+    they are fed dequantized values, so each is a float island unless a runtime has an int8 kernel for it."""
+    found: dict[str, list[str]] = {}
+    for node in quantized.graph.graph.nodes:
+        if node.op != "call_function" or node.target in QUANTIZED_OPS or not hasattr(node.target, "_schema") \
+                or "quantize" in str(node.target) or not isinstance(node.meta.get("val"), torch.Tensor):
+            continue  # shape arithmetic (sym_size) computes no tensor
+        stack = node.meta.get("nn_module_stack") or {}
+        op = str(node.target).removesuffix(".default")
+        found.setdefault(op, []).append(list(stack.values())[-1][0] if stack else node.name)
+    return [{"op": op, "modules": modules,
+             "why": "edgekit's INT8 quantizer has no rule for it: it runs in float between DEQUANTIZE and QUANTIZE "
+                    "wherever the runtime lacks an int8 kernel for it"} for op, modules in found.items()]
 
 
 def quantize_within_budget(

@@ -1,0 +1,247 @@
+"""edgekit's public Python API: `import edgekit; edgekit.export(model, input_shape=(1, 3, 224, 224), int8=True,
+calibration=...)`. Each function is a thin call into the library function the matching CLI command calls, so
+both give the same checks, files and manifest. Bad input raises edgekit.EdgekitError with one clear line;
+what the CLI prints as a warning is issued as an edgekit.EdgekitWarning.
+
+Data, wherever a function takes it (`calibration=`, `data=`), is an edgekit data source (`"fashion-mnist"`,
+`"digits"`, `"imagefolder:DIR"`), a torch Dataset or DataLoader, or any iterable of already preprocessed float
+NCHW inputs: for calibration an item is an image or a batch (a label beside it is ignored); for evaluation an item
+is an (inputs, labels) pair.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from edgekit.artifact import Artifact, read_manifest, verify_files
+from edgekit.bench.host import BenchOptions, DeviceRun
+from edgekit.check.gate import ArtifactCheck, CheckOptions
+from edgekit.core.errors import EdgekitError
+from edgekit.evaluate import Evaluation, evaluate_batches, evaluate_file
+from edgekit.export import FORMATS
+from edgekit.models.complexity import ModelProfile
+from edgekit.quantize.options import DEFAULT_CALIBRATION_SIZE
+from edgekit.train import TrainResult
+
+__all__ = [
+    "Artifact", "EdgekitError", "EdgekitWarning", "bench", "check", "create_model", "evaluate", "export", "profile",
+    "quantize", "train",
+]
+
+Data = str | torch.utils.data.Dataset | torch.utils.data.DataLoader | Iterable[Any]
+ArtifactLike = Artifact | str | Path
+
+
+class EdgekitWarning(UserWarning):
+    """What the CLI prints as `warning:` (random weights, noise calibration, float ops left in an INT8 graph)."""
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, EdgekitWarning, stacklevel=4)
+
+
+def export(
+    model: nn.Module | str | Path,
+    *,
+    input_shape: Sequence[int] | str | None = None,
+    formats: Sequence[str] = FORMATS,
+    int8: bool = False,
+    calibration: Data | None = None,
+    calib_size: int = DEFAULT_CALIBRATION_SIZE,
+    calib_method: str = "minmax",
+    out: str | Path | None = None,
+    weights: str | Path | None = None,
+    width: float | None = None,
+    resolution: int | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    name: str | None = None,
+    nhwc: bool = False,
+    dynamic_batch: bool = False,
+    int8_io: bool = False,
+    evaluate_on: str | None = None,
+    force: bool = False,
+) -> Artifact:
+    """Export to ONNX and TFLite with parity checks (and full-integer INT8 files with `int8=True`); returns the
+    artifact (its directory, files and manifest). Same as `edgekit export`.
+
+    `model` is your own torch.nn.Module (give `input_shape`, e.g. (1, 3, 224, 224); the class count is read from
+    one forward pass), a zoo name (with `width`, `resolution`, `num_classes`), an edgekit checkpoint (.pt), a
+    `"pkg.module:callable"` or a torch.export program saved as .pt2. `calibration` is the INT8 calibration data
+    (see the module's docstring); `evaluate_on` a data source whose validation split every file's top-1 is
+    measured on. `out` defaults to out/NAME-wW-rR.
+    """
+    from edgekit.checkpoint import resolve_source
+    from edgekit.export.pipeline import export_source
+    from edgekit.quantize.options import int8_options_from_flags
+
+    if not int8 and calibration is not None:
+        raise EdgekitError("calibration= applies to INT8 export: add int8=True (or call edgekit.quantize).")
+    source = resolve_source(model if isinstance(model, nn.Module) else str(model), width, resolution, None,
+                            num_classes, in_channels, None, _path(weights), input_shape, name)
+    int8_options = int8_options_from_flags(
+        int8, spec=source.spec, trained=source.trained, calib=calibration if isinstance(calibration, str) else None,
+        eval_data=evaluate_on, calib_size=calib_size, method=calib_method, int8_io=int8_io)
+    result = export_source(source, formats=list(formats), nhwc=nhwc, out=_path(out), force=force,
+                           dynamic_batch=dynamic_batch, eval_data=evaluate_on, int8=int8_options, calib=calibration,
+                           on_warning=_warn)
+    return Artifact(result.directory, result.manifest)
+
+
+def quantize(model: nn.Module | str | Path, calibration: Data | None = None, **options: Any) -> Artifact:
+    """INT8 export: `export(model, int8=True, calibration=calibration, ...)`; the artifact holds the FP32 and
+    full-integer INT8 files, checked against each other."""
+    return export(model, int8=True, calibration=calibration, **options)
+
+
+def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | None = None,
+             batch_size: int = 256, threads: int = 1) -> Evaluation:
+    """Top-1, top-5, per-class accuracy and confusion matrix of one file of an artifact (`format`: onnx, tflite,
+    onnx_int8, tflite_int8; default the INT8 TFLite, else the first there is) or of a model file, as `edgekit eval`.
+
+    `data` None uses the data recorded with the model; a data source string is evaluated with the recorded
+    preprocessing; a Dataset, DataLoader or iterable yields (inputs, labels) already preprocessed."""
+    path = _model_file(artifact, format)
+    if data is None or isinstance(data, str):
+        return evaluate_file(path, data, batch_size, threads)[0]
+    from edgekit.runtime.open import layout_of
+    from edgekit.runtime.runners import file_runner
+
+    manifest = read_manifest(path.parent)
+    verify_files(path.parent, manifest, only=path)
+    runner = file_runner(path, threads=threads, layout=layout_of(path, manifest) or "nchw")
+    spec = manifest["spec"]
+    shape = tuple(spec["options"]["input_shape"]) if spec.get("family") == "custom" else (
+        spec["in_channels"], spec["resolution"], spec["resolution"])
+    classes = (manifest.get("input") or {}).get("classes")
+    return evaluate_batches(runner, _labelled_batches(data, shape, batch_size), classes, type(data).__name__)
+
+
+def bench(artifact: ArtifactLike, device: str = "local", *, threads: Sequence[int] | None = None,
+          runtime: str = "auto", runs: int | None = None, min_seconds: float | None = None,
+          warmup_runs: int | None = None, warmup_seconds: float | None = None) -> list[DeviceRun]:
+    """Latency of every file of an artifact (or one model file) on a device profile ("local", "rpi4", a .yaml),
+    as `edgekit bench`; the figures are also appended to the manifest. Raises EdgekitError when the device could
+    not be benchmarked."""
+    from edgekit.bench.host import bench as run_bench
+    from edgekit.devices.profiles import load_profile
+
+    given = {"runs": runs, "min_seconds": min_seconds, "warmup_runs": warmup_runs, "warmup_seconds": warmup_seconds}
+    options = BenchOptions(runtime=runtime, threads=tuple(threads) if threads is not None else None,
+                           **{k: v for k, v in given.items() if v is not None})
+    runs_done, failures = run_bench(_target(artifact), [load_profile(device)], options)
+    if failures:
+        raise failures[0][1]
+    return runs_done
+
+
+def check(artifact: ArtifactLike, data: str | None = None, *, samples: int | None = None, max_drop: float = 1.0,
+          relative: bool = False, reference: str = "auto", max_latency_ratio: float | None = None) -> ArtifactCheck:
+    """Gate on INT8 accuracy, as `edgekit check`: the FP32 reference and every INT8 file evaluated on the same
+    data (a data source; default the one recorded). The result (`.passed`, `.cases`, `.top1`) is also recorded
+    in the manifest; it does not raise when a case fails."""
+    from edgekit.check.gate import check as run_check
+
+    options = CheckOptions(data=data, samples=samples, max_drop=max_drop, relative=relative, reference=reference,
+                           max_latency_ratio=max_latency_ratio)
+    return run_check([_target(artifact)], options)[0]
+
+
+def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *, epochs: int | None = None,
+          batch_size: int | None = None, limit_batches: int | None = None, data: str | None = None,
+          resume: bool = False, threads: int | None = None) -> TrainResult:
+    """Train a recipe (a built-in name, a YAML file, or the same content as a dict), as `edgekit train`; writes
+    OUT/best.pt (default runs/RECIPE_NAME) and returns the run's summary."""
+    from edgekit.recipe import load_recipe, parse_recipe, with_overrides
+    from edgekit.train import train as train_recipe
+
+    if isinstance(recipe, dict):
+        loaded = parse_recipe(yaml.safe_dump(recipe, sort_keys=False), "<recipe dict>")
+    else:
+        loaded = load_recipe(recipe)
+    loaded = with_overrides(loaded, epochs=epochs, batch_size=batch_size, limit_batches=limit_batches, data=data)
+    return train_recipe(loaded, Path(out) if out is not None else Path("runs") / loaded.name, resume=resume,
+                        threads=threads)
+
+
+def create_model(name: str, *, width: float = 1.0, resolution: int | None = None, num_classes: int = 1000,
+                 in_channels: int = 3, **options: Any) -> nn.Module:
+    """A zoo model (`edgekit models` lists them), e.g. create_model("mobilenet_v2", width=0.5, num_classes=10);
+    its spec is `model.spec`."""
+    from edgekit.models import create
+
+    return create(name, width=width, resolution=resolution, num_classes=num_classes, in_channels=in_channels,
+                  **options)
+
+
+def profile(model: nn.Module | str, *, input_shape: Sequence[int] | str | None = None, width: float = 1.0,
+            resolution: int | None = None, num_classes: int = 1000, in_channels: int = 3, fuse: bool = True,
+            **options: Any) -> ModelProfile:
+    """Layer-by-layer params, MACs and activation memory, as `edgekit profile`: of your own module (give
+    `input_shape`) or of a zoo model by name."""
+    from edgekit.models.complexity import profile_model, profile_spec
+    from edgekit.user_model import parse_input_shape
+
+    if isinstance(model, nn.Module):
+        shape = parse_input_shape(input_shape) if input_shape is not None else None
+        if shape is None and getattr(model, "spec", None) is None:
+            raise EdgekitError("profile needs input_shape for your own model, e.g. input_shape=(1, 3, 224, 224).")
+        return profile_model(model, shape, fuse=fuse)
+    return profile_spec(model, width=width, resolution=resolution, num_classes=num_classes, in_channels=in_channels,
+                        fuse=fuse, **options)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
+
+
+def _target(artifact: ArtifactLike) -> Path:
+    return artifact.directory if isinstance(artifact, Artifact) else Path(artifact)
+
+
+def _model_file(artifact: ArtifactLike, fmt: str | None) -> Path:
+    """The model file to run: a file given as is, or the artifact's file of format `fmt`."""
+    path = _target(artifact)
+    if path.is_file():
+        if fmt is not None:
+            raise EdgekitError(f"{path} is one model file already: drop format=, or give the artifact directory.")
+        return path
+    return (artifact if isinstance(artifact, Artifact) else Artifact.open(path)).file(fmt)
+
+
+def _labelled_batches(data: Any, input_shape: tuple[int, ...], batch_size: int
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(inputs, labels) batches of at most `batch_size` from a Dataset, DataLoader or iterable of pairs."""
+    from edgekit.export.calibration import _images_of
+
+    what = type(data).__name__
+    items: Iterable[Any] = (data[i] for i in range(len(data))) if isinstance(data, torch.utils.data.Dataset) \
+        and hasattr(data, "__len__") and not isinstance(data, torch.utils.data.IterableDataset) else data
+    inputs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    held = 0
+    for item in items:
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise EdgekitError(f"evaluation data {what} yields {type(item).__name__}, not (inputs, labels) pairs: "
+                               "give labelled data.")
+        images = _images_of(item[0], input_shape, what)
+        label = np.atleast_1d(np.asarray(item[1].cpu() if isinstance(item[1], torch.Tensor) else item[1]))
+        if len(label) != len(images) or not np.issubdtype(label.dtype, np.integer):
+            raise EdgekitError(f"evaluation data {what} yields {len(images)} input(s) with labels {label!r}: give "
+                               "one integer class index per input.")
+        inputs.append(images)
+        labels.append(label.astype(np.int64))
+        held += len(images)
+        if held >= batch_size:
+            yield np.concatenate(inputs), np.concatenate(labels)
+            inputs, labels, held = [], [], 0
+    if held:
+        yield np.concatenate(inputs), np.concatenate(labels)
