@@ -64,7 +64,8 @@ def export(
         "--int8", help="Also write full-integer model_int8.onnx and model_int8.tflite (post-training, or "
         "quantization-aware with --qat-epochs).")] = False,
     calib: Annotated[str | None, typer.Option(
-        help="Calibration data (its training split; default: the checkpoint's own data).")] = None,
+        help="Calibration images: a folder of photos in any layout (no labels needed), imagefolder:DIR (its train/ "
+        "split, any classes), fashion-mnist or digits (default: the checkpoint's own data).")] = None,
     calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, drawn with a fixed seed.")] = 512,
     calib_method: Annotated[CalibMethod, typer.Option(
         help="Activation ranges: minmax, percentile (99.99th) or mse (histogram L2 search).")] = CalibMethod.minmax,
