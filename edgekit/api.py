@@ -103,12 +103,14 @@ def quantize(model: nn.Module | str | Path, calibration: Data | None = None, **o
 
 
 def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | None = None,
-             batch_size: int = 256, threads: int = 1) -> Evaluation:
+             batch_size: int = 256, threads: int | None = None) -> Evaluation:
     """Top-1, top-5, per-class accuracy and confusion matrix of one file of an artifact (`format`: onnx, tflite,
     onnx_int8, tflite_int8; default the INT8 TFLite, else the first there is) or of a model file, as `edgekit eval`.
 
     `data` None uses the data recorded with the model; a data source string is evaluated with the recorded
-    preprocessing; a Dataset, DataLoader or iterable yields (inputs, labels) already preprocessed."""
+    preprocessing; a Dataset, DataLoader or iterable yields (inputs, labels) already preprocessed. `threads`:
+    ONNX Runtime's or TFLite's (default 1); a checkpoint's torch threads default to the cores other processes
+    leave free."""
     path = _model_file(artifact, format)
     if data is None or isinstance(data, str):
         return evaluate_file(path, data, batch_size, threads)[0]
@@ -117,7 +119,7 @@ def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | 
 
     manifest = read_manifest(path.parent)
     verify_files(path.parent, manifest, only=path)
-    runner = file_runner(path, threads=threads, layout=layout_of(path, manifest) or "nchw")
+    runner = file_runner(path, threads=threads or 1, layout=layout_of(path, manifest) or "nchw")
     spec = manifest["spec"]
     shape = tuple(spec["options"]["input_shape"]) if spec.get("family") == "custom" else (
         spec["in_channels"], spec["resolution"], spec["resolution"])

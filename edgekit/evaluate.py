@@ -82,11 +82,12 @@ def evaluate_batches(runner: Runner, batches: Iterable[tuple[np.ndarray, np.ndar
     return Evaluation(confusion, top5, list(classes))
 
 
-def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, threads: int = 1,
+def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, threads: int | None = None,
                   progress: Callable[[int], None] | None = None,
                   on_loading: Callable[[str], None] = lambda label: None) -> tuple[Evaluation, str, str, str]:
     """`edgekit eval` and `edgekit.evaluate()`: a checkpoint, .onnx or .tflite file on the validation split of
-    `data` (default: the data it was trained on), with the preprocessing recorded with it.
+    `data` (default: the data it was trained on), with the preprocessing recorded with it. `threads` as
+    runtime.open.open_model takes them (None: a checkpoint's torch threads follow the free cores; a file's 1).
     Returns the evaluation, the runner's name, the data's label and the split's name."""
     from edgekit.data import DataSource, load_split, require_same_classes
     from edgekit.runtime.open import open_model

@@ -483,3 +483,107 @@ def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
                                    "onnxruntime", cache=tmp_path)
     assert runs == [1, 1, 1] and set(timed.units_ms) == {u.signature for u in units}
     assert all(ms > 0 for ms in timed.units_ms.values())
+
+
+# --- INT8 tables: the full-integer TFLite file a device runs ---------------------------------------------------------
+
+
+def test_an_int8_unit_is_timed_as_the_int8_export_makes_it(tmp_path):
+    """Each block becomes a full-integer TFLite file with ReLU6 fused and int8 tensors in and out, as it runs inside
+    the INT8 model; a whole model keeps float input and output, as the deployed file does."""
+    from edgekit.export.int8_files import tflite_int8_report
+    from edgekit.predictor.measure import export_all
+
+    spec = resolve_spec("mobilenet_v2", width=0.35, resolution=32)
+    units = cut_spec(spec, meta=False)
+    torch.manual_seed(0)
+    names = export_all(units[1:2], {"whole": build(spec).eval()}, tmp_path, "tflite", precision="int8")
+    assert sorted(what for what, _ in names.values()) == ["model", "unit"]
+    assert all(name.endswith(".int8.tflite") for name in names)
+    for name, (what, _) in names.items():
+        report = tflite_int8_report(tmp_path / name, int8_io=what == "unit")
+        assert report["full_integer"] and report["io_types_ok"], report
+        assert report["fused_activations"]["RELU6"] > 0 and report["separate_clamp_ops"] == 0
+
+
+def test_int8_tables_are_for_tflite():
+    from edgekit.devices.profiles import load_profile
+    from edgekit.predictor.table import one_setting
+
+    local = load_profile("local")
+    assert one_setting([local], "auto", None, "predict", int8=True) == ("tflite", 1, "int8")
+    assert one_setting([local], "auto", (2,), "predict") == ("onnxruntime", 2, "fp32")
+    with pytest.raises(EdgekitError, match="--int8 with --runtime onnxruntime.*leave out --runtime"):
+        one_setting([local], "onnxruntime", None, "predict", int8=True)
+
+
+def test_a_table_is_extended_only_by_the_clock_it_was_timed_by(tmp_path, monkeypatch):
+    """Figures of the thread's CPU time (--stable) and of the wall clock differ: one table never mixes them."""
+    from edgekit.bench.host import BenchOptions, stable_options
+    from edgekit.devices.profiles import load_profile
+    from edgekit.predictor.calibrate import calibrate
+
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
+    new_table("local", "tflite", 1, {}, "int8", "wall").save(table_path("local", "tflite", 1, "int8"))
+    specs = [resolve_spec("mobilenet_v2", width=0.35, resolution=32)]
+    with pytest.raises(EdgekitError, match="timed by the wall clock.*thread's CPU time.*--fresh"):
+        calibrate(specs, load_profile("local"), stable_options(BenchOptions(threads=(1,))), "tflite", 1,
+                  precision="int8")
+    assert load_table("local", "tflite", 1, "int8").clock == "wall"  # untouched
+
+
+def test_a_table_from_before_the_clock_was_recorded_was_timed_by_the_wall_clock(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
+    data = new_table("dev", "onnxruntime", 1, {}).to_dict()
+    del data["clock"]
+    table_path("dev", "onnxruntime", 1).parent.mkdir(parents=True)
+    table_path("dev", "onnxruntime", 1).write_text(json.dumps(data))
+    assert load_table("dev", "onnxruntime", 1).clock == "wall"
+
+
+@pytest.fixture(scope="module")
+def calibrated_int8(tmp_path_factory):
+    """A real INT8 calibration on this machine, by the thread's CPU time: MobileNetV2 x0.35 at 32 px, every block
+    quantized and timed as full-integer TFLite with XNNPACK."""
+    home = tmp_path_factory.mktemp("edgekit-home-int8")
+    env = {"EDGEKIT_HOME": str(home)}
+    done = run_edgekit("latency", "calibrate", "--int8", "--stable", "--family", "mobilenet_v2", "--width", "0.35",
+                       "--resolution", "32", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return env, json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_int8_calibration_predict_and_search(calibrated_int8, tmp_path):
+    env, result = calibrated_int8
+    assert (result["runtime"], result["precision"], result["clock"]) == ("tflite", "int8", "cpu")
+    assert Path(result["table"]).name == "local-tflite-int8-t1.json"
+    signatures = {u.signature for u in cut_spec(resolve_spec("mobilenet_v2", width=0.35, resolution=32))}
+    table = json.loads(Path(result["table"]).read_text())
+    assert set(table["units"]) == signatures  # TFLite has no per-node profile: each block timed alone
+    assert all(u["alone_ms"] > 0 and not u["in_context"] for u in table["units"].values())
+    (model,) = result["models"]
+    assert model["measured_ms"] > 0
+
+    done = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--int8",
+                       "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    predicted = json.loads(done.stdout)
+    assert (predicted["precision"], predicted["runtime"]) == ("int8", "tflite")
+    assert predicted["measured_ms"] == model["measured_ms"] and predicted["measured_fraction"] == 1.0
+    # the FP32 table was never calibrated here: predicting FP32 says how to make it
+    fp32 = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", env=env)
+    assert fp32.returncode == 2 and "no latency table for local (onnxruntime, fp32" in fp32.stderr
+
+    # search predicts the format the recipe deploys: the default recipe ends in its INT8 TFLite file
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mobilenet_v2_fashion.yaml"
+    args = ("latency", "search", "--latency-ms", "1000", "--family", "mobilenet_v2", "--width", "0.35",
+            "--resolution", "32", "--metric", "macs", "--recipe", str(recipe), "--out", str(tmp_path / "s"))
+    done = run_edgekit(*args, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert (found["precision"], found["runtime"], found["within_budget"]) == ("int8", "tflite", 1)
+    shown = run_edgekit(*args, env={**env, "COLUMNS": "200"})  # the title on one line
+    assert "(INT8 tflite, 1 thread(s))" in shown.stdout
+    as_fp32 = run_edgekit(*args, "--fp32", env=env)
+    assert as_fp32.returncode == 2 and "(onnxruntime, fp32" in as_fp32.stderr

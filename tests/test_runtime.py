@@ -218,3 +218,22 @@ def test_file_runner_picks_by_format_and_refuses_bad_files(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(EdgekitError, match="cannot be loaded .*: it is corrupt or not a model"):
             file_runner(tmp_path / name)
+
+
+def test_a_checkpoint_evaluates_under_the_thread_governor(digits_mobilenet_v2):
+    """edgekit eval of a checkpoint runs torch as training does: --threads as given, else the cores other
+    processes leave free (re-checked as it goes)."""
+    import torch
+
+    from edgekit.runtime.open import open_model
+
+    before = torch.get_num_threads()
+    try:
+        pinned = open_model(digits_mobilenet_v2, threads=1)
+        batch = np.zeros((2, *pinned.spec.input_shape), np.float32)
+        assert pinned.runner.predict(batch).shape == (2, pinned.spec.num_classes)
+        assert torch.get_num_threads() == 1 and pinned.runner.governor.used == [1]
+        governed = open_model(digits_mobilenet_v2).runner.governor
+        assert governed.requested is None and 1 <= governed.threads <= governed.budget
+    finally:
+        torch.set_num_threads(before)

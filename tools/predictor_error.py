@@ -5,12 +5,17 @@ on the device and predicted from its latency table; prints every model and the e
     python tools/predictor_error.py --device local [--out predictor_error.json]
     python tools/predictor_error.py --device local --measured predictor_error.json   # rescore, no timing
     python tools/predictor_error.py --device local --calibrate   # a fresh table, timed in the same run as the models
+    python tools/predictor_error.py --calibrate --stable --again 40 --formats fp32-onnxruntime,int8-tflite
 
 A machine's speed drifts between runs (a shared VM's by 10-30%, a phone's with its temperature), and a prediction
 cannot be better than the device agrees with itself. The script therefore prints that agreement: the calibration
 models timed again now against their times in the table. --calibrate removes the drift between the two runs: it
 builds a fresh table (the default grid, saved as the device's table) in the same interleaved run that times the
 models, so the figures measure the predictor, not the machine's mood.
+
+--formats scores each format in turn (FP32 ONNX Runtime, FP32 TFLite, the INT8 TFLite file edgekit's export makes)
+and ends with one line per format: how well the device agreed with itself (--again) and the predictor's share
+within 10%.
 
 Points that were calibration models are reported apart from new ones: for a new point the units are looked up or,
 at widths and resolutions the table never saw, estimated from the measured units of their kind.
@@ -74,10 +79,11 @@ def _spec_of(key: str) -> ModelSpec:
 def _time_whole(specs: list[ModelSpec], profile: DeviceProfile, args: argparse.Namespace) -> tuple[dict, dict]:
     """Each spec timed whole on the device: point_key -> p50 ms, and the device's description."""
     models = _built(specs, args.again)
-    print(f"\rtiming {len(specs)} models on {profile.name} ({args.runtime}, {args.threads} thread(s))",
+    print(f"\rtiming {len(specs)} models on {profile.name} ({args.precision} {args.runtime}, {args.threads} "
+          "thread(s))",
           file=sys.stderr)
     timed = time_on_device([], models, profile, _options(args), args.runtime,
-                           progress=_progress, cache=args.cache)
+                           progress=_progress, cache=args.cache, precision=args.precision)
     print(file=sys.stderr)
     return timed.models_ms, timed.info
 
@@ -86,11 +92,12 @@ def _calibrate_and_time(specs: list[ModelSpec], profile: DeviceProfile,
                         args: argparse.Namespace) -> tuple[LatencyTable, dict, dict]:
     """A fresh table of the default calibration grid and the specs timed whole, all in one interleaved run."""
     models = _built(specs, args.again)
-    done = calibrate(grid(CALIBRATION_NAMES, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
+    names = tuple(args.calib_names.split(",")) if args.calib_names else CALIBRATION_NAMES
+    done = calibrate(grid(names, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
                      _options(args), args.runtime, args.threads,
-                     progress=_progress, cache=args.cache, fresh=True, also_time=models)
+                     progress=_progress, cache=args.cache, fresh=True, also_time=models, precision=args.precision)
     print(file=sys.stderr)
-    path = table_path(profile.name, args.runtime, args.threads)
+    path = table_path(profile.name, args.runtime, args.threads, args.precision)
     with output_lock(path):
         done.table.save(path)
     print(f"table saved: {path}", file=sys.stderr)
@@ -119,15 +126,24 @@ def _built(specs: list[ModelSpec], again: int = 0) -> dict:
     return models
 
 
+FORMATS = {"fp32-onnxruntime": ("onnxruntime", "fp32"), "fp32-tflite": ("tflite", "fp32"),
+           "int8-tflite": ("tflite", "int8")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="local")
-    parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "tflite"))
+    parser.add_argument("--formats", default="fp32-onnxruntime",
+                        help=f"comma-separated, each scored in turn: {', '.join(FORMATS)} (int8-tflite: the "
+                             "full-integer file edgekit's INT8 export makes)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--names", help="comma-separated model names (default: every named model but B5-B7)")
     parser.add_argument("--width", default="0.5,0.75,1.0")
     parser.add_argument("--resolution", default="128,160,224")
-    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    parser.add_argument("--calib-names", help="with --calibrate: the calibration grid's models (default: the "
+                                              "default grid's, every named model but B5-B7)")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here (FORMAT in the name is replaced "
+                                                 "by each format)")
     parser.add_argument("--cache", type=Path, help="keep the exported models here, for a faster rerun")
     parser.add_argument("--stable", action="store_true",
                         help="measure as edgekit bench --stable does (docs/bench.md)")
@@ -138,30 +154,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measured", type=Path,
                         help="an earlier --out file: score the table against its measured times, timing nothing")
     args = parser.parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        print(f"error: --formats {args.formats}: choose from {', '.join(FORMATS)}.", file=sys.stderr)
+        return 2
+    results = {}
+    for fmt in formats:
+        args.runtime, args.precision = FORMATS[fmt]
+        if len(formats) > 1:
+            print(f"\n=== {fmt} ===", file=sys.stderr)
+        summary = score(args, fmt)
+        if summary is None:
+            return 2
+        results[fmt] = summary
+    print(f"\n{'format':18s} {'device vs itself <=5%':>22s} {'new points <=10%':>17s} {'all points <=10%':>17s}")
+    for fmt, summary in results.items():
+        itself, new, every = (summary.get(k) for k in ("device vs itself, one run", "new points", "all"))
+        print(f"{fmt:18s} {_share(itself, 'within_5pct'):>22s} {_share(new, 'within_10pct'):>17s} "
+              f"{_share(every, 'within_10pct'):>17s}")
+    return 0
+
+
+def _share(d: dict | None, key: str) -> str:
+    return f"{d[key]:.0%} of {d['models']}" if d else "-"
+
+
+def score(args: argparse.Namespace, fmt: str) -> dict | None:
+    """Time (or read) the models, predict them from the table of one format, print the rows and the summary."""
     try:
         profile = load_profile(args.device)
-        table = None if args.calibrate else load_table(profile.name, args.runtime, args.threads)
+        table = None if args.calibrate else load_table(profile.name, args.runtime, args.threads, args.precision)
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
     if args.calibrate:
         specs = _specs(args)
         table, measured_ms, info = _calibrate_and_time(specs, profile, args)
     elif args.measured:
+        measured_file = Path(str(args.measured).replace("FORMAT", fmt))
         try:
-            earlier = json.loads(args.measured.read_text())
+            earlier = json.loads(measured_file.read_text())
             measured_ms = {r["model"]: r["measured_ms"] for r in earlier["rows"]}
             measured_ms |= {key + AGAIN: ms for key, ms in earlier.get("timed_twice_ms", {}).items()}
             info = earlier["info"]
-            timed_on = (earlier["device"], earlier.get("runtime", args.runtime), earlier.get("threads", args.threads))
+            timed_on = (earlier["device"], earlier.get("runtime", args.runtime), earlier.get("threads", args.threads),
+                        earlier.get("precision", "fp32"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"error: {args.measured} is not a predictor_error.py --out file ({type(exc).__name__}): "
+            print(f"error: {measured_file} is not a predictor_error.py --out file ({type(exc).__name__}): "
                   "write one with --out.", file=sys.stderr)
-            return 2
-        if timed_on != (profile.name, args.runtime, args.threads):
-            print(f"error: {args.measured} was timed on {timed_on[0]} ({timed_on[1]}, {timed_on[2]} thread(s)): "
-                  "give the same --device, --runtime and --threads.", file=sys.stderr)
-            return 2
+            return None
+        if timed_on != (profile.name, args.runtime, args.threads, args.precision):
+            print(f"error: {measured_file} was timed on {timed_on[0]} ({timed_on[3]} {timed_on[1]}, {timed_on[2]} "
+                  "thread(s)): give the same --device, --formats and --threads.", file=sys.stderr)
+            return None
         specs = [_spec_of(key) for key in measured_ms]
     else:
         specs = _specs(args)
@@ -207,14 +253,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:28s} {d['models']:6d} {d['within_5pct']:6.0%} {d['within_10pct']:6.0%} "
                   f"{d['within_20pct']:6.0%} {d['median_abs_pct']:6.1f}% {d['p90_abs_pct']:5.1f}% "
                   f"{d['max_abs_pct']:5.1f}% {d['mean_pct']:+5.1f}%")
-    print(f"\ndevice: {profile.name}, {info.get('cpu_model') or '?'}, {info.get('arch', '?')}; table of "
-          f"{table.created} with {len(table.units)} units and {len(table.models)} calibration models")
+    print(f"\ndevice: {profile.name}, {info.get('cpu_model') or '?'}, {info.get('arch', '?')}; {fmt} table of "
+          f"{table.created} with {len(table.units)} units and {len(table.models)} calibration models, timed by "
+          f"the {'thread CPU time' if table.clock == 'cpu' else 'wall clock'}")
     if args.out:
-        args.out.write_text(json.dumps({"device": profile.name, "runtime": args.runtime,
-                                        "threads": args.threads, "info": info, "summary": summary, "rows": rows,
-                                        "timed_twice_ms": twice},
-                                       indent=2))
-    return 0
+        Path(str(args.out).replace("FORMAT", fmt)).write_text(json.dumps(
+            {"device": profile.name, "runtime": args.runtime, "precision": args.precision, "threads": args.threads,
+             "clock": table.clock, "info": info, "summary": summary, "rows": rows, "timed_twice_ms": twice},
+            indent=2))
+    return summary
 
 
 if __name__ == "__main__":

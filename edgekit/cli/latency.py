@@ -29,6 +29,8 @@ latency_app = typer.Typer(
 
 TABLE_DEVICE_HELP = "Device profile name (its latency table must exist: `edgekit latency calibrate`)."
 RUNTIME_HELP = "onnxruntime (auto) or tflite: the runtime the table is for."
+INT8_HELP = ("The INT8 table: full-integer TFLite (XNNPACK, ReLU6 fused), the INT8 file `edgekit export --int8` "
+             "makes for a device (made by `edgekit latency calibrate --int8`).")
 
 
 @latency_app.command()
@@ -46,30 +48,42 @@ def calibrate(
     warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,
     runs: Annotated[int | None, typer.Option(help=RUNS_HELP)] = None,
     min_seconds: Annotated[float | None, typer.Option(help=MIN_SECONDS_HELP)] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Time the blocks and models as full-integer INT8 TFLite (XNNPACK, ReLU6 fused), the file "
+                       "a device runs after `edgekit export --int8`: a table of its own.")] = False,
+    stable: Annotated[bool, typer.Option(
+        "--stable", help="Time as `edgekit bench --stable` does: the thread's CPU time at 1 thread, 400 runs in 80 "
+                         "rounds (figures that repeat on a busy machine; longer).")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new table instead of extending the device's.")
+                     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Time the blocks of a grid of models, and the models whole, on a device; store its latency table.
 
-    A one-time job per device, runtime and thread count (about 17 minutes on a 2-core x86 for the default grid);
-    run again with other families or sizes to extend the table: only what is new is measured.
+    A one-time job per device, runtime, thread count and precision (FP32, or INT8 TFLite with --int8); run again
+    with other families or sizes to extend the table: only what is new is measured. A table is extended only by
+    the clock it was made with (--stable or not). The default grid takes tens of minutes on a laptop CPU
+    (docs/predictor.md has timings).
     """
     from edgekit.devices.profiles import load_profile
     from edgekit.predictor.calibrate import calibrate_device
     from edgekit.predictor.table import one_setting
 
     profile = load_profile(device)
-    options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
-    runtime_name, n_threads = one_setting([profile], options.runtime, options.threads, "calibration")
+    options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
+                            stable=stable)
+    runtime_name, n_threads, precision = one_setting([profile], options.runtime, options.threads, "calibration",
+                                                     int8)
     with err_console.status(f"calibrating {profile.name}") as status:
         result = calibrate_device(
             profile, options, runtime_name, n_threads, parse_list(family, "--family", str, "MobileNetV2"),
             parse_list(width, "--width", float, "0.5,1.0", what="widths"),
-            parse_list(resolution, "--resolution", int, "128,224", what="resolutions"), progress=status.update)
+            parse_list(resolution, "--resolution", int, "128,224", what="resolutions"), progress=status.update,
+            precision=precision, fresh=fresh)
     if as_json:
         print_json(result)
         return
-    out = Table(title=f"latency predictor for {result['device']} ({result['runtime']}, {result['threads']} "
-                      "thread(s)): calibration models")
+    out = Table(title=f"latency predictor for {result['device']} ({setting_label(result)}): calibration models")
     for col in ("model", "measured ms", "sum of units ms", "predicted ms", "error"):
         out.add_column(col, justify="left" if col == "model" else "right")
     for row in result["models"]:
@@ -102,6 +116,7 @@ def predict(
     threads: Annotated[int, typer.Option(min=1, help="Thread count the table was made for.")] = 1,
     measure: Annotated[bool, typer.Option(
         "--measure", help="Also export the model and time it on the device now, to show the error.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Predicted latency of a model on a device, from the device's latency table (no model is run).
@@ -118,12 +133,11 @@ def predict(
                         in_channels=in_channels, **parse_options(option or []))
     profile = load_profile(device)
     with err_console.status(f"predicting {spec.name}" + (f", measuring on {device}" if measure else "")):
-        result = predict_latency(spec, profile, runtime.value, threads, measure)
+        result = predict_latency(spec, profile, runtime.value, threads, measure, int8)
     if as_json:
         print_json(result)
         return
-    title = (f"{spec.name} w{spec.width:g} r{spec.resolution} on {result['device']} ({result['runtime']}, "
-             f"{result['threads']} thread(s))")
+    title = f"{spec.name} w{spec.width:g} r{spec.resolution} on {result['device']} ({setting_label(result)})"
     out = Table(title=title, caption="ms: the unit timed on the device (measured) or estimated from measured units "
                                      "of its kind (fit); the total adds the whole-model correction.")
     for col in ("unit", "kind", "in", "out", "MACs (M)", "ms", "source"):
@@ -164,6 +178,10 @@ def search(
     threads: Annotated[int, typer.Option(min=1, help="Thread count the table was made for.")] = 1,
     out: Annotated[Path | None, typer.Option(
         help="Where search.json and the winner's recipe go (default search-DEVICE).")] = None,
+    int8: Annotated[bool | None, typer.Option(
+        "--int8/--fp32", help="Predict the INT8 TFLite file (--int8) or the FP32 model (--fp32). Default: the format "
+                              "--recipe deploys (INT8 TFLite unless it turns that off), FP32 without a recipe.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Models that fit a latency budget on a device: family x width x resolution, predicted, filtered, ranked.
@@ -184,7 +202,7 @@ def search(
         or SEARCH_RESOLUTIONS, metric,
         [Path(r) for r in parse_list(results, "--results", str, "runs,sweeps") or ()] if results else None,
         recipe, num_classes, in_channels, out,
-        progress=lambda labels: progress(labels, "predicting", enabled=not as_json))
+        progress=lambda labels: progress(labels, "predicting", enabled=not as_json), int8=int8)
     result, kept = found.result, found.kept
     if as_json:
         print_json({**result, "candidates": result["candidates"][:top]})
@@ -195,8 +213,7 @@ def search(
                           "--resolution values.", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     view = Table(title=f"{len(kept)} of {result['predicted']} candidates within {latency_ms:g} ms on "
-                       f"{result['device']} ({result['runtime']}, {result['threads']} thread(s)), ranked by "
-                       f"{result['ranked_by']}")
+                       f"{result['device']} ({setting_label(result)}), ranked by {result['ranked_by']}")
     for col in ("#", "model", "family", "width", "res", "MACs (M)", "params (M)", "predicted ms", "top-1"):
         view.add_column(col, justify="left" if col in ("model", "family") else "right")
     for i, c in enumerate(kept[:top], start=1):
@@ -206,3 +223,8 @@ def search(
     console.print(view)
     console.print(f"train the winner: [bold]{result['train_winner']}[/]", highlight=False)
     console.print(f"wrote {found.written}", highlight=False)
+
+
+def setting_label(result: dict) -> str:
+    """What a table is for, as a title says it: "INT8 tflite, 1 thread(s)"."""
+    return f"{result['precision'].upper()} {result['runtime']}, {result['threads']} thread(s)"

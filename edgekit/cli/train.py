@@ -91,7 +91,9 @@ def eval_cmd(
     data: Annotated[str | None, typer.Option(
         help="fashion-mnist, digits or imagefolder:PATH (default: the data the model was trained on).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
-    threads: Annotated[int, typer.Option(min=1, help="Runtime threads for ONNX Runtime / TFLite.")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help=(
+        "Threads. A checkpoint (torch): default the cores other processes leave free, re-checked as it goes, as "
+        "training does. ONNX Runtime / TFLite: default 1."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (top-1, top-5, per-class, confusion).")] = False,
 ) -> None:
     """Top-1, top-5, per-class accuracy and confusion matrix of a checkpoint, ONNX or TFLite model.

@@ -50,20 +50,31 @@ class Calibration:
 
 def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, threads: int,
               progress: Callable[[str], None] | None = None, cache: Path | None = None,
-              fresh: bool = False, also_time: dict[str, torch.nn.Module] | None = None) -> Calibration:
-    """Time every distinct unit of `specs` and each spec whole; merge into the device's table and refit.
+              fresh: bool = False, also_time: dict[str, torch.nn.Module] | None = None,
+              precision: str = "fp32") -> Calibration:
+    """Time every distinct unit of `specs` and each spec whole, as FP32 files of `runtime` or (`precision`
+    int8) full-integer TFLite; merge into the device's table and refit.
 
     Units and models already in the table are not measured again, so an extended calibration only pays for
-    what is new; `fresh` starts a new table instead. `cache` keeps the exported files for a rerun.
-    `also_time` (point_key -> model) are timed whole in the same interleaved run and not added to the table:
-    models to score the table on without the drift between two runs.
+    what is new; `fresh` starts a new table instead. A table is extended only by the clock it was timed by
+    (--stable or not): figures of the two clocks differ and would not add up. `cache` keeps the exported files
+    for a rerun. `also_time` (point_key -> model) are timed whole in the same interleaved run and not added to
+    the table: models to score the table on without the drift between two runs.
     """
+    from edgekit.runtime.harness import clock_for
+
     if not specs:
         raise EdgekitError("nothing to calibrate: give at least one family, width and resolution.")
     table = None
     if not fresh:
         with contextlib.suppress(EdgekitError):
-            table = load_table(profile.name, runtime, threads)
+            table = load_table(profile.name, runtime, threads, precision)
+    clock = clock_for(options.clock, threads)
+    if table is not None and table.clock != clock:
+        timed_by = {"cpu": "the thread's CPU time (--stable)", "wall": "the wall clock (without --stable)"}
+        raise EdgekitError(f"the {precision} latency table for {profile.name} ({runtime}, {threads} thread(s)) was "
+                           f"timed by {timed_by[table.clock]}, and this calibration would time by "
+                           f"{timed_by[clock]}: extend it the way it was made, or start a new one with --fresh.")
     models: dict[str, torch.nn.Module] = {}
     cuts: dict[str, list[Unit]] = {}
     for spec in specs:
@@ -84,9 +95,9 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
     # it alone would only be thrown away; units no profile covers are timed alone after all.
     profiled = runtime == "onnxruntime"
     timed = time_on_device([] if profiled else todo, {**(also_time or {}), **models}, profile, options, runtime,
-                           progress, cache, profile_models=models if profiled else ())
+                           progress, cache, profile_models=models if profiled else (), precision=precision)
     if table is None:
-        table = new_table(profile.name, runtime, threads, timed.info)
+        table = new_table(profile.name, runtime, threads, timed.info, precision, timed.clock)
     for key in models:
         units = cuts[key]
         record = {"key": key, "spec": models[key].spec.to_dict(), "measured_ms": timed.models_ms[key],
@@ -97,7 +108,8 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
     alone, in_context = timed.units_ms, context_times(table.models)
     uncovered = [u for u in todo if u.signature not in in_context]
     if profiled and uncovered:
-        alone = time_on_device(uncovered, {}, profile, options, runtime, progress, cache).units_ms
+        alone = time_on_device(uncovered, {}, profile, options, runtime, progress, cache,
+                               precision=precision).units_ms
     add_units(table, todo, alone, in_context)
     table.info = timed.info
     table.refit()
@@ -106,9 +118,11 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
 
 def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, names: tuple[str, ...] | None = None,
                      widths: tuple[float, ...] | None = None, resolutions: tuple[int, ...] | None = None,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Calibrate the device's table for one runtime and thread count on a grid (default: every named network at
-    CALIBRATION_WIDTHS x CALIBRATION_RESOLUTIONS), save it, and say how well it fits its calibration models."""
+                     progress: Callable[[str], None] | None = None, precision: str = "fp32",
+                     fresh: bool = False) -> dict[str, Any]:
+    """Calibrate the device's table for one runtime, thread count and precision on a grid (default: every named
+    network at CALIBRATION_WIDTHS x CALIBRATION_RESOLUTIONS), save it, and say how well it fits its calibration
+    models. `fresh` replaces the table instead of extending it."""
     import dataclasses
 
     from edgekit.core.files import output_lock
@@ -120,15 +134,16 @@ def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, nam
     check_grid(widths, resolutions)
     specs = grid(tuple(named_models(list(names))) if names else CALIBRATION_NAMES, widths, resolutions)
     options = dataclasses.replace(options, threads=(threads,))
-    path = table_path(profile.name, runtime, threads)
+    path = table_path(profile.name, runtime, threads, precision)
     path.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(path):
-        done = calibrate(specs, profile, options, runtime, threads, progress=progress)
+        done = calibrate(specs, profile, options, runtime, threads, progress=progress, fresh=fresh,
+                         precision=precision)
         table = done.table
         table.save(path)
     fitted = [{"model": m["key"], "measured_ms": m["measured_ms"],
                "predicted_ms": table.predict_record(m), "sum_units_ms": m["sum_units_ms"]} for m in table.models]
     in_context = sum(1 for r in table.units.values() if r.get("in_context"))
     return {"table": str(path), "device": profile.name, "runtime": runtime, "threads": threads,
-            "units": len(table.units), "units_in_context": in_context, "models": fitted,
-            "correction": table.correction, "warnings": done.warnings}
+            "precision": precision, "clock": table.clock, "units": len(table.units), "units_in_context": in_context,
+            "models": fitted, "correction": table.correction, "warnings": done.warnings}

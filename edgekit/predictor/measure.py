@@ -15,6 +15,7 @@ from torch import nn
 
 from edgekit.predictor.units import Unit
 from edgekit.runtime.formats import for_runtime
+from edgekit.runtime.harness import clock_for
 
 # A calibration times hundreds of units and models in one run, in rounds that interleave them against drift. Every
 # file gets the same runs in the same 20 rounds (no minimum time, which would leave the smallest units to be
@@ -48,31 +49,63 @@ class Timed:
     device: str
     info: dict[str, Any]
     warnings: list[str]
+    clock: str = "wall"  # "wall" or "cpu" (the thread's CPU time): what the harness timed by
     # model key -> (exporter scope, ms) of every node in run order, for the models asked to be profiled
     nodes: dict[str, list[tuple[str, float]]] = dataclasses.field(default_factory=dict)
 
 
-def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
+def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str, precision: str = "fp32",
+           int8_io: bool = False) -> None:
+    """One file to time: the module as FP32 ONNX or TFLite, or (`precision` int8) as full-integer TFLite, the
+    form edgekit's INT8 export gives (ReLU6 fused), with int8 input and output when `int8_io`."""
     from edgekit.core.quiet import quiet
     from edgekit.export.converters import export_onnx, export_tflite
 
+    if precision == "int8":
+        _export_int8_tflite(module, example, path, int8_io)
+        return
     with quiet(), torch.no_grad():
         (export_onnx if fmt == "onnx" else export_tflite)(module.eval(), example, path)
 
 
+def _export_int8_tflite(module: nn.Module, example: torch.Tensor, path: Path, int8_io: bool) -> None:
+    """Quantized as `edgekit export --int8` quantizes (edgekit.quantize.ptq, default settings), calibrated on
+    random inputs: an INT8 kernel's time does not depend on the scales, and a unit's input is an activation, not
+    an image."""
+    import copy
+
+    import numpy as np
+
+    from edgekit.export.int8_files import export_int8_tflite
+    from edgekit.quantize.annotator import QuantSettings
+    from edgekit.quantize.ptq import MIN_CALIBRATION, capture, convert, prepare_captured
+
+    shape = tuple(example.shape[1:])
+    samples = np.random.default_rng(0).standard_normal((MIN_CALIBRATION, *shape)).astype(np.float32)
+    settings = QuantSettings()
+    graph = capture(copy.deepcopy(module).eval(), shape)
+    quantized = convert(prepare_captured(graph, samples, settings), settings, len(samples))
+    export_int8_tflite(quantized, shape, path, int8_io=int8_io)
+
+
 def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path, runtime: str,
-               progress: Callable[[str], None] | None = None) -> dict[str, tuple[str, str]]:
+               progress: Callable[[str], None] | None = None, precision: str = "fp32") -> dict[str, tuple[str, str]]:
     """Export each distinct unit and each whole model into `folder` (a file already there is reused: the names
-    are signatures and spec keys, which fix what the file computes). Returns file name -> (unit|model, key)."""
+    are signatures, spec keys and the precision, which fix what the file computes). Returns file name ->
+    (unit|model, key).
+
+    INT8 units take and give int8 tensors, as they do inside the model; whole INT8 models take float input and
+    give float output, as the deployed file does."""
     from edgekit.core.files import atomic_path
 
     fmt = for_runtime(runtime).name
+    suffix = fmt if precision == "fp32" else f"{precision}.{fmt}"
     distinct: dict[str, Unit] = {}
     for unit in units:
         distinct.setdefault(unit.signature, unit)
     todo: list[tuple[str, str, str, nn.Module, torch.Tensor]] = [
-        (f"u-{sig}.{fmt}", "unit", sig, unit.module, unit.example()) for sig, unit in distinct.items()]
-    todo += [(f"m-{hashlib.sha256(key.encode()).hexdigest()[:16]}.{fmt}", "model", key, model,
+        (f"u-{sig}.{suffix}", "unit", sig, unit.module, unit.example()) for sig, unit in distinct.items()]
+    todo += [(f"m-{hashlib.sha256(key.encode()).hexdigest()[:16]}.{suffix}", "model", key, model,
               torch.zeros(1, *model.spec.input_shape)) for key, model in models.items()]
     names = {}
     for i, (name, what, key, module, example) in enumerate(todo):
@@ -82,14 +115,15 @@ def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path
         if progress:
             progress(f"exporting {i + 1}/{len(todo)}: {key if what == 'model' else 'a block'}")
         with atomic_path(folder / name) as tmp:
-            export(module, example, tmp, fmt)
+            export(module, example, tmp, fmt, precision, int8_io=what == "unit")
     return names
 
 
 def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile: Any, options: Any, runtime: str,
                    progress: Callable[[str], None] | None = None, cache: Path | None = None,
-                   profile_models: Iterable[str] = ()) -> Timed:
-    """Export each distinct unit (and each whole model) and time them all on the device, interleaved.
+                   profile_models: Iterable[str] = (), precision: str = "fp32") -> Timed:
+    """Export each distinct unit (and each whole model) at `precision` and time them all on the device,
+    interleaved.
 
     `cache`: a folder that keeps the exported files for the next call (a benchmark rerun); a temp folder without.
     `profile_models`: model keys to run again under ONNX Runtime's per-node profiler, after the timing (other
@@ -99,12 +133,12 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
     with tempfile.TemporaryDirectory(prefix="edgekit-predictor-") as tmp:
         folder = cache or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        names = export_all(units, models, folder, runtime, progress)
+        names = export_all(units, models, folder, runtime, progress, precision)
         if progress:
             progress(f"timing {len(names)} models on {profile.name}")
         budget = batch_bytes(profile)  # one probe for the timing and the profile runs
         run = _bench_in_batches(profile, folder, list(names), options, budget)
-        timed = Timed({}, {}, run.device, run.info, run.warnings)
+        timed = Timed({}, {}, run.device, run.info, run.warnings, clock_for(options.clock, options.threads[0]))
         for result in run.results:
             what, key = names[result["file"]]
             (timed.units_ms if what == "unit" else timed.models_ms)[key] = result["steady"]["p50_ms"]

@@ -133,6 +133,11 @@ def winner_recipe(candidate: Candidate, base: Any | None, out: Path) -> Path:
     return path
 
 
+def deploys_int8_tflite(recipe: Any) -> bool:
+    """Whether a recipe's run ends in the INT8 TFLite file: its INT8 stage is on and TFLite is among its formats."""
+    return bool(recipe.export.int8) and "tflite" in recipe.export.formats
+
+
 @dataclass
 class SearchResult:
     """Every candidate predicted, those within the budget ranked, and where the winner's recipe went."""
@@ -148,10 +153,15 @@ def search_models(profile: Any, latency_ms: float, runtime: str = "onnxruntime",
                   resolutions: tuple[int, ...] = SEARCH_RESOLUTIONS, metric: str = "accuracy",
                   results: list[Path] | None = None, recipe: Path | None = None, num_classes: int = 1000,
                   in_channels: int = 3, out: Path | None = None,
-                  progress: Callable[[list[str]], Iterable[str]] | None = None) -> SearchResult:
+                  progress: Callable[[list[str]], Iterable[str]] | None = None,
+                  int8: bool | None = None) -> SearchResult:
     """Predict every family x width x resolution on the device, keep those within `latency_ms`, rank them (by
     trained top-1 found under `results` where known, else MACs), and write search.json and the winner's recipe
-    under `out` (default search-DEVICE)."""
+    under `out` (default search-DEVICE).
+
+    `int8`: predict from the INT8 TFLite table (True) or the FP32 one of `runtime` (False); None: the format
+    `recipe` deploys (its INT8 TFLite file unless the recipe turns the INT8 stage or TFLite off, or `runtime` asks
+    for ONNX Runtime), FP32 without a recipe."""
     from edgekit.core.files import output_lock, write_json_atomic
     from edgekit.predictor.table import load_table, one_setting
     from edgekit.recipe import load_recipe
@@ -161,13 +171,15 @@ def search_models(profile: Any, latency_ms: float, runtime: str = "onnxruntime",
     if not latency_ms > 0:
         raise EdgekitError(f"--latency-ms {latency_ms:g} is not a budget: give a time in milliseconds above 0.")
     check_grid(widths, resolutions)
-    runtime, threads = one_setting([profile], runtime, (threads,), "search")
     base = load_recipe(recipe) if recipe is not None else None
+    if int8 is None:
+        int8 = base is not None and deploys_int8_tflite(base) and runtime in ("auto", "tflite")
+    runtime, threads, precision = one_setting([profile], runtime, (threads,), "search", int8)
     if base is not None:
         in_channels = base.model.in_channels or in_channels
         num_classes = base.model.num_classes or num_classes
     specs = candidates(named_models(families), widths, resolutions, num_classes, in_channels)
-    table = load_table(profile.name, runtime, threads)
+    table = load_table(profile.name, runtime, threads, precision)
     accuracy = known_accuracy(results if results is not None else [Path("runs"), Path("sweeps")]) \
         if metric == "accuracy" else {}
     by_label = {f"{s.name} w{s.width:g} r{s.resolution}": s for s in specs}
@@ -181,7 +193,8 @@ def search_models(profile: Any, latency_ms: float, runtime: str = "onnxruntime",
     if kept:
         with output_lock(out):
             command = f"edgekit run {winner_recipe(kept[0], base, out)}"
-    result = {"device": profile.name, "runtime": runtime, "threads": threads, "budget_ms": latency_ms,
+    result = {"device": profile.name, "runtime": runtime, "threads": threads, "precision": precision,
+              "budget_ms": latency_ms,
               "predicted": len(predicted), "within_budget": len(kept), "ranked_by": ranked_by,
               "table": table.created, "candidates": [c.to_dict() for c in kept], "train_winner": command}
     if kept:

@@ -173,6 +173,9 @@ class LatencyTable:
     correction: dict[str, float] = field(default_factory=dict)
     created: str = ""
     version: int = TABLE_VERSION
+    # how its units and models were timed: "wall" (the wall clock, bench's default) or "cpu" (the thread's CPU
+    # time, bench --stable); tables from before this was recorded were timed by the wall clock
+    clock: str = "wall"
 
     # --- fitting ------------------------------------------------------------------------------------------------
 
@@ -257,7 +260,7 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             raise EdgekitError(f"{origin} is not an edgekit latency table of version {TABLE_VERSION}: {fix}.")
         try:
-            table = cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            table = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})  # a missing field: TypeError
             for record in table.units.values():
                 if not (isinstance(record["ms"], (int, float)) and np.isfinite(record["ms"]) and record["ms"] >= 0):
                     raise ValueError("a unit time is not a finite number")
@@ -285,9 +288,10 @@ def _lstsq(records: list[dict[str, Any]]) -> np.ndarray:
 def load_table(device: str, runtime: str, threads: int, precision: str = "fp32") -> LatencyTable:
     path = table_path(device, runtime, threads, precision)
     if not path.is_file():
+        how = "--int8" if precision == "int8" else f"--runtime {runtime}"
         raise EdgekitError(f"no latency table for {device} ({runtime}, {precision}, {threads} thread(s)): "
-                           f"calibrate one with edgekit latency calibrate --device {device} "
-                           f"--runtime {runtime} --threads {threads}.")
+                           f"calibrate one with edgekit latency calibrate --device {device} {how} "
+                           f"--threads {threads}.")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:
@@ -296,9 +300,10 @@ def load_table(device: str, runtime: str, threads: int, precision: str = "fp32")
     return LatencyTable.from_dict(data, str(path))
 
 
-def new_table(device: str, runtime: str, threads: int, info: dict[str, Any]) -> LatencyTable:
-    return LatencyTable(device, runtime, threads, "fp32", info, {},
-                        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+def new_table(device: str, runtime: str, threads: int, info: dict[str, Any], precision: str = "fp32",
+              clock: str = "wall") -> LatencyTable:
+    return LatencyTable(device, runtime, threads, precision, info, {},
+                        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), clock=clock)
 
 
 def add_units(table: LatencyTable, units: Iterable[Unit], alone: dict[str, float],
@@ -313,12 +318,25 @@ def add_units(table: LatencyTable, units: Iterable[Unit], alone: dict[str, float
 
 
 
-def one_setting(profiles: list[Any], runtime: str, threads: tuple[int, ...] | None, job: str) -> tuple[str, int]:
-    """A latency table is per device, runtime and thread count: the one of each a job works on."""
+# A latency table is for one format as deployed: FP32 models in either runtime, or the INT8 file edgekit's export
+# makes for a device, full-integer TFLite (XNNPACK).
+PRECISIONS = ("fp32", "int8")
+INT8_RUNTIME = "tflite"
+
+
+def one_setting(profiles: list[Any], runtime: str, threads: tuple[int, ...] | None, job: str,
+                int8: bool = False) -> tuple[str, int, str]:
+    """A latency table is per device, runtime, thread count and precision: the one of each a job works on,
+    as (runtime, threads, precision)."""
     if len(profiles) != 1:
         raise EdgekitError(f"{job} works on one device at a time: give one --device.")
     if threads is not None and len(threads) != 1:
         raise EdgekitError(f"{job} uses one thread count: give one --threads value (a table is per thread count).")
+    if int8:
+        if runtime not in ("auto", INT8_RUNTIME):
+            raise EdgekitError(f"--int8 with --runtime {runtime}: INT8 latency tables are for full-integer TFLite "
+                               "(XNNPACK), the INT8 file a device runs; leave out --runtime.")
+        runtime = INT8_RUNTIME
     runtime = "onnxruntime" if runtime == "auto" else runtime
     for_runtime(runtime)  # an unknown runtime is refused there
-    return runtime, (threads or (1,))[0]
+    return runtime, (threads or (1,))[0], "int8" if int8 else "fp32"

@@ -31,14 +31,20 @@ def layout_of(path: Path, manifest: dict[str, Any] | None) -> str | None:
     return ((manifest or {}).get("input", {}).get("layout") or {}).get(format_of(path).name)
 
 
-def open_model(path: Path, threads: int = 1, verify: bool = True) -> Opened:
+def open_model(path: Path, threads: int | None = None, verify: bool = True) -> Opened:
     """A checkpoint, or an exported file with its manifest's preprocessing (checked against its sha256 unless
-    the caller has just verified the whole artifact)."""
+    the caller has just verified the whole artifact).
+
+    `threads`: a checkpoint runs with torch under a ThreadGovernor (None: the cores other processes leave free,
+    re-checked as it goes, as training does); an exported file with that many runtime threads (None: 1)."""
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist: give a checkpoint (.pt), an .onnx or a .tflite file.")
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        from edgekit.core.threads import ThreadGovernor
+
         trained = read_trained(path)
-        return Opened(TorchRunner(trained.build()), trained.spec, trained.preprocess, trained.data, trained.classes)
+        return Opened(TorchRunner(trained.build(), ThreadGovernor(threads)), trained.spec, trained.preprocess,
+                      trained.data, trained.classes)
     format_of(path, also=CHECKPOINT_SUFFIXES[:1])  # an unknown suffix is refused before the manifest is read
     manifest = read_manifest(path.parent)
     if verify:
@@ -49,6 +55,6 @@ def open_model(path: Path, threads: int = 1, verify: bool = True) -> Opened:
             f"{path} was exported without a dataset, so its preprocessing is unknown: "
             "export it from a trained checkpoint (edgekit export runs/NAME/best.pt)."
         )
-    runner = file_runner(path, threads=threads, layout=layout_of(path, manifest) or "nchw")
+    runner = file_runner(path, threads=threads or 1, layout=layout_of(path, manifest) or "nchw")
     return Opened(runner, ModelSpec(**manifest["spec"]), Preprocess.from_dict(record),
                   manifest["input"].get("data"), manifest["input"].get("classes"))

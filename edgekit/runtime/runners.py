@@ -20,6 +20,8 @@ from edgekit.runtime.formats import ONNX, format_of
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgekit.core.threads import ThreadGovernor
+
 # One quantize/dequantize for every runtime: the harness's (the device runs it too).
 quantize = harness.quantize
 dequantize = harness.dequantize
@@ -32,14 +34,20 @@ class Runner(Protocol):
 
 
 class TorchRunner:
+    """A torch model in eval mode. With a `governor` (edgekit.core.threads.ThreadGovernor), torch's thread count
+    follows the cores other processes leave free, batch by batch, as in training."""
+
     name = "torch"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, governor: ThreadGovernor | None = None) -> None:
         self.model = model.eval()
+        self.governor = governor
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        if self.governor is not None:
+            self.governor.poll()
         with torch.no_grad():
             return self.model(torch.from_numpy(batch)).numpy()
 
