@@ -82,6 +82,13 @@ def evaluate_batches(runner: Runner, batches: Iterable[tuple[np.ndarray, np.ndar
     return Evaluation(confusion, top5, list(classes))
 
 
+def close_runner(runner: object) -> None:
+    """Release what a runner holds for the process (a torch runner's thread count), where it holds anything."""
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()
+
+
 def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, threads: int | None = None,
                   progress: Callable[[int], None] | None = None,
                   on_loading: Callable[[str], None] = lambda label: None) -> tuple[Evaluation, str, str, str]:
@@ -101,5 +108,8 @@ def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, th
     on_loading(source.label)
     dataset = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=opened.preprocess)
     require_same_classes(path, opened.classes or None, dataset, "evaluate on the data the model was trained for")
-    result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress)
+    try:
+        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress)
+    finally:
+        close_runner(opened.runner)
     return result, opened.runner.name, source.label, dataset.name

@@ -250,7 +250,7 @@ def test_too_few_calibration_models_leave_the_plain_sum():
     assert table.predict_record(table.models[0]) == 2.0
 
 
-@pytest.mark.parametrize("damage", ["version", "nan", "missing", "text"])
+@pytest.mark.parametrize("damage", ["version", "nan", "missing", "text", "clock", "no-models"])
 def test_a_damaged_table_is_refused(tmp_path, monkeypatch, damage):
     monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
     table = new_table("dev", "onnxruntime", 1, {})
@@ -264,6 +264,10 @@ def test_a_damaged_table_is_refused(tmp_path, monkeypatch, damage):
         data["units"]["s"]["ms"] = float("nan")
     elif damage == "missing":
         del data["units"]["s"]["macs"]
+    elif damage == "clock":
+        data["clock"] = "sundial"
+    elif damage == "no-models":
+        del data["models"]
     path.write_text("{not json" if damage == "text" else json.dumps(data))
     with pytest.raises(EdgekitError, match="calibrate"):
         load_table("dev", "onnxruntime", 1)
@@ -488,6 +492,7 @@ def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
 # --- INT8 tables: the full-integer TFLite file a device runs ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_int8_unit_is_timed_as_the_int8_export_makes_it(tmp_path):
     """Each block becomes a full-integer TFLite file with ReLU6 fused and int8 tensors in and out, as it runs inside
     the INT8 model; a whole model keeps float input and output, as the deployed file does."""
@@ -571,6 +576,10 @@ def test_int8_calibration_predict_and_search(calibrated_int8, tmp_path):
     predicted = json.loads(done.stdout)
     assert (predicted["precision"], predicted["runtime"]) == ("int8", "tflite")
     assert predicted["measured_ms"] == model["measured_ms"] and predicted["measured_fraction"] == 1.0
+    now = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", "--int8",
+                      "--measure", "--json", env=env)
+    assert now.returncode == 0, now.stderr
+    assert json.loads(now.stdout)["measured_how"] == "measured now" and json.loads(now.stdout)["measured_ms"] > 0
     # the FP32 table was never calibrated here: predicting FP32 says how to make it
     fp32 = run_edgekit("latency", "predict", "mobilenet_v2", "--width", "0.35", "--resolution", "32", env=env)
     assert fp32.returncode == 2 and "no latency table for local (onnxruntime, fp32" in fp32.stderr
@@ -587,3 +596,5 @@ def test_int8_calibration_predict_and_search(calibrated_int8, tmp_path):
     assert "(INT8 tflite, 1 thread(s))" in shown.stdout
     as_fp32 = run_edgekit(*args, "--fp32", env=env)
     assert as_fp32.returncode == 2 and "(onnxruntime, fp32" in as_fp32.stderr
+    without_recipe = run_edgekit(*[a for a in args if a not in ("--recipe", str(recipe))], env=env)
+    assert without_recipe.returncode == 2 and "(onnxruntime, fp32" in without_recipe.stderr  # FP32 by default

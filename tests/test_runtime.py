@@ -233,7 +233,14 @@ def test_a_checkpoint_evaluates_under_the_thread_governor(digits_mobilenet_v2):
         batch = np.zeros((2, *pinned.spec.input_shape), np.float32)
         assert pinned.runner.predict(batch).shape == (2, pinned.spec.num_classes)
         assert torch.get_num_threads() == 1 and pinned.runner.governor.used == [1]
-        governed = open_model(digits_mobilenet_v2).runner.governor
-        assert governed.requested is None and 1 <= governed.threads <= governed.budget
+        pinned.runner.close()
+        assert torch.get_num_threads() == before, "the caller's thread count is given back"
+        torch.set_num_threads(before + 3)  # a count the governor would not choose on this machine
+        governed = open_model(digits_mobilenet_v2).runner
+        assert governed.governor.requested is None and governed.governor.threads <= governed.governor.budget
+        assert torch.get_num_threads() == governed.governor.threads != before + 3  # the governor's own count
+        assert governed.predict(batch).shape == (2, pinned.spec.num_classes)
+        governed.close()
+        assert torch.get_num_threads() == before + 3
     finally:
         torch.set_num_threads(before)

@@ -46,8 +46,10 @@ from edgekit.predictor.calibrate import (
     point_key,
 )
 from edgekit.predictor.measure import time_on_device
+from edgekit.predictor.search import named_models
 from edgekit.predictor.table import LatencyTable, load_table, table_path
 from edgekit.predictor.units import cut_spec
+from edgekit.runtime.harness import clock_for
 
 AGAIN = " again"
 
@@ -92,8 +94,7 @@ def _calibrate_and_time(specs: list[ModelSpec], profile: DeviceProfile,
                         args: argparse.Namespace) -> tuple[LatencyTable, dict, dict]:
     """A fresh table of the default calibration grid and the specs timed whole, all in one interleaved run."""
     models = _built(specs, args.again)
-    names = tuple(args.calib_names.split(",")) if args.calib_names else CALIBRATION_NAMES
-    done = calibrate(grid(names, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
+    done = calibrate(grid(args.calib, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
                      _options(args), args.runtime, args.threads,
                      progress=_progress, cache=args.cache, fresh=True, also_time=models, precision=args.precision)
     print(file=sys.stderr)
@@ -159,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not formats:
         print(f"error: --formats {args.formats}: choose from {', '.join(FORMATS)}.", file=sys.stderr)
         return 2
+    for flag, path in (("--out", args.out), ("--measured", args.measured)):
+        if path is not None and len(formats) > 1 and "FORMAT" not in str(path):
+            print(f"error: {flag} {path} with {len(formats)} formats: put FORMAT in the file name (one file per "
+                  "format, e.g. error-FORMAT.json).", file=sys.stderr)
+            return 2
+    try:
+        args.calib = tuple(named_models(args.calib_names.split(","))) if args.calib_names else CALIBRATION_NAMES
+    except EdgekitError as exc:
+        print(f"error: --calib-names: {exc}", file=sys.stderr)
+        return 2
     results = {}
     for fmt in formats:
         args.runtime, args.precision = FORMATS[fmt]
@@ -188,6 +199,11 @@ def score(args: argparse.Namespace, fmt: str) -> dict | None:
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+    if table is not None and not args.measured and table.clock != clock_for(_options(args).clock, args.threads):
+        print(f"error: the {fmt} table was timed by the {table.clock} clock: "
+              f"{'add' if table.clock == 'cpu' else 'drop'} --stable to time the models the same way.",
+              file=sys.stderr)
+        return None
     if args.calibrate:
         specs = _specs(args)
         table, measured_ms, info = _calibrate_and_time(specs, profile, args)
@@ -203,6 +219,11 @@ def score(args: argparse.Namespace, fmt: str) -> dict | None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"error: {measured_file} is not a predictor_error.py --out file ({type(exc).__name__}): "
                   "write one with --out.", file=sys.stderr)
+            return None
+        if earlier.get("clock", "wall") != table.clock:
+            print(f"error: {measured_file} was timed by the {earlier.get('clock', 'wall')} clock and the {fmt} "
+                  f"table by the {table.clock} clock: calibrate the table the same way (--stable or not).",
+                  file=sys.stderr)
             return None
         if timed_on != (profile.name, args.runtime, args.threads, args.precision):
             print(f"error: {measured_file} was timed on {timed_on[0]} ({timed_on[3]} {timed_on[1]}, {timed_on[2]} "

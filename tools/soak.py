@@ -73,7 +73,7 @@ def soak_artifact(artifact: Path, inferences: int) -> list[Soak]:
     checkpoint = Path(manifest.get("source", {}).get("weights") or "")
     results = []
     for path in ([checkpoint] if checkpoint.suffix == ".pt" and checkpoint.is_file() else []) + files:
-        opened = open_model(path)
+        opened = open_model(path, threads=1)
         spec = opened.spec
         x = np.random.default_rng(0).standard_normal((1, spec.in_channels, spec.resolution, spec.resolution),
                                                      dtype=np.float32)

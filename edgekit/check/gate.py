@@ -25,7 +25,7 @@ from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
 from edgekit.data import DataSource, ImageSet, load_split, require_same_classes
-from edgekit.evaluate import evaluate
+from edgekit.evaluate import close_runner, evaluate
 from edgekit.models import ModelSpec
 from edgekit.runtime import formats
 from edgekit.runtime.open import open_model
@@ -201,7 +201,10 @@ def _run(plan: _Plan, options: CheckOptions, progress: Callable[[str, int, int],
             if progress:
                 progress(f"{directory.name} {fmt}", done, len(data))
 
-        top1[fmt] = evaluate(opened.runner, data, opened.preprocess, options.batch_size, progress=advance).top1
+        try:
+            top1[fmt] = evaluate(opened.runner, data, opened.preprocess, options.batch_size, progress=advance).top1
+        finally:
+            close_runner(opened.runner)
 
     result = ArtifactCheck(directory, plan.key, data.name, len(data), options.samples, plan.reference, top1)
     result.cases += _accuracy_cases(result, plan.int8, options)

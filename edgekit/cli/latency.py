@@ -180,7 +180,8 @@ def search(
         help="Where search.json and the winner's recipe go (default search-DEVICE).")] = None,
     int8: Annotated[bool | None, typer.Option(
         "--int8/--fp32", help="Predict the INT8 TFLite file (--int8) or the FP32 model (--fp32). Default: the format "
-                              "--recipe deploys (INT8 TFLite unless it turns that off), FP32 without a recipe.",
+                              "--recipe deploys (INT8 TFLite unless it turns that off, or --runtime onnxruntime is "
+                              "given), FP32 without a recipe.",
         show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:

@@ -44,6 +44,9 @@ class ThreadGovernor:
     re-chosen every POLL_SECONDS from /proc: the cores busy with other processes are subtracted."""
 
     def __init__(self, requested: int | None = None) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()  # restore() puts it back
         self.requested = requested
         self.budget = requested or thread_budget()
         self.cores = os.cpu_count() or 1
@@ -76,6 +79,12 @@ class ThreadGovernor:
         others = max(0.0, (busy - own) / (total / self.cores))  # cores' worth of other processes' work
         self._set(max(1, min(self.budget, int(self.cores - others + 0.5))))
         return self.threads
+
+    def restore(self) -> None:
+        """Torch's thread count as it was before this governor: a library call leaves its caller's setting alone."""
+        import torch
+
+        torch.set_num_threads(self.before)
 
     def record(self) -> dict[str, object]:
         """For summary.json: what was asked, the budget, and every count used."""

@@ -97,7 +97,7 @@ def calibrate(specs: list[ModelSpec], profile: Any, options: Any, runtime: str, 
     timed = time_on_device([] if profiled else todo, {**(also_time or {}), **models}, profile, options, runtime,
                            progress, cache, profile_models=models if profiled else (), precision=precision)
     if table is None:
-        table = new_table(profile.name, runtime, threads, timed.info, precision, timed.clock)
+        table = new_table(profile.name, runtime, threads, timed.info, precision, clock)
     for key in models:
         units = cuts[key]
         record = {"key": key, "spec": models[key].spec.to_dict(), "measured_ms": timed.models_ms[key],

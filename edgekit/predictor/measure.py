@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekit.core.errors import EdgekitError
 from edgekit.predictor.units import Unit
 from edgekit.runtime.formats import for_runtime
 from edgekit.runtime.harness import clock_for
@@ -99,6 +100,8 @@ def export_all(units: Iterable[Unit], models: dict[str, nn.Module], folder: Path
     from edgekit.core.files import atomic_path
 
     fmt = for_runtime(runtime).name
+    if precision == "int8" and fmt != "tflite":
+        raise EdgekitError(f"INT8 units are timed as full-integer TFLite, not {fmt}: use the tflite runtime.")
     suffix = fmt if precision == "fp32" else f"{precision}.{fmt}"
     distinct: dict[str, Unit] = {}
     for unit in units:
@@ -138,7 +141,8 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
             progress(f"timing {len(names)} models on {profile.name}")
         budget = batch_bytes(profile)  # one probe for the timing and the profile runs
         run = _bench_in_batches(profile, folder, list(names), options, budget)
-        timed = Timed({}, {}, run.device, run.info, run.warnings, clock_for(options.clock, options.threads[0]))
+        clock = clock_for(options.clock, (options.threads or (1,))[0])
+        timed = Timed({}, {}, run.device, run.info, run.warnings, clock)
         for result in run.results:
             what, key = names[result["file"]]
             (timed.units_ms if what == "unit" else timed.models_ms)[key] = result["steady"]["p50_ms"]
@@ -153,7 +157,6 @@ def batch_bytes(profile: Any) -> int:
     """How many bytes of model files one device run may take, from the memory the device has free."""
     import contextlib
 
-    from edgekit.core.errors import EdgekitError
     from edgekit.devices.probe import probe_device
     from edgekit.devices.transports import connect
 

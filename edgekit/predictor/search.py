@@ -172,14 +172,21 @@ def search_models(profile: Any, latency_ms: float, runtime: str = "onnxruntime",
         raise EdgekitError(f"--latency-ms {latency_ms:g} is not a budget: give a time in milliseconds above 0.")
     check_grid(widths, resolutions)
     base = load_recipe(recipe) if recipe is not None else None
-    if int8 is None:
+    inferred = int8 is None
+    if inferred:
         int8 = base is not None and deploys_int8_tflite(base) and runtime in ("auto", "tflite")
     runtime, threads, precision = one_setting([profile], runtime, (threads,), "search", int8)
     if base is not None:
         in_channels = base.model.in_channels or in_channels
         num_classes = base.model.num_classes or num_classes
     specs = candidates(named_models(families), widths, resolutions, num_classes, in_channels)
-    table = load_table(profile.name, runtime, threads, precision)
+    try:
+        table = load_table(profile.name, runtime, threads, precision)
+    except EdgekitError as exc:
+        if not (inferred and int8):
+            raise
+        raise EdgekitError(f"{exc} (The recipe deploys its INT8 TFLite file, so search predicts that; --fp32 "
+                           "predicts from the FP32 table instead.)") from None
     accuracy = known_accuracy(results if results is not None else [Path("runs"), Path("sweeps")]) \
         if metric == "accuracy" else {}
     by_label = {f"{s.name} w{s.width:g} r{s.resolution}": s for s in specs}

@@ -41,6 +41,7 @@ from edgekit.runtime.formats import for_runtime
 # 2: unit records carry their per-layer-kind work ("ops"); 3: and their kernel features; 4: signatures leave out
 # dropout rates, units carry their template and their time in context, models the signatures of their units
 TABLE_VERSION = 4
+CLOCKS = ("wall", "cpu")  # what a table's units and models were timed by: bench's default, or --stable
 CORRECTION_TERMS = ("sum_units_ms", "weight_mb", "activation_mb", "units")
 MIN_FIT = 12  # measured units of a kind needed before the kind gets a fit of its own (the fit has 10 terms)
 NEIGHBOURS = 3  # measured units of the kind whose fit error an estimate carries
@@ -260,7 +261,11 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             raise EdgekitError(f"{origin} is not an edgekit latency table of version {TABLE_VERSION}: {fix}.")
         try:
-            table = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})  # a missing field: TypeError
+            # tables from before the clock was recorded were timed by the wall clock
+            fields = {k: data[k] for k in cls.__dataclass_fields__ if k != "clock"}
+            table = cls(**fields, clock=data.get("clock", "wall"))
+            if table.clock not in CLOCKS:
+                raise ValueError(f"clock {table.clock!r} is not one of {', '.join(CLOCKS)}")
             for record in table.units.values():
                 if not (isinstance(record["ms"], (int, float)) and np.isfinite(record["ms"]) and record["ms"] >= 0):
                     raise ValueError("a unit time is not a finite number")

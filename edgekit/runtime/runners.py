@@ -51,6 +51,11 @@ class TorchRunner:
         with torch.no_grad():
             return self.model(torch.from_numpy(batch)).numpy()
 
+    def close(self) -> None:
+        """Give torch's thread count back to what it was (the governor sets it for the whole process)."""
+        if self.governor is not None:
+            self.governor.restore()
+
 
 class OnnxRunner:
     name = ONNX.runtime
