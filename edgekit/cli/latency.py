@@ -62,8 +62,8 @@ def calibrate(
 
     A one-time job per device, runtime, thread count and precision (FP32, or INT8 TFLite with --int8); run again
     with other families or sizes to extend the table: only what is new is measured. A table is extended only by
-    the clock it was made with (--stable or not). The default grid takes tens of minutes on a laptop CPU
-    (docs/predictor.md has timings).
+    the clock it was made with (--stable or not). The default grid takes tens of minutes on a laptop CPU,
+    and hours with --int8 (every block is quantized and converted): calibrate the families you will search.
     """
     from edgekit.devices.profiles import load_profile
     from edgekit.predictor.calibrate import calibrate_device
