@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # tools/ holds helpers the tests share with the scripts (tools.imagenet_samples)
     sys.path.insert(0, str(REPO))
+# A suite started in the background of a script (`bash .ci/run &`) inherits SIGINT ignored, and ignored signals pass
+# to every child: the Ctrl-C tests' trainings would then never see their Ctrl-C. A handler (unlike SIG_IGN) is reset
+# to the default in children, so each edgekit process gets Ctrl-C as a user's terminal gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.stem.endswith("_finetune"))
 # Recipes whose weights and data paths the user replaces: tests/test_finetune.py runs them with --weights/--data.
 FINETUNE_RECIPES = sorted((REPO / "recipes").glob("*_finetune.yaml"))

@@ -16,7 +16,6 @@ from torch import nn
 from edgekit.core.errors import EdgekitError
 from edgekit.predictor.units import Unit
 from edgekit.runtime.formats import for_runtime
-from edgekit.runtime.harness import clock_for
 
 # A calibration times hundreds of units and models in one run, in rounds that interleave them against drift. Every
 # file gets the same runs in the same 20 rounds (no minimum time, which would leave the smallest units to be
@@ -50,7 +49,6 @@ class Timed:
     device: str
     info: dict[str, Any]
     warnings: list[str]
-    clock: str = "wall"  # "wall" or "cpu" (the thread's CPU time): what the harness timed by
     # model key -> (exporter scope, ms) of every node in run order, for the models asked to be profiled
     nodes: dict[str, list[tuple[str, float]]] = dataclasses.field(default_factory=dict)
 
@@ -141,8 +139,7 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
             progress(f"timing {len(names)} models on {profile.name}")
         budget = batch_bytes(profile)  # one probe for the timing and the profile runs
         run = _bench_in_batches(profile, folder, list(names), options, budget)
-        clock = clock_for(options.clock, (options.threads or (1,))[0])
-        timed = Timed({}, {}, run.device, run.info, run.warnings, clock)
+        timed = Timed({}, {}, run.device, run.info, run.warnings)
         for result in run.results:
             what, key = names[result["file"]]
             (timed.units_ms if what == "unit" else timed.models_ms)[key] = result["steady"]["p50_ms"]
