@@ -2,6 +2,7 @@
 timed by several methods side by side in one run; per method, the share of models whose two copies agree.
 
     python tools/bench_repeat.py [--models 40] [--runtime onnxruntime] [--cache DIR] [--out bench_repeat.json]
+    python tools/bench_repeat.py --runtime tflite --precision int8   # the full-integer file edgekit's export makes
 
 Methods (each a harness run over every file, rounds interleaved as `edgekit bench` runs them):
 - one process, 1 thread, unpinned: every estimator below from the same runs;
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "tflite"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                        help="int8: full-integer TFLite as edgekit's INT8 export makes it (needs --runtime tflite)")
     parser.add_argument("--methods", default="one,pinned,per-model,threads2,omp1",
                         help="which of one, pinned, per-model, threads2, omp1 to run")
     parser.add_argument("--runs", type=int, default=60, help="timed runs per file (default 60, as calibration)")
@@ -105,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     args = parser.parse_args(argv)
     RUNS[:] = [args.runs, args.rounds]
+    if args.precision == "int8" and args.runtime != "tflite":
+        parser.error("--precision int8 times the INT8 TFLite file: add --runtime tflite.")
 
     models = _models(args.models, args.width, args.resolution)
     with tempfile.TemporaryDirectory(prefix="bench-repeat-") as tmp:
         folder = args.cache or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        names = export_all([], models, folder, args.runtime)
+        names = export_all([], models, folder, args.runtime, precision=args.precision)
         keys = {name: key for name, (_, key) in names.items()}
         for name, key in list(keys.items()):  # the twin: the same bytes, a file of its own, loaded apart
             twin = f"again-{name}"
@@ -144,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             report[label] = {"seconds": seconds, "agreement": _agreement(by_key), "figures": by_key}
             print(f"{label}: {seconds:.0f} s", file=sys.stderr)
 
-    print(f"\n{len(models)} models ({args.runtime}, width {args.width:g}, {args.resolution} px), each from two "
-          f"files, {args.runs} runs in {args.rounds} rounds; load average before: {load[0]:.1f}, after: "
+    print(f"\n{len(models)} models ({args.precision} {args.runtime}, width {args.width:g}, {args.resolution} px), "
+          f"each from two files, {args.runs} runs in {args.rounds} rounds; load average before: {load[0]:.1f}, after: "
           f"{os.getloadavg()[0]:.1f}")
     print(f"{'method':24s} {'estimator':32s} {'<=5%':>6s} {'<=10%':>6s} {'median':>7s} {'p90':>6s}")
     for label, done in report.items():
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:24s} {est:32s} {a['within_5pct']:6.0%} {a['within_10pct']:6.0%} "
                   f"{a['median_pct']:6.1f}% {a['p90_pct']:5.1f}%")
     if args.out:
-        args.out.write_text(json.dumps({"runtime": args.runtime, "width": args.width, "resolution": args.resolution,
+        args.out.write_text(json.dumps({"runtime": args.runtime, "precision": args.precision, "width": args.width,
+                                        "resolution": args.resolution,
                                         "methods": report}, indent=2))
     return 0
 
