@@ -14,6 +14,11 @@ from PIL import Image
 from edgekit.report.plots import pareto_front
 
 FAST_BENCH = ["--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0"]
+# For tests whose subject is not the INT8 drop. The shared artifact is MobileNetV2 trained 4 epochs on digits (87%
+# top-1, 359 validation images of 0.28 pp each): its drop moves with the CPU and thread count it was trained on (0 pp
+# on one 2-core AMD EPYC VM, 1.5 pp on one thread, 2.2 pp on one CI machine), so the default 1 pp budget would make
+# them fail for a reason they do not test. test_check_fails_with_exit_1_when_the_drop_is_over_budget tests the drop.
+LOOSE = ["--max-drop", "5"]
 
 
 @pytest.fixture
@@ -30,7 +35,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_check_passes_and_writes_junit_markdown_summary_and_manifest(artifact, tmp_path, edgekit_cli):
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
-    done = edgekit_cli("check", str(artifact), "--junit", str(tmp_path / "r" / "check.xml"),
+    done = edgekit_cli("check", str(artifact), *LOOSE, "--junit", str(tmp_path / "r" / "check.xml"),
                        "--markdown", str(tmp_path / "check.md"), env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert done.returncode == 0, done.stderr
     assert "accuracy drop" in done.stdout and "onnx_int8" in done.stdout and "tflite_int8" in done.stdout
@@ -82,9 +87,8 @@ def test_seeded_samples_are_repeatable_and_recorded(artifact, edgekit_cli):
     assert record["samples"] == 100 and record["seed"] == 0 and "100 seeded samples" in record["data"]
 
 
-# The baseline's cases, not the drop: on 200 images (0.5 pp each) the 4-epoch model's INT8 drop moves by a few
-# images with the thread count it was trained with (1.5 pp with one thread, under 1 pp with two).
-SUBSET = ["--samples", "200", "--max-drop", "5"]
+# The baseline's cases, not the drop (see LOOSE), on 200 seeded images.
+SUBSET = ["--samples", "200", *LOOSE]
 
 
 def test_baseline_catches_regressions_and_unexplained_improvements(artifact, tmp_path, edgekit_cli):
@@ -117,7 +121,7 @@ def test_latency_gates_read_the_bench_figures(artifact, tmp_path, edgekit_cli):
     done = edgekit_cli("check", str(artifact), "--max-latency-ratio", "0.8")
     assert done.returncode == 2 and "edgekit bench" in done.stderr
     assert edgekit_cli("bench", str(artifact), *FAST_BENCH).returncode == 0
-    done = edgekit_cli("check", str(artifact), "--max-latency-ratio", "1000", "--json")
+    done = edgekit_cli("check", str(artifact), *LOOSE, "--max-latency-ratio", "1000", "--json")
     assert done.returncode == 0, done.stderr
     cases = json.loads(done.stdout)["results"][0]["cases"]
     ratios = {c["metric"] for c in cases if c["metric"].startswith("latency ratio")}
@@ -125,13 +129,14 @@ def test_latency_gates_read_the_bench_figures(artifact, tmp_path, edgekit_cli):
     assert edgekit_cli("check", str(artifact), "--max-latency-ratio", "0.001").returncode == 1
 
     baseline = tmp_path / "b.json"
-    assert edgekit_cli("check", str(artifact), "--baseline", str(baseline), "--update-baseline").returncode == 0
+    assert edgekit_cli("check", str(artifact), *LOOSE, "--baseline", str(baseline),
+                       "--update-baseline").returncode == 0
     data = json.loads(baseline.read_text())
     (key, entry), = data["models"].items()
     assert "local/tflite/1t/model_int8.tflite" in entry["latency_ms"]
     entry["latency_ms"] = {k: v / 10 for k, v in entry["latency_ms"].items()}  # as if it used to be 10x faster
     baseline.write_text(json.dumps(data))
-    done = edgekit_cli("check", str(artifact), "--baseline", str(baseline), "--json")
+    done = edgekit_cli("check", str(artifact), *LOOSE, "--baseline", str(baseline), "--json")
     assert done.returncode == 1
     slower = [c for c in json.loads(done.stdout)["results"][0]["cases"] if c["metric"].startswith("latency vs")]
     assert len(slower) == 4 and not any(c["passed"] for c in slower)
@@ -281,7 +286,7 @@ def test_pareto_front_keeps_the_points_nothing_beats():
 
 def test_report_writes_tables_and_readable_plots(artifact, tmp_path, edgekit_cli):
     assert edgekit_cli("bench", str(artifact), *FAST_BENCH).returncode == 0
-    assert edgekit_cli("check", str(artifact)).returncode == 0
+    assert edgekit_cli("check", str(artifact), *LOOSE).returncode == 0
     other = tmp_path / "other"
     shutil.copytree(artifact, other)
     out = tmp_path / "report"
