@@ -71,3 +71,16 @@ def test_help_and_version(edgekit_cli):
     assert "Layer-by-layer" in edgekit_cli("--help").stdout
     assert "--res-mult" in edgekit_cli("profile", "--help").stdout
     assert edgekit_cli("--version").stdout.startswith("edgekit ")
+
+
+def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source():
+    """A description's paragraph, wrapped at 120 columns in the docstring, fills a wide terminal's line (typer
+    alone keeps the source's breaks)."""
+    from tests.conftest import run_edgekit
+
+    wide = run_edgekit("check", "--help", env={"COLUMNS": "300"})
+    assert wide.returncode == 0
+    paragraph = next(line for line in wide.stdout.splitlines() if "Exit 0 when every check passes" in line)
+    assert "under `check`" in paragraph
+    listed = run_edgekit("latency", "calibrate", "--help", env={"COLUMNS": "300"}).stdout
+    assert "(--stable or not)" in next(line for line in listed.splitlines() if "A one-time job" in line)

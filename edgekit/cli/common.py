@@ -158,3 +158,24 @@ def interrupted(out: Path, command: str) -> None:
     err_console.print(f"interrupted: the run is saved{where}; continue it with `{command}`", highlight=False,
                       soft_wrap=True)  # one line: the command is copied as printed
     raise typer.Exit(130)
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Let the terminal wrap every command's description: typer keeps a docstring's single line breaks after its
+    first paragraph, so text wrapped at 120 columns in the source came out ragged in an 80-column terminal. A
+    paragraph of list items (lines starting with '- ' or '* ') or indented lines keeps its breaks."""
+    import inspect
+
+    for info in app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if text:
+            info.help = "\n\n".join(p if _keeps_breaks(p) else " ".join(p.split("\n"))
+                                    for p in inspect.cleandoc(text).split("\n\n"))
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
+def _keeps_breaks(paragraph: str) -> bool:
+    return paragraph.startswith("\b") or any(line.lstrip().startswith(("- ", "* ")) or line.startswith(" ")
+                                             for line in paragraph.split("\n")[1:])
