@@ -12,6 +12,7 @@ import yaml
 from edgekit.core.errors import EdgekitError
 from edgekit.models import build, get_entry, list_models, resolve_spec
 from edgekit.models.complexity import profile_spec
+from edgekit.predictor.calibrate import calibration_grid, point_key
 from edgekit.predictor.context import context_times, unit_shares
 from edgekit.predictor.table import LatencyTable, load_table, new_table, table_path, unit_features
 from edgekit.predictor.units import OP_FEATURES, cut, cut_spec
@@ -145,6 +146,21 @@ def test_cut_records_which_kernels_a_unit_needs():
     mobilenet = cut_spec(resolve_spec("mobilenet_v2", resolution=64))
     assert mobilenet[0].ops["alignment"] == 1  # the stem reads 3 channels
     assert all(u.ops["group_width"] == 0 for u in mobilenet)  # depthwise is not grouped
+
+
+def test_a_calibration_probes_the_group_widths_a_search_width_runs():
+    """ShuffleNetV1 at width 0.75 runs 15, 60, 120 and 240 channels per group, which widths 0.5 and 1.0 never run:
+    the grid times it at 0.75 too, between the grid's resolutions (their geometric middle, rounded to 8).
+    MobileNetV2 has no grouped convolution and RegNetX-400MF keeps 16 channels per group at every width: nothing
+    to probe."""
+    specs, probes = calibration_grid(("shufflenet_v1", "mobilenet_v2", "regnet_x_400mf"), (0.5, 1.0), (128, 224))
+    assert len(specs) == 12
+    assert [point_key(p) for p in probes] == ["shufflenet_v1 w0.75 r168"]
+    in_grid = {u.ops["group_width"] for s in specs if s.name == "shufflenet_v1" for u in cut_spec(s)}
+    assert {u.ops["group_width"] for u in cut_spec(probes[0])} - in_grid == {15, 60, 120, 240}
+    # a search width outside the grid's widths is not the grid's to probe
+    assert calibration_grid(("shufflenet_v1",), (0.5,), (128,))[1] == []
+    assert calibration_grid(("shufflenet_v1",), (0.75, 1.0), (128,))[1] == []
 
 
 def test_an_estimate_takes_its_correction_from_units_on_the_same_kernel_path():
@@ -375,6 +391,33 @@ def test_predict_warns_of_kernel_paths_the_table_never_measured(calibrated):
     (warning,) = result["warnings"]
     assert "conv3x3 (4-aligned channels)" in warning and "--family mobilenet_v2" in warning
     assert all(u["source"] == "measured" for u in result["units"][1:]), "only the stem changed"
+
+
+@pytest.mark.slow
+def test_a_probed_group_width_is_a_measured_kernel_path(tmp_path):
+    """Calibrating ShuffleNetV1 at widths 0.5 and 1.0 also times it at 0.75 (the search's width between them, with
+    channels per group neither runs), so predicting 0.75 at another resolution estimates from units on its own
+    kernel paths and warns of nothing; width 0.6, never probed, still warns."""
+    env = {"EDGEKIT_HOME": str(tmp_path)}
+    done = run_edgekit("latency", "calibrate", "--family", "shufflenet_v1", "--width", "0.5,1.0",
+                       "--resolution", "32", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["kernel_probes"] == ["shufflenet_v1 w0.75 r32"]
+    assert [m["model"] for m in result["models"]] == ["shufflenet_v1 w0.5 r32", "shufflenet_v1 w1 r32",
+                                                      "shufflenet_v1 w0.75 r32"]
+
+    def predict(width):
+        done = run_edgekit("latency", "predict", "shufflenet_v1", "--width", width, "--resolution", "48", "--json",
+                           env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    probed = predict("0.75")
+    assert any(u["source"].startswith("fit: ") for u in probed["units"]), "48 px was never timed: estimated"
+    assert probed["warnings"] == []
+    (warning,) = predict("0.6")["warnings"]
+    assert "channels per group" in warning
 
 
 def test_search_ranks_within_the_budget_and_writes_the_winners_recipe(calibrated, tmp_path):

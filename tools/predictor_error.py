@@ -42,7 +42,7 @@ from edgekit.predictor.calibrate import (
     CALIBRATION_WIDTHS,
     LARGEST,
     calibrate,
-    grid,
+    calibration_grid,
     point_key,
 )
 from edgekit.predictor.measure import time_on_device
@@ -94,7 +94,8 @@ def _calibrate_and_time(specs: list[ModelSpec], profile: DeviceProfile,
                         args: argparse.Namespace) -> tuple[LatencyTable, dict, dict]:
     """A fresh table of the default calibration grid and the specs timed whole, all in one interleaved run."""
     models = _built(specs, args.again)
-    done = calibrate(grid(args.calib, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS), profile,
+    specs_grid, probes = calibration_grid(args.calib, CALIBRATION_WIDTHS, CALIBRATION_RESOLUTIONS)
+    done = calibrate(specs_grid + probes, profile,
                      _options(args), args.runtime, args.threads,
                      progress=_progress, cache=args.cache, fresh=True, also_time=models, precision=args.precision)
     print(file=sys.stderr)

@@ -96,6 +96,9 @@ def calibrate(
     context = (f"{in_context} timed in context (their share of a profiled calibration model)" if in_context else
                "timed alone (this runtime gives no per-node profile)")
     console.print(f"{result['units']} units measured, {context}; correction: {terms}", highlight=False)
+    if result["kernel_probes"]:
+        console.print(f"kernel probes (widths between the grid's that run channels per group it does not): "
+                      f"{', '.join(result['kernel_probes'])}", highlight=False)
     console.print(f"wrote {result['table']}", highlight=False)
     for warning in result["warnings"]:
         warn(warning)

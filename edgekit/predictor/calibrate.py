@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from edgekit.models import ModelSpec, build, get_entry, list_models, resolve_spe
 from edgekit.predictor.context import context_times, unit_shares
 from edgekit.predictor.measure import time_on_device
 from edgekit.predictor.table import LatencyTable, add_units, load_table, new_table
-from edgekit.predictor.units import Unit, cut
+from edgekit.predictor.units import Unit, cut, cut_spec
 
 # Every named network, at two widths and two resolutions: a unit at another width or resolution is then estimated
 # from the same block of the same network on either side of it. Calibrating one network per family left the
@@ -35,6 +36,44 @@ def grid(names: tuple[str, ...], widths: tuple[float, ...], resolutions: tuple[i
         get_entry(name)  # an unknown name fails here, with the registry's suggestion
     return [resolve_spec(n, width=w, resolution=r, num_classes=num_classes)
             for n, w, r in itertools.product(names, widths, resolutions)]
+
+
+def calibration_grid(names: tuple[str, ...], widths: tuple[float, ...],
+                     resolutions: tuple[int, ...]) -> tuple[list[ModelSpec], list[ModelSpec]]:
+    """The models a calibration times: the grid, and its kernel probes for the widths a search ranks."""
+    from edgekit.predictor.search import SEARCH_WIDTHS
+
+    specs = grid(names, widths, resolutions)
+    return specs, kernel_probes(specs, SEARCH_WIDTHS)
+
+
+def kernel_probes(specs: list[ModelSpec], widths: tuple[float, ...]) -> list[ModelSpec]:
+    """Models to time beside a grid so that its tables know every group width the `widths` between its own run.
+
+    A grouped convolution runs one small matrix product per group, and its speed per MAC swings 2-4x with the
+    channels per group (tools/grouped_conv_speed.py); no fit over the grid's group widths tells what another one
+    costs. ShuffleNetV1 at width 0.75 runs 15, 60, 120 and 240 channels per group, none of which widths 0.5 and 1.0
+    run. So each network of the grid is cut at every width in `widths` that lies within the grid's widths but is not
+    one of them, and where that width runs a group width (of a kind of unit) the grid does not, the network is timed
+    at that width too, at the geometric middle of the grid's resolutions (168 px for 128 and 224): a slow kernel's
+    cost is per MAC, and at a resolution below the grid's the fixed cost of each layer hides it. Channel
+    alignments need no probe: the grid's widths bracket them, and its neighbours carry them."""
+    if not specs:
+        return []
+    grid_widths = {s.width for s in specs}
+    between = [w for w in widths if min(grid_widths) < w < max(grid_widths) and w not in grid_widths]
+    low, high = min(s.resolution for s in specs), max(s.resolution for s in specs)
+    resolution = round(math.sqrt(low * high) / 8) * 8
+    seen = {(u.kind, u.ops["group_width"]) for s in specs for u in cut_spec(s)}
+    probes = []
+    for name in dict.fromkeys(s.name for s in specs):
+        template = next(s for s in specs if s.name == name)
+        for width in between:
+            probe = resolve_spec(name, width=width, resolution=resolution, num_classes=template.num_classes,
+                                 in_channels=template.in_channels, **template.options)
+            if any(u.ops["group_width"] and (u.kind, u.ops["group_width"]) not in seen for u in cut_spec(probe)):
+                probes.append(probe)
+    return probes
 
 
 def point_key(spec: ModelSpec) -> str:
@@ -121,8 +160,8 @@ def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, nam
                      progress: Callable[[str], None] | None = None, precision: str = "fp32",
                      fresh: bool = False) -> dict[str, Any]:
     """Calibrate the device's table for one runtime, thread count and precision on a grid (default: every named
-    network at CALIBRATION_WIDTHS x CALIBRATION_RESOLUTIONS), save it, and say how well it fits its calibration
-    models. `fresh` replaces the table instead of extending it."""
+    network at CALIBRATION_WIDTHS x CALIBRATION_RESOLUTIONS) and its kernel probes for the search's widths, save
+    it, and say how well it fits its calibration models. `fresh` replaces the table instead of extending it."""
     import dataclasses
 
     from edgekit.core.files import output_lock
@@ -132,12 +171,13 @@ def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, nam
     widths = widths or CALIBRATION_WIDTHS
     resolutions = resolutions or CALIBRATION_RESOLUTIONS
     check_grid(widths, resolutions)
-    specs = grid(tuple(named_models(list(names))) if names else CALIBRATION_NAMES, widths, resolutions)
+    specs, probes = calibration_grid(tuple(named_models(list(names))) if names else CALIBRATION_NAMES, widths,
+                                     resolutions)
     options = dataclasses.replace(options, threads=(threads,))
     path = table_path(profile.name, runtime, threads, precision)
     path.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(path):
-        done = calibrate(specs, profile, options, runtime, threads, progress=progress, fresh=fresh,
+        done = calibrate(specs + probes, profile, options, runtime, threads, progress=progress, fresh=fresh,
                          precision=precision)
         table = done.table
         table.save(path)
@@ -146,4 +186,5 @@ def calibrate_device(profile: Any, options: Any, runtime: str, threads: int, nam
     in_context = sum(1 for r in table.units.values() if r.get("in_context"))
     return {"table": str(path), "device": profile.name, "runtime": runtime, "threads": threads,
             "precision": precision, "clock": table.clock, "units": len(table.units), "units_in_context": in_context,
-            "models": fitted, "correction": table.correction, "warnings": done.warnings}
+            "models": fitted, "kernel_probes": [point_key(p) for p in probes], "correction": table.correction,
+            "warnings": done.warnings}
