@@ -63,6 +63,13 @@ def recipe(tmp_path: Path) -> Path:
                         DIGITS_RECIPE.replace("epochs: 3", "epochs: 5") + "check:\n  max_drop: 5\n")
 
 
+def _interrupted_codes(sig: int) -> set[int]:
+    """How a command may end after `sig`: SIGTERM with exit 130, SIGKILL by the signal. After Ctrl-C a process that
+    ends by the signal itself (-SIGINT; a shell shows 130 for both) is as correct as exit 130: one CI run saw it,
+    after edgekit had printed its line, and it could not be reproduced here."""
+    return {signal.SIGKILL: {-signal.SIGKILL}, signal.SIGINT: {130, -signal.SIGINT}}.get(sig, {130})
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["int", "term", "kill"])
 def test_train_interrupted_at_a_random_moment_resumes(tmp_path: Path, sig: int) -> None:
     rng = random.Random(SEED + sig)
@@ -74,10 +81,7 @@ def test_train_interrupted_at_a_random_moment_resumes(tmp_path: Path, sig: int) 
     code, _, err = _wait(proc)
     if code == 0:
         pytest.skip(f"seed {SEED}: training finished before the signal")
-    # After Ctrl-C, a process that ends by the signal itself (-SIGINT; a shell shows 130 for both) is as correct as
-    # exit 130: one CI run saw it, after edgekit had printed its line, and it could not be reproduced here.
-    expected = {signal.SIGKILL: {-signal.SIGKILL}, signal.SIGINT: {130, -signal.SIGINT}}.get(sig, {130})
-    assert code in expected, f"seed {SEED}: {err[-1500:]}"
+    assert code in _interrupted_codes(sig), f"seed {SEED}: {err[-1500:]}"
     if sig != signal.SIGKILL:
         assert "interrupted" in err and "Traceback" not in err, f"seed {SEED}: {err[-1500:]}"
         assert not [n for n in _hidden(tmp_path) if n.endswith(".lock")], f"seed {SEED}"
@@ -119,10 +123,7 @@ def test_export_interrupted_over_an_artifact_keeps_one_whole_artifact(
         assert "onnx_int8" in after, f"seed {SEED}"
     else:
         assert after == before, f"seed {SEED}: {err[-1500:]}"
-        # After Ctrl-C, a process that ends by the signal itself (-SIGINT; a shell shows 130 for both) is as correct as
-    # exit 130: one CI run saw it, after edgekit had printed its line, and it could not be reproduced here.
-    expected = {signal.SIGKILL: {-signal.SIGKILL}, signal.SIGINT: {130, -signal.SIGINT}}.get(sig, {130})
-    assert code in expected, f"seed {SEED}: {err[-1500:]}"
+        assert code in _interrupted_codes(sig), f"seed {SEED}: {err[-1500:]}"
     if sig == signal.SIGINT:
         assert _hidden(tmp_path) == [], f"seed {SEED}: {_hidden(tmp_path)}"
     # the next export into the same place removes what a killed one left, and succeeds

@@ -55,16 +55,17 @@ def kernel_probes(specs: list[ModelSpec], widths: tuple[float, ...]) -> list[Mod
     costs. ShuffleNetV1 at width 0.75 runs 15, 60, 120 and 240 channels per group, none of which widths 0.5 and 1.0
     run. So each network of the grid is cut at every width in `widths` that lies within the grid's widths but is not
     one of them, and where that width runs a group width (of a kind of unit) the grid does not, the network is timed
-    at that width too, at the geometric middle of the grid's resolutions (168 px for 128 and 224): a slow kernel's
-    cost is per MAC, and at a resolution below the grid's the fixed cost of each layer hides it. Channel
-    alignments need no probe: the grid's widths bracket them, and its neighbours carry them."""
+    at that width too, at the geometric middle of the grid's resolutions (168 px for 128 and 224): probed below
+    the grid's resolutions (96 px), the estimates missed more the further their resolution lay from the probe
+    (docs/predictor.md). Channel alignments need no probe: the grid's widths bracket them, and its neighbours
+    carry them. Channels per group do not depend on the resolution: the grid is cut at one."""
     if not specs:
         return []
     grid_widths = {s.width for s in specs}
     between = [w for w in widths if min(grid_widths) < w < max(grid_widths) and w not in grid_widths]
     low, high = min(s.resolution for s in specs), max(s.resolution for s in specs)
     resolution = round(math.sqrt(low * high) / 8) * 8
-    seen = {(u.kind, u.ops["group_width"]) for s in specs for u in cut_spec(s)}
+    seen = {(u.kind, u.ops["group_width"]) for s in specs if s.resolution == low for u in cut_spec(s)}
     probes = []
     for name in dict.fromkeys(s.name for s in specs):
         template = next(s for s in specs if s.name == name)
