@@ -6,21 +6,19 @@ The Python API (docs/api.md), loaded on first use so that `import edgekit` stays
     artifact = edgekit.export(my_model, input_shape=(1, 3, 224, 224), int8=True, calibration=my_dataset)
     edgekit.bench(artifact, device="local")
 
-export, quantize, evaluate, bench, check, train, create_model, profile, Artifact, EdgekitError, EdgekitWarning.
+Functions: export, quantize, evaluate, bench, check, train, sweep, create_model, profile.
+Options objects: ExportOptions, Int8Options, BenchOptions, CheckOptions. Records: Artifact. Errors: EdgekitError,
+EdgekitWarning.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
 __version__ = "0.1.0"
 
-API = ("export", "quantize", "evaluate", "bench", "check", "train", "create_model", "profile", "Artifact",
-       "EdgekitError", "EdgekitWarning")
-# These API functions share their names with subpackages (edgekit.export is also the export stage's package): the
-# subpackage stays importable as before, and calling it calls the function.
-CALLABLE_SUBMODULES = frozenset({"export", "quantize", "evaluate", "bench", "check", "train"})
+__all__ = [
+    "Artifact", "BenchOptions", "CheckOptions", "EdgekitError", "EdgekitWarning", "ExportOptions", "Int8Options",
+    "bench", "check", "create_model", "evaluate", "export", "profile", "quantize", "sweep", "train",
+]
 
 TYPE_CHECKING = False  # typing's own constant, without importing typing (it costs more than the rest of this file)
 if TYPE_CHECKING:
@@ -28,8 +26,12 @@ if TYPE_CHECKING:
 
     from edgekit.api import (  # noqa: F401
         Artifact,
+        BenchOptions,
+        CheckOptions,
         EdgekitError,
         EdgekitWarning,
+        ExportOptions,
+        Int8Options,
         bench,
         check,
         create_model,
@@ -37,43 +39,22 @@ if TYPE_CHECKING:
         export,
         profile,
         quantize,
+        sweep,
         train,
     )
 
 
-def _api_function(name: str) -> Any:
-    from edgekit import api
-
-    return getattr(api, name)
-
-
-class _CallableModule(types.ModuleType):
-    """A subpackage that is also its API function: `edgekit.export(model, ...)` calls edgekit.api.export."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _api_function(self.__name__.rpartition(".")[2])(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        # The import system binds each loaded subpackage here: make those that share an API name callable.
-        if name in CALLABLE_SUBMODULES and type(value) is types.ModuleType:
-            value.__class__ = _CallableModule
-        super().__setattr__(name, value)
-
-
 def __getattr__(name: str) -> Any:
-    if name in CALLABLE_SUBMODULES:
-        import importlib
+    """PEP 562: the API names resolve to edgekit.api's objects themselves (their own signatures and docstrings), and
+    torch is imported only when one is first used."""
+    if name in __all__:
+        from edgekit import api
 
-        return importlib.import_module(f"{__name__}.{name}")  # bound (and made callable) by _Package.__setattr__
-    if name in API:
-        return _api_function(name)
+        value = getattr(api, name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *API})
-
-
-sys.modules[__name__].__class__ = _Package
+    return sorted({*globals(), *__all__})

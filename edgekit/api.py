@@ -22,14 +22,20 @@ import yaml
 from torch import nn
 
 from edgekit.artifact import Artifact, read_manifest, verify_files
-from edgekit.bench.host import BenchOptions, DeviceRun
-from edgekit.check.gate import ArtifactCheck, CheckOptions
+from edgekit.benchmark.host import BenchOptions, DeviceRun
 from edgekit.core.errors import EdgekitError
-from edgekit.evaluate import Evaluation, evaluate_batches, evaluate_file
-from edgekit.export import FORMATS
+from edgekit.evaluation import Evaluation, evaluate_batches, evaluate_file
+from edgekit.gate.checks import ArtifactCheck, CheckOptions
 from edgekit.models.complexity import ModelProfile
-from edgekit.quantize.options import DEFAULT_CALIBRATION_SIZE
-from edgekit.train import TrainResult
+from edgekit.options import (
+    DEFAULT_CALIBRATION_SIZE,
+    DEFAULT_FORMATS,
+    DEFAULT_QAT_LR,
+    ExportOptions,
+    Int8Options,
+    int8_from_flags,
+)
+from edgekit.training.loop import TrainResult
 
 __all__ = [
     "Artifact", "EdgekitError", "EdgekitWarning", "bench", "check", "create_model", "evaluate", "export", "profile",
@@ -52,47 +58,53 @@ def export(
     model: nn.Module | str | Path,
     *,
     input_shape: Sequence[int] | str | None = None,
-    formats: Sequence[str] = FORMATS,
-    int8: bool = False,
+    width: float | None = None,
+    resolution: int | None = None,
+    res_mult: float | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    options: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    name: str | None = None,
+    formats: Sequence[str] | str = DEFAULT_FORMATS,
+    nhwc: bool = False,
+    dynamic_batch: bool = False,
+    evaluate_on: str | None = None,
+    int8: bool | Int8Options = False,
     calibration: Data | None = None,
     calib_size: int = DEFAULT_CALIBRATION_SIZE,
     calib_method: str = "minmax",
-    out: str | Path | None = None,
-    weights: str | Path | None = None,
-    width: float | None = None,
-    resolution: int | None = None,
-    num_classes: int | None = None,
-    in_channels: int | None = None,
-    name: str | None = None,
-    nhwc: bool = False,
-    dynamic_batch: bool = False,
+    per_tensor: bool = False,
+    equalize: bool = False,
     int8_io: bool = False,
-    evaluate_on: str | None = None,
+    qat_epochs: int = 0,
+    qat_lr: float = DEFAULT_QAT_LR,
+    max_drop: float | None = None,
+    out: str | Path | None = None,
     force: bool = False,
 ) -> Artifact:
     """Export to ONNX and TFLite with parity checks (and full-integer INT8 files with `int8=True`); returns the
-    artifact (its directory, files and manifest). Same as `edgekit export`.
+    artifact (its directory, files and manifest). Same as `edgekit export`, keyword for flag.
 
     `model` is your own torch.nn.Module (give `input_shape`, e.g. (1, 3, 224, 224); the class count is read from
-    one forward pass), a zoo name (with `width`, `resolution`, `num_classes`), an edgekit checkpoint (.pt), a
-    `"pkg.module:callable"` or a torch.export program saved as .pt2. `calibration` is the INT8 calibration data
-    (see the module's docstring); `evaluate_on` a data source whose validation split every file's top-1 is
-    measured on. `out` defaults to out/NAME-wW-rR.
+    one forward pass), a zoo name (with `width`, `resolution` or `res_mult`, `num_classes`, family `options`), an
+    edgekit checkpoint (.pt), a `"pkg.module:callable"` or a torch.export program saved as .pt2. `calibration` is
+    the INT8 calibration data (see the module's docstring); `evaluate_on` a data source whose validation split every
+    file's top-1 is measured on (and a `max_drop` budget judged on). The INT8 settings are `int8=Int8Options(...)`
+    or the same names as keywords beside `int8=True`. `out` defaults to out/NAME-wW-rR.
     """
-    from edgekit.checkpoint import resolve_source
-    from edgekit.export.pipeline import export_source
-    from edgekit.quantize.options import int8_options_from_flags
+    from edgekit.exporting.pipeline import export_source
+    from edgekit.exporting.source import resolve_source
 
-    if not int8 and calibration is not None:
-        raise EdgekitError("calibration= applies to INT8 export: add int8=True (or call edgekit.quantize).")
-    source = resolve_source(model if isinstance(model, nn.Module) else str(model), width, resolution, None,
-                            num_classes, in_channels, None, _path(weights), input_shape, name)
-    int8_options = int8_options_from_flags(
-        int8, spec=source.spec, trained=source.trained, calib=calibration if isinstance(calibration, str) else None,
-        eval_data=evaluate_on, calib_size=calib_size, method=calib_method, int8_io=int8_io)
-    result = export_source(source, formats=list(formats), nhwc=nhwc, out=_path(out), force=force,
-                           dynamic_batch=dynamic_batch, eval_data=evaluate_on, int8=int8_options, calib=calibration,
-                           on_warning=_warn)
+    int8_options = int8_from_flags(
+        int8, calibration, calib_size=calib_size, calib_method=calib_method, per_tensor=per_tensor,
+        equalize=equalize, int8_io=int8_io, qat_epochs=qat_epochs, qat_lr=qat_lr, max_drop=max_drop)
+    export_options = ExportOptions(formats=tuple(formats) if not isinstance(formats, str) else formats, nhwc=nhwc,
+                                   dynamic_batch=dynamic_batch, int8=int8_options)
+    source = resolve_source(model if isinstance(model, nn.Module) else str(model), width, resolution, res_mult,
+                            num_classes, in_channels, options, _path(weights), input_shape, name)
+    result = export_source(source, export_options, out=_path(out), force=force, eval_data=evaluate_on,
+                           calib=calibration, on_warning=_warn)
     return Artifact(result.directory, result.manifest)
 
 
@@ -133,13 +145,13 @@ def bench(artifact: ArtifactLike, device: str = "local", *, threads: Sequence[in
     """Latency of every file of an artifact (or one model file) on a device profile ("local", "rpi4", a .yaml),
     as `edgekit bench`; the figures are also appended to the manifest. Raises EdgekitError when the device could
     not be benchmarked."""
-    from edgekit.bench.host import bench as run_bench
+    from edgekit.benchmark.host import bench_target
     from edgekit.devices.profiles import load_profile
 
     given = {"runs": runs, "min_seconds": min_seconds, "warmup_runs": warmup_runs, "warmup_seconds": warmup_seconds}
     options = BenchOptions(runtime=runtime, threads=tuple(threads) if threads is not None else None,
                            **{k: v for k, v in given.items() if v is not None})
-    runs_done, failures = run_bench(_target(artifact), [load_profile(device)], options)
+    runs_done, failures = bench_target(_target(artifact), [load_profile(device)], options)
     if failures:
         raise failures[0][1]
     return runs_done
@@ -150,11 +162,11 @@ def check(artifact: ArtifactLike, data: str | None = None, *, samples: int | Non
     """Gate on INT8 accuracy, as `edgekit check`: the FP32 reference and every INT8 file evaluated on the same
     data (a data source; default the one recorded). The result (`.passed`, `.cases`, `.top1`) is also recorded
     in the manifest; it does not raise when a case fails."""
-    from edgekit.check.gate import check as run_check
+    from edgekit.gate.checks import check_artifacts
 
     options = CheckOptions(data=data, samples=samples, max_drop=max_drop, relative=relative, reference=reference,
                            max_latency_ratio=max_latency_ratio)
-    return run_check([_target(artifact)], options)[0]
+    return check_artifacts([_target(artifact)], options)[0]
 
 
 def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *, epochs: int | None = None,
@@ -163,7 +175,7 @@ def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *,
     """Train a recipe (a built-in name, a YAML file, or the same content as a dict), as `edgekit train`; writes
     OUT/best.pt (default runs/RECIPE_NAME) and returns the run's summary."""
     from edgekit.recipe import load_recipe, parse_recipe, with_overrides
-    from edgekit.train import train as train_recipe
+    from edgekit.training.loop import train_recipe
 
     if isinstance(recipe, dict):
         loaded = parse_recipe(yaml.safe_dump(recipe, sort_keys=False), "<recipe dict>")
@@ -222,7 +234,7 @@ def _model_file(artifact: ArtifactLike, fmt: str | None) -> Path:
 def _labelled_batches(data: Any, input_shape: tuple[int, ...], batch_size: int
                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(inputs, labels) batches of at most `batch_size` from a Dataset, DataLoader or iterable of pairs."""
-    from edgekit.export.calibration import _images_of
+    from edgekit.exporting.calibration import _images_of
 
     what = type(data).__name__
     items: Iterable[Any] = (data[i] for i in range(len(data))) if isinstance(data, torch.utils.data.Dataset) \

@@ -24,6 +24,7 @@ import yaml
 from edgekit import builtin
 from edgekit.core.errors import EdgekitError
 from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
+from edgekit.options import Int8Options
 
 
 def _choice(*values: str) -> dict[str, Any]:
@@ -78,19 +79,9 @@ class TrainSection:
     freeze_epochs: int = field(default=0, metadata=_range(0))  # backbone frozen, classifier trained, first N epochs
 
 
-DEFAULT_QAT_LR = 1e-4  # fine-tuning from a trained checkpoint: far below training rates
-
-
-@dataclass
-class Int8Section:
-    calib_size: int = field(default=512, metadata=_range(1))
-    calib_method: str = field(default="minmax", metadata=_choice("minmax", "percentile", "mse"))
-    per_tensor: bool = False
-    equalize: bool = False
-    int8_io: bool = False
-    max_drop: float | None = field(default=None, metadata=_range(0.0))
-    qat_epochs: int = field(default=0, metadata=_range(0))
-    qat_lr: float = field(default=DEFAULT_QAT_LR, metadata=_range(0.0, 1.0))
+# A recipe's int8 section is the export's Int8Options itself: the same fields, defaults and rules as the command
+# line's --int8 flags and the API's keywords.
+Int8Section = Int8Options
 
 
 @dataclass

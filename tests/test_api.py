@@ -32,11 +32,11 @@ def test_import_is_light_and_the_api_loads_on_first_use() -> None:
 def test_api_names_are_callable_and_subpackages_still_import() -> None:
     out = _python(
         "import edgekit\n"
-        "import edgekit.export.pipeline as pipeline\n"  # the subpackage first, as library code does
-        "from edgekit.quantize.options import Int8Options\n"
-        "import edgekit.train, edgekit.evaluate, edgekit.check.gate, edgekit.bench.host\n"
+        "import edgekit.exporting.pipeline as pipeline\n"  # the subpackage first, as library code does
+        "from edgekit.quantization.options import Int8Options\n"
+        "import edgekit.training.loop, edgekit.evaluate, edgekit.gate.checks, edgekit.benchmark.host\n"
         "print(all(callable(getattr(edgekit, n)) for n in edgekit.API))\n"
-        "print(callable(pipeline.export_model), edgekit.export.FORMATS, edgekit.evaluate.Evaluation.__name__)\n"
+        "print(callable(pipeline.export_model), edgekit.exporting.FORMATS, edgekit.evaluation.Evaluation.__name__)\n"
         "print(sorted(set(edgekit.API) - set(dir(edgekit))))\n")
     assert out.split("\n")[:3] == ["True", "True ('onnx', 'tflite') Evaluation", "[]"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.bench import benchmark_model
+from edgekit.benchmark import benchmark_model
 from edgekit.core.errors import EdgekitError
 from edgekit.devices.profiles import find_profiles, load_profile, read_profile
 from edgekit.runtime import harness

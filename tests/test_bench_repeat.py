@@ -1,4 +1,4 @@
-"""A latency figure's repeatability (edgekit/bench/repeat.py) and the gate's rule on it: pass, fail, inconclusive.
+"""A latency figure's repeatability (edgekit/benchmark/repeat.py) and the gate's rule on it: pass, fail, inconclusive.
 
 These construct the rounds a bench records (each round's median) to exercise the rule itself, not the timer;
 tests/test_check.py runs it end to end on real bench figures and two real models of different cost.
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from edgekit.bench.repeat import (
+from edgekit.benchmark.repeat import (
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -19,7 +19,7 @@ from edgekit.bench.repeat import (
     repeat_warning,
     repeatability,
 )
-from edgekit.check.rules import latency_budget_cases, latency_case
+from edgekit.gate.rules import latency_budget_cases, latency_case
 
 
 def test_median_interval_is_the_order_statistic_interval_with_its_coverage():

@@ -147,7 +147,7 @@ ONNX_FP32 = "local/onnxruntime/1t/model.onnx"
 
 def _with_rounds(artifact: Path, rounds: list[float]) -> float:
     """Give the newest model.onnx bench entry these round medians around its real p50 (the rule, not the timer)."""
-    from edgekit.bench.repeat import repeatability
+    from edgekit.benchmark.repeat import repeatability
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     entry = [e for e in manifest["bench"] if e["file"] == "model.onnx"][-1]

@@ -9,8 +9,8 @@ from torch import nn
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
 from edgekit.models import batchnorm_statistics_from_noise, create
-from edgekit.quantize.equalize import equalization_pairs, equalize, parameter
-from edgekit.quantize.ptq import capture
+from edgekit.quantization.equalize import equalization_pairs, equalize, parameter
+from edgekit.quantization.ptq import capture
 
 RESOLUTION = 32
 

@@ -8,7 +8,7 @@ import torch
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
-from edgekit.export import export_model
+from edgekit.exporting import export_model
 from edgekit.inspect import inspect_file
 from edgekit.models import create, resolve_spec
 
@@ -36,7 +36,7 @@ def test_every_family_exports_with_parity(tmp_path, name, kwargs):
         assert manifest["files"][fmt]["sha256"] == sha256_file(tmp_path / "a" / f"model.{fmt}")
         assert manifest["ops"][fmt]["unexpected"] == []
     tflite_ops = manifest["ops"]["tflite"]
-    # at most the input's NCHW->NHWC TRANSPOSE, channel shuffles included (edgekit/export/layout.py)
+    # at most the input's NCHW->NHWC TRANSPOSE, channel shuffles included (edgekit/exporting/layout.py)
     assert tflite_ops["layout_transposes"] <= 1 and tflite_ops["warnings"] == []
     assert tflite_ops["histogram"]["CONV_2D"] >= 1 and tflite_ops["histogram"]["FULLY_CONNECTED"] >= 1
     model = create(name, **kwargs, num_classes=10)
@@ -99,7 +99,7 @@ def test_failed_export_leaves_nothing_and_keeps_previous(tmp_path, monkeypatch):
     spec = resolve_spec("mobilenet_v3_small", width=0.35, resolution=64, num_classes=3)
     export_model(spec, formats=["onnx"], out=tmp_path / "a")
     before = sha256_file(tmp_path / "a" / "model.onnx")
-    import edgekit.export.pipeline as pipeline
+    import edgekit.exporting.pipeline as pipeline
 
     def broken(*args, **kwargs):
         raise EdgekitError("TFLite conversion failed (simulated).")
@@ -112,7 +112,7 @@ def test_failed_export_leaves_nothing_and_keeps_previous(tmp_path, monkeypatch):
 
 
 def test_parity_failure_writes_no_artifact(tmp_path, monkeypatch):
-    import edgekit.export.pipeline as pipeline
+    import edgekit.exporting.pipeline as pipeline
 
     class WrongRunner(pipeline.OnnxRunner):
         def predict(self, batch):

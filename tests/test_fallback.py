@@ -10,12 +10,12 @@ from blocks import MAX_STEPS_OFF, steps_off
 from torch import nn
 
 from edgekit.core.errors import EdgekitError
-from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
-from edgekit.export.verify import ort_fused_histogram
+from edgekit.exporting.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
+from edgekit.exporting.verify import ort_fused_histogram
 from edgekit.models import batchnorm_statistics_from_noise, create
-from edgekit.quantize import fallback
-from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.ptq import convert, prepare
+from edgekit.quantization import fallback
+from edgekit.quantization.annotator import QuantSettings
+from edgekit.quantization.ptq import convert, prepare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner
 
 RESOLUTION = 32

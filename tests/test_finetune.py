@@ -15,7 +15,7 @@ from conftest import FINETUNE_RECIPES, write_recipe
 from edgekit.checkpoint import load_checkpoint
 from edgekit.models import build, resolve_spec
 from edgekit.recipe import load_recipe, parse_recipe
-from edgekit.train import train
+from edgekit.training.loop import train_recipe
 from tools.image_folders import fashion_mnist_folder
 from tools.imagenet_samples import torchvision_mobilenet_v2
 
@@ -72,7 +72,7 @@ def test_frozen_epochs_train_the_reinitialised_classifier_only(tmp_path: Path) -
         "name: frozen\nmodel: {name: mobilenet_v2, width: 0.35, resolution: 32, in_channels: 1, "
         f"weights: {tmp_path / 'w.pt'}}}\ndata: {{source: digits}}\n"
         "train: {epochs: 1, batch_size: 64, limit_batches: 4, freeze_epochs: 1, lr: 0.05}\n")
-    result = train(recipe, tmp_path / "run", threads=2)
+    result = train_recipe(recipe, tmp_path / "run", threads=2)
     assert result.weights == {"path": str(tmp_path / "w.pt"), "classifier": "re-initialised"}
     trained = load_checkpoint(tmp_path / "run" / "last.pt")["state"]["model"]
     changed = sorted({k.rsplit(".", 1)[0] for k, v in trained.items()

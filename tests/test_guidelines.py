@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bench.guidelines import EXPERIMENTS, SIZES, build, macs
+from edgekit.benchmark.guidelines import EXPERIMENTS, SIZES, build, macs
 
 
 @pytest.mark.parametrize("key", ["G1", "G2", "G3"])

@@ -14,7 +14,7 @@ from PIL import Image
 import edgekit.data
 from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, Preprocess, load_split, preprocess_for
-from edgekit.export.calibration import calibration_data, calibration_set
+from edgekit.exporting.calibration import calibration_data, calibration_set
 from edgekit.imagefolder import FolderImages, Transform
 from edgekit.models import resolve_spec
 from tools.image_folders import photo_folder

@@ -11,12 +11,12 @@ from blocks import MAX_STEPS_OFF, Block, steps_off
 from onnx import numpy_helper
 
 from edgekit.core.errors import EdgekitError
-from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
-from edgekit.export.verify import ort_fused_histogram
+from edgekit.exporting.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
+from edgekit.exporting.verify import ort_fused_histogram
 from edgekit.inspect import inspect_file
 from edgekit.models import batchnorm_statistics_from_noise, create
-from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.ptq import quantize_ptq
+from edgekit.quantization.annotator import QuantSettings
+from edgekit.quantization.ptq import quantize_ptq
 from edgekit.runtime import harness
 from edgekit.runtime.parity import compare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner
@@ -91,7 +91,7 @@ def test_relu6_is_fused_and_calibrated_after_the_clamp(tmp_path: Path) -> None:
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgekit.quantize.ptq import QuantizedModel, capture
+    from edgekit.quantization.ptq import QuantizedModel, capture
 
     _, _, ours = _export_both("mobilenet_v2", tmp_path)
     assert ours["fused_activations"]["RELU6"] == 35 and ours["relu6_range_wasted_max"] == 0.0

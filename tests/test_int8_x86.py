@@ -16,9 +16,9 @@ import pytest
 import torch
 from blocks import MAX_STEPS_OFF, Block, steps_off
 
-from edgekit.export.int8_files import export_int8_onnx
-from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.ptq import quantize_ptq
+from edgekit.exporting.int8_files import export_int8_onnx
+from edgekit.quantization.annotator import QuantSettings
+from edgekit.quantization.ptq import quantize_ptq
 from edgekit.runtime import harness
 
 REPO = Path(__file__).resolve().parents[1]

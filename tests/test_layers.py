@@ -12,17 +12,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
 
 # Low to high. A module may import modules of its own layer or below; the first prefix that matches decides.
 LAYERS: list[tuple[str, ...]] = [
-    ("edgekit.core", "edgekit.builtin"),
+    ("edgekit.core", "edgekit.builtin", "edgekit.runtime.formats"),  # the format table is data
     ("edgekit.models",),
-    ("edgekit.data", "edgekit.imagefolder", "edgekit.recipe"),
+    ("edgekit.data", "edgekit.imagefolder", "edgekit.options", "edgekit.recipe"),
     ("edgekit.artifact", "edgekit.checkpoint", "edgekit.user_model"),
-    ("edgekit.runtime", "edgekit.evaluate", "edgekit.inspect"),
-    ("edgekit.train",),
-    ("edgekit.quantize",),
-    ("edgekit.export",),
+    ("edgekit.runtime", "edgekit.evaluation", "edgekit.inspect"),
+    ("edgekit.training",),
+    ("edgekit.quantization",),
+    ("edgekit.exporting",),
     ("edgekit.devices",),
-    ("edgekit.bench",),
-    ("edgekit.check", "edgekit.report"),
+    ("edgekit.benchmark",),
+    ("edgekit.gate", "edgekit.report"),
     ("edgekit.predictor",),
     ("edgekit.pipeline",),
     ("edgekit.cli", "edgekit.api", "edgekit.__init__"),

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.export.layout import nhwc_channel_shuffles
+from edgekit.exporting.layout import nhwc_channel_shuffles
 from edgekit.models import batchnorm_statistics_from_noise, create
-from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.ptq import capture, quantize_ptq
+from edgekit.quantization.annotator import QuantSettings
+from edgekit.quantization.ptq import capture, quantize_ptq
 
 aten = torch.ops.aten
 

@@ -510,12 +510,12 @@ def test_a_unit_in_two_models_takes_the_geometric_mean_of_its_shares():
 
 def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
     """Each run holds its models in memory: with room for one file at a time, every unit still gets its time."""
-    from edgekit.bench.host import BenchOptions
+    from edgekit.benchmark.host import BenchOptions
     from edgekit.devices.profiles import load_profile
     from edgekit.predictor import measure
 
     assert measure.batch_bytes(load_profile("local")) >= measure.MIN_BATCH_BYTES  # probed: this machine's memory
-    from edgekit.bench import host as bench_run
+    from edgekit.benchmark import host as bench_run
 
     runs = []
     original = bench_run.bench_device
@@ -540,7 +540,7 @@ def test_a_device_short_of_memory_times_in_several_runs(monkeypatch, tmp_path):
 def test_an_int8_unit_is_timed_as_the_int8_export_makes_it(tmp_path):
     """Each block becomes a full-integer TFLite file with ReLU6 fused and int8 tensors in and out, as it runs inside
     the INT8 model; a whole model keeps float input and output, as the deployed file does."""
-    from edgekit.export.int8_files import tflite_int8_report
+    from edgekit.exporting.int8_files import tflite_int8_report
     from edgekit.predictor.measure import export_all
 
     spec = resolve_spec("mobilenet_v2", width=0.35, resolution=32)
@@ -568,7 +568,7 @@ def test_int8_tables_are_for_tflite():
 
 def test_a_table_is_extended_only_by_the_clock_it_was_timed_by(tmp_path, monkeypatch):
     """Figures of the thread's CPU time (--stable) and of the wall clock differ: one table never mixes them."""
-    from edgekit.bench.host import BenchOptions, stable_options
+    from edgekit.benchmark.host import BenchOptions, stable_options
     from edgekit.devices.profiles import load_profile
     from edgekit.predictor.calibrate import calibrate
 

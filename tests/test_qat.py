@@ -11,9 +11,9 @@ from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, load_split, preprocess_for
 from edgekit.models import create
-from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.ptq import quantize_ptq
-from edgekit.quantize.qat import QatSchedule, quantize_qat
+from edgekit.quantization.annotator import QuantSettings
+from edgekit.quantization.ptq import quantize_ptq
+from edgekit.quantization.qat import QatSchedule, quantize_qat
 
 RESOLUTION = 32
 

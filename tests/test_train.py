@@ -14,7 +14,7 @@ from conftest import DIGITS_RECIPE, RECIPES, write_recipe
 from edgekit.checkpoint import load_checkpoint
 from edgekit.core.errors import EdgekitError
 from edgekit.recipe import load_recipe
-from edgekit.train import prepare_training, train
+from edgekit.training.loop import prepare_training, train_recipe
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -134,12 +134,12 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, digits_recip
 
     monkeypatch.setattr(torch, "save", disk_fills_after_epoch_one)
     with pytest.raises(EdgekitError, match="No space left on device.*previous checkpoint is intact"):
-        train(recipe, out)
+        train_recipe(recipe, out)
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     assert load_checkpoint(out / "best.pt")["epoch"] == 1
     assert not list(out.glob(".*.tmp")), "the failed write left a temp file"
     monkeypatch.setattr(torch, "save", real_save)  # space freed: the run continues from epoch 1
-    assert train(recipe, out, resume=True).resumed_from == 1
+    assert train_recipe(recipe, out, resume=True).resumed_from == 1
     assert load_checkpoint(out / "last.pt")["epoch"] == 3
 
 
@@ -198,7 +198,7 @@ def test_export_refuses_a_checkpoint_of_another_architecture(tmp_path, digits_re
 
 def test_resume_restores_a_metrics_line_a_kill_lost(tmp_path):
     """A kill between writing last.pt and appending its metrics line: the resumed run puts the line back."""
-    from edgekit.train import _read_metrics, _trim_metrics
+    from edgekit.training.loop import _read_metrics, _trim_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"epoch": e, "loss": 1.0 / e}) + "\n" for e in (1, 2, 3, 4)))

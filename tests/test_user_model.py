@@ -84,7 +84,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyNet, Path]:
 
 def _tflite_is_full_integer(path: Path) -> None:
     """The INT8 TFLite file itself: no float op inside, every ReLU6 fused into its convolution."""
-    from edgekit.export.int8_files import tflite_int8_report
+    from edgekit.exporting.int8_files import tflite_int8_report
     from edgekit.inspect import inspect_file
 
     report = tflite_int8_report(path, int8_io=False)

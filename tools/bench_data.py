@@ -111,14 +111,14 @@ def throughput(folder: Path, size: int, workers: int, batch_size: int, repeats: 
 def rss_child(folder: Path, steps: int, batch_size: int, width: float) -> None:
     """Train in this process and print its peak RSS and its decoding workers' (the largest one's)."""
     from edgekit.recipe import parse_recipe
-    from edgekit.train import train
+    from edgekit.training.loop import train_recipe
 
     recipe = parse_recipe(
         f"name: rss\nmodel: {{name: mobilenet_v2, width: {width}, resolution: 224}}\n"
         f"data: {{source: 'imagefolder:{folder}', loader: auto}}\n"
         f"train: {{epochs: 1, batch_size: {batch_size}, limit_batches: {steps}, lr: 0.01}}\n")
     with tempfile.TemporaryDirectory() as out:
-        result = train(recipe, Path(out) / "run")
+        result = train_recipe(recipe, Path(out) / "run")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"trainer_mib": round(own), "largest_worker_mib": round(workers),

@@ -31,11 +31,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgekit.core.quiet import quiet  # noqa: E402
-from edgekit.export import export_model  # noqa: E402
+from edgekit.exporting import export_model  # noqa: E402
 from edgekit.models import ModelSpec, batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
-from edgekit.quantize.options import Int8Options  # noqa: E402
-from edgekit.quantize.qat import schedule_for  # noqa: E402
-from edgekit.recipe import DEFAULT_QAT_LR  # noqa: E402
+from edgekit.options import DEFAULT_QAT_LR, Int8Options  # noqa: E402
+from edgekit.quantization.options import Int8Plan  # noqa: E402
+from edgekit.quantization.qat import schedule_for  # noqa: E402
 from edgekit.runtime.harness import measure  # noqa: E402
 
 REFERENCE_CALIBRATION_IMAGES = 16
@@ -133,8 +133,8 @@ def main() -> None:
             schedule = schedule_for(args.qat_epochs, args.qat_lr, spec, source, trained)
         if args.max_drop is not None and args.checkpoint is None:
             parser.error("--max-drop needs --checkpoint (it measures the drop on the checkpoint's data)")
-        options = Int8Options(qat=schedule, per_channel=not args.per_tensor, equalize=args.equalize,
-                              max_drop=args.max_drop)
+        options = Int8Plan(Int8Options(per_tensor=args.per_tensor, equalize=args.equalize, max_drop=args.max_drop,
+                                       qat_epochs=args.qat_epochs, qat_lr=args.qat_lr), schedule)
         result = export_model(spec, weights=weights, out=out, preprocess=preprocess, data=val,
                               evaluate_accuracy=val is not None, int8=options, calibration_data=train)
         x = np.random.default_rng(0).standard_normal((1, *spec.input_shape)).astype(np.float32)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.bench.host import model_files
+from edgekit.benchmark.host import model_files
 from edgekit.models import build, get_entry, list_models, resolve_spec
 from edgekit.predictor.calibrate import LARGEST, point_key
 from edgekit.predictor.measure import export_all

@@ -37,7 +37,7 @@ from edgekit.core.ui import Reporter
 from edgekit.models import build, resolve_spec
 from edgekit.models.depthwise_grad import use_fast_depthwise_backward
 from edgekit.recipe import load_recipe
-from edgekit.train import train
+from edgekit.training.loop import train_recipe
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "mobilenet_v2_fashion.yaml"
 
@@ -156,7 +156,7 @@ def main() -> None:
             recipe.train.epochs = args.epochs
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = args.keep / path.stem if args.keep else Path(tmp) / "run"
-            result = train(recipe, run_dir, reporter=Reporter())
+            result = train_recipe(recipe, run_dir, reporter=Reporter())
         elapsed, reached = 0.0, None
         for epoch in result.history:
             elapsed += epoch["seconds"]

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgekit.core.errors import EdgekitError  # noqa: E402
 from edgekit.core.quiet import quiet  # noqa: E402
-from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite
+from edgekit.exporting.int8_files import export_int8_onnx, export_int8_tflite
 from edgekit.models import create  # noqa: E402
-from edgekit.quantize.annotator import QuantSettings  # noqa: E402
-from edgekit.quantize.ptq import quantize_ptq  # noqa: E402
+from edgekit.quantization.annotator import QuantSettings  # noqa: E402
+from edgekit.quantization.ptq import quantize_ptq  # noqa: E402
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner  # noqa: E402
 from tools.imagenet_samples import (
     photo_batch,  # noqa: E402

@@ -26,12 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgekit.core.quiet import quiet  # noqa: E402
-from edgekit.export.converters import export_onnx, export_tflite  # noqa: E402
-from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite  # noqa: E402
+from edgekit.exporting.converters import export_onnx, export_tflite  # noqa: E402
+from edgekit.exporting.int8_files import export_int8_onnx, export_int8_tflite  # noqa: E402
 from edgekit.models import batchnorm_statistics_from_noise, build, resolve_spec  # noqa: E402
 from edgekit.predictor.units import cut  # noqa: E402
-from edgekit.quantize.annotator import QuantSettings  # noqa: E402
-from edgekit.quantize.ptq import capture, convert, prepare_captured  # noqa: E402
+from edgekit.quantization.annotator import QuantSettings  # noqa: E402
+from edgekit.quantization.ptq import capture, convert, prepare_captured  # noqa: E402
 from edgekit.runtime.harness import measure  # noqa: E402
 
 CALIBRATION_IMAGES = 16

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from edgekit.bench.host import BenchOptions, stable_options
+from edgekit.benchmark.host import BenchOptions, stable_options
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import output_lock
 from edgekit.devices.profiles import DeviceProfile, load_profile

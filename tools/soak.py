@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit.artifact import locate_artifact, read_manifest  # noqa: E402
-from edgekit.bench.host import input_shape  # noqa: E402
+from edgekit.benchmark.host import input_shape  # noqa: E402
 from edgekit.runtime import harness  # noqa: E402
 from edgekit.runtime.open import open_model  # noqa: E402
 

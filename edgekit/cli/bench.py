@@ -34,7 +34,7 @@ def bench_options(runtime: Runtime, threads: str | None, warmup: int | None = No
                   warmup_seconds: float | None = None, runs: int | None = None, min_seconds: float | None = None,
                   cores: str | None = None, op_profile: bool = False, stable: bool = False) -> Any:
     """BenchOptions from the timing flags; a flag not given keeps BenchOptions' default (they live there only)."""
-    from edgekit.bench.host import BenchOptions, stable_options
+    from edgekit.benchmark.host import BenchOptions, stable_options
     from edgekit.devices.profiles import parse_cores
 
     given = {"warmup_runs": warmup, "warmup_seconds": warmup_seconds, "runs": runs, "min_seconds": min_seconds}
@@ -72,7 +72,7 @@ def bench(
     `edgekit guidelines` measures ShuffleNetV2's speed guidelines on a device; `edgekit latency calibrate` builds the
     device's latency table for the predictor.
     """
-    from edgekit.bench.host import bench as run_bench
+    from edgekit.benchmark.host import bench_target
 
     options = bench_options(runtime, threads, warmup, warmup_seconds, runs, min_seconds, cores, op_profile, stable)
     profiles = device_profiles(device)
@@ -80,7 +80,7 @@ def bench(
         def done(outcome: Any, profile: Any) -> None:
             status.update(f"{profile.name}: {'failed' if isinstance(outcome, EdgekitError) else 'done'}")
 
-        runs_done, failures = run_bench(target, profiles, options, on_done=done)
+        runs_done, failures = bench_target(target, profiles, options, on_done=done)
     if as_json:
         print_json({"runs": [vars(r) for r in runs_done],
                      "failures": [{"device": p.name, "error": str(e)} for p, e in failures]})

@@ -11,8 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from edgekit.check.rules import INCONCLUSIVE_EXIT
 from edgekit.cli.common import JSON_HELP, console, err_console, print_json, user_errors, warn
+from edgekit.gate.rules import INCONCLUSIVE_EXIT
 
 
 class Reference(str, Enum):
@@ -61,12 +61,11 @@ def check(
     fails but a latency figure was too noisy to judge against its limit (inconclusive: rerun edgekit bench).
     The result is also recorded in each artifact's manifest.json under `check`.
     """
-    from edgekit.check.baseline import load_baseline
-    from edgekit.check.gate import CheckOptions, record_results
-    from edgekit.check.gate import check as run_check
-    from edgekit.check.outputs import append_step_summary, junit_xml
-    from edgekit.check.outputs import markdown as markdown_text
     from edgekit.core.files import check_writable, write_output
+    from edgekit.gate.baseline import load_baseline
+    from edgekit.gate.checks import CheckOptions, check_artifacts, record_results
+    from edgekit.gate.outputs import append_step_summary, junit_xml
+    from edgekit.gate.outputs import markdown as markdown_text
 
     for given, option in ((junit, "--junit"), (markdown, "--markdown"),
                           (baseline if update_baseline else None, "--baseline")):
@@ -86,7 +85,7 @@ def check(
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
-        results = run_check(artifacts, options, progress=advance, record=False)
+        results = check_artifacts(artifacts, options, progress=advance, record=False)
 
     summary = markdown_text(results)
     if junit:

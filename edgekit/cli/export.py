@@ -22,13 +22,9 @@ from edgekit.cli.common import (
     user_errors,
     warn,
 )
-from edgekit.recipe import DEFAULT_QAT_LR
+from edgekit.options import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, DEFAULT_QAT_LR
 
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    percentile = "percentile"
-    mse = "mse"
+CalibMethod = Enum("CalibMethod", {m: m for m in CALIBRATION_METHODS}, type=str)  # the choices, from the options
 
 
 @user_errors
@@ -66,7 +62,8 @@ def export(
     calib: Annotated[str | None, typer.Option(
         help="Calibration images: a folder of photos in any layout (no labels needed), imagefolder:DIR (its train/ "
         "split, any classes), fashion-mnist or digits (default: the checkpoint's own data).")] = None,
-    calib_size: Annotated[int, typer.Option(min=1, help="Calibration images, drawn with a fixed seed.")] = 512,
+    calib_size: Annotated[int, typer.Option(help="Calibration images, drawn with a fixed seed.")] = (
+        DEFAULT_CALIBRATION_SIZE),
     calib_method: Annotated[CalibMethod, typer.Option(
         help="Activation ranges: minmax, percentile (99.99th) or mse (histogram L2 search).")] = CalibMethod.minmax,
     per_tensor: Annotated[bool, typer.Option(
@@ -98,23 +95,23 @@ def export(
     --int8 calibrates on the checkpoint's training data. Your own model: `edgekit export my_pkg.models:build_net
     --input-shape 1,3,224,224 [--weights w.pt] --int8 --calib imagefolder:DIR`.
     """
-    from edgekit.checkpoint import resolve_source
-    from edgekit.export.pipeline import export_source
-    from edgekit.quantize.options import int8_options_from_flags
+    from edgekit.exporting.pipeline import export_source
+    from edgekit.exporting.source import resolve_source
+    from edgekit.options import ExportOptions, int8_from_flags
 
+    options = ExportOptions(
+        formats=tuple(parse_list(format, "--format", str.lower, "onnx,tflite") or ()), nhwc=nhwc,
+        dynamic_batch=dynamic_batch,
+        int8=int8_from_flags(int8, calib, calib_size=calib_size, calib_method=calib_method.value,
+                             per_tensor=per_tensor, equalize=equalize, int8_io=int8_io, qat_epochs=qat_epochs,
+                             qat_lr=qat_lr, max_drop=max_drop))
     source = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,
                             parse_options(option or []) or None, weights, input_shape)
     spec = source.spec
-    formats = list(parse_list(format, "--format", str.lower, "onnx,tflite") or ())
-    int8_options = int8_options_from_flags(
-        int8, spec=spec, trained=source.trained, calib=calib, eval_data=eval_data, calib_size=calib_size,
-        method=calib_method.value, per_tensor=per_tensor, equalize=equalize, int8_io=int8_io, qat_epochs=qat_epochs,
-        qat_lr=qat_lr, max_drop=max_drop)
     with err_console.status("exporting") as status:
         result = export_source(
-            source, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
-            eval_data=eval_data, int8=int8_options, calib=calib, on_stage=lambda stage: status.update(f"{stage} ..."),
-            on_status=status.update, on_warning=warn)
+            source, options, out=out, force=force, eval_data=eval_data, calib=calib,
+            on_stage=lambda stage: status.update(f"{stage} ..."), on_status=status.update, on_warning=warn)
     manifest = result.manifest
     if as_json:
         print_json({"directory": str(result.directory), **manifest})

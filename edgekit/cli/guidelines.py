@@ -39,7 +39,7 @@ def guidelines(
     """ShuffleNetV2's speed guidelines on a device: G1 equal channel widths, G2 group convolutions, G3 network
     fragmentation, G4 elementwise ops, each built at equal FLOPs and timed; tables in images/s, slow-downs and a PNG.
     """
-    from edgekit.bench.guidelines import SIZES, run_guidelines
+    from edgekit.benchmark.guidelines import SIZES, run_guidelines
 
     options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
     with err_console.status("guidelines") as status:
@@ -57,7 +57,7 @@ def guidelines(
 
 
 def _print_guidelines(cases: list[Any], loss: dict[str, float], title: str) -> None:
-    from edgekit.bench.guidelines import EXPERIMENTS
+    from edgekit.benchmark.guidelines import EXPERIMENTS
 
     console.print(f"[bold]{title}[/]: images per second (slow-down against the first row of each size)",
                   highlight=False)

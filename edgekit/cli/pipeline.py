@@ -119,7 +119,7 @@ def sweep(
     when the sweep runs again: an interrupted sweep continues where it stopped. Latency is measured one point
     at a time after training. Exit 1 when a point failed or missed its accuracy budget.
     """
-    from edgekit.bench.host import BenchOptions
+    from edgekit.benchmark.host import BenchOptions
     from edgekit.devices.profiles import load_profile
     from edgekit.pipeline.sweep import bench_points, plan_points, run_points
     from edgekit.recipe import load_recipe

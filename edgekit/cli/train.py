@@ -49,7 +49,7 @@ def train(
     RUN/summary.json. Runs unchanged under `torchrun --nproc_per_node N` (DistributedDataParallel).
     """
     from edgekit.core.ui import Reporter
-    from edgekit.train import train as train_recipe
+    from edgekit.training.loop import train_recipe
 
     recipe = with_overrides(load_recipe(recipe_path), epochs, batch_size, limit_batches, data, weights)
     out = out or Path("runs") / recipe.name
@@ -100,7 +100,7 @@ def eval_cmd(
 
     All three formats see exactly the preprocessing recorded with the model.
     """
-    from edgekit.evaluate import evaluate_file
+    from edgekit.evaluation import evaluate_file
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=as_json) as progress:

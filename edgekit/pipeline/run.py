@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import MANIFEST, read_manifest
-from edgekit.bench.host import BenchOptions, bench
-from edgekit.bench.records import latest_latencies
-from edgekit.bench.repeat import FAIL, INCONCLUSIVE
-from edgekit.check.rules import INCONCLUSIVE_EXIT, Case, accuracy_drop_cases, latency_budget_cases
+from edgekit.benchmark.host import BenchOptions, bench_target
+from edgekit.benchmark.records import latest_latencies
+from edgekit.benchmark.repeat import FAIL, INCONCLUSIVE
 from edgekit.checkpoint import TrainedModel, load_checkpoint, read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file, write_json_atomic
@@ -28,10 +27,11 @@ from edgekit.core.threads import thread_budget
 from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, load_split
 from edgekit.devices.profiles import DeviceProfile, load_profile
-from edgekit.export import export_model
-from edgekit.quantize.options import int8_options_from_recipe
+from edgekit.exporting import export_model
+from edgekit.gate.rules import INCONCLUSIVE_EXIT, Case, accuracy_drop_cases, latency_budget_cases
+from edgekit.quantization.options import int8_plan_from_recipe
 from edgekit.recipe import Recipe
-from edgekit.train import BEST, LAST, SUMMARY, train
+from edgekit.training.loop import BEST, LAST, SUMMARY, train_recipe
 
 REPORT = "report.json"
 
@@ -88,13 +88,9 @@ def training_state(out: Path, recipe: Recipe) -> str:
 
 def _export_settings(recipe: Recipe) -> dict[str, Any]:
     """What the export stage is asked for, as recorded in the manifest (a change re-runs the stage)."""
-    int8 = recipe.int8
     return {
         "formats": list(recipe.export.formats), "nhwc": recipe.export.nhwc,
-        "int8": None if not recipe.export.int8 else {
-            "calib_size": int8.calib_size, "calib_method": int8.calib_method, "per_tensor": int8.per_tensor,
-            "equalize": int8.equalize, "int8_io": int8.int8_io, "qat_epochs": int8.qat_epochs,
-            "qat_lr": int8.qat_lr, "max_drop": int8.max_drop},
+        "int8": dataclasses.asdict(recipe.int8) if recipe.export.int8 else None,
     }
 
 
@@ -106,7 +102,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     out = (out or Path("runs") / recipe.name).resolve()
     report = RunReport(recipe.source or recipe.name, out)
     settings = _export_settings(recipe)
-    int8_options_from_recipe(recipe, None)  # every INT8 rule, before any work
+    int8_plan_from_recipe(recipe, None)  # every INT8 rule, before any work
     profiles = [load_profile(name) for name in (recipe.devices if devices is None else devices)]
     options = _bench_options(recipe)
 
@@ -152,7 +148,7 @@ def _train_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunRepor
         reporter.note(f"train: up to date ({out / BEST}, val top-1 {trained.val_top1:.2%})")
         report.stages.append(StageRecord("train", "up to date", 0.0, f"val top-1 {trained.val_top1:.2%}"))
     else:
-        result = train(recipe, out, resume=state == "partial", reporter=reporter, threads=threads)
+        result = train_recipe(recipe, out, resume=state == "partial", reporter=reporter, threads=threads)
         report.stages.append(StageRecord(
             "train", "ran", time.perf_counter() - start,
             f"best val top-1 {result.best_top1:.2%} at epoch {result.best_epoch}"))
@@ -175,7 +171,7 @@ def _export_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunRepo
     source, spec = DataSource.parse(trained.data), trained.spec
     data = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=trained.preprocess)
     calibration = load_split(source, "train", spec.resolution, spec.in_channels, preprocess=trained.preprocess)
-    int8 = int8_options_from_recipe(recipe, trained)
+    int8 = int8_plan_from_recipe(recipe, trained)
     what = "FP32" if int8 is None else ("FP32 and quantization-aware INT8" if int8.qat else "FP32 and INT8")
     with reporter.status(f"exporting {what} ONNX and TFLite, checking parity and accuracy"):
         result = export_model(
@@ -245,7 +241,7 @@ def _bench_stage(export_dir: Path, profiles: list[DeviceProfile], options: Bench
         if _measured(read_manifest(export_dir), profile.name, threads, options):
             continue
         with reporter.status(f"bench: {profile.name}, threads {','.join(map(str, threads))}"):
-            _, failed = bench(export_dir, [profile], dataclasses.replace(options, threads=threads))
+            _, failed = bench_target(export_dir, [profile], dataclasses.replace(options, threads=threads))
         ran.append(profile.name)
         failures += [(p.name, str(error)) for p, error in failed]
     if failures:

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from edgekit.artifact import locate_artifact, read_manifest
-from edgekit.bench.host import BenchOptions, bench
-from edgekit.bench.records import latest_p50
+from edgekit.benchmark.host import BenchOptions, bench_target
+from edgekit.benchmark.records import latest_p50
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import write_text_atomic
 from edgekit.core.threads import thread_budget
@@ -133,7 +133,7 @@ def bench_points(points: list[Point], profiles: list[DeviceProfile], options: Be
         if on_point:
             on_point(profile, len(todo))
         for point in todo:
-            _, failures = bench(point.out / "export", [profile], options)
+            _, failures = bench_target(point.out / "export", [profile], options)
             for _, error in failures:
                 point.status, point.detail = "failed", f"bench on {profile.name}: {error}"
             if on_point:

@@ -34,7 +34,7 @@ PROFILE_OPTIONS = {"op_profile": True, "all_nodes": True, "warmup_runs": 3, "war
 
 def _short_windows(options: Any) -> dict[str, Any]:
     """The calibration timing windows for the settings a user left at bench's defaults; theirs for the rest."""
-    from edgekit.bench.host import BenchOptions
+    from edgekit.benchmark.host import BenchOptions
 
     defaults = BenchOptions()
     return {k: v for k, v in CALIBRATION_OPTIONS.items() if getattr(options, k) == getattr(defaults, k)}
@@ -58,7 +58,7 @@ def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str, preci
     """One file to time: the module as FP32 ONNX or TFLite, or (`precision` int8) as full-integer TFLite, the
     form edgekit's INT8 export gives (ReLU6 fused), with int8 input and output when `int8_io`."""
     from edgekit.core.quiet import quiet
-    from edgekit.export.converters import export_onnx, export_tflite
+    from edgekit.exporting.converters import export_onnx, export_tflite
 
     if precision == "int8":
         _export_int8_tflite(module, example, path, int8_io)
@@ -68,16 +68,16 @@ def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str, preci
 
 
 def _export_int8_tflite(module: nn.Module, example: torch.Tensor, path: Path, int8_io: bool) -> None:
-    """Quantized as `edgekit export --int8` quantizes (edgekit.quantize.ptq, default settings), calibrated on
+    """Quantized as `edgekit export --int8` quantizes (edgekit.quantization.ptq, default settings), calibrated on
     random inputs: an INT8 kernel's time does not depend on the scales, and a unit's input is an activation, not
     an image."""
     import copy
 
     import numpy as np
 
-    from edgekit.export.int8_files import export_int8_tflite
-    from edgekit.quantize.annotator import QuantSettings
-    from edgekit.quantize.ptq import MIN_CALIBRATION, capture, convert, prepare_captured
+    from edgekit.exporting.int8_files import export_int8_tflite
+    from edgekit.quantization.annotator import QuantSettings
+    from edgekit.quantization.ptq import MIN_CALIBRATION, capture, convert, prepare_captured
 
     shape = tuple(example.shape[1:])
     samples = np.random.default_rng(0).standard_normal((MIN_CALIBRATION, *shape)).astype(np.float32)
@@ -175,7 +175,7 @@ def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any
     holds every model of a run in memory to interleave them, and a calibration's hundreds of models would not fit
     a phone's or a Pi's. Models in one run are timed across the same stretch of it; between runs a machine's
     speed drifts, so the files are dealt in a fixed shuffled order and the drift falls on no one kind."""
-    from edgekit.bench.host import bench_device, model_files
+    from edgekit.benchmark.host import bench_device, model_files
 
     order = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
     batches: list[list[str]] = [[]]

@@ -17,7 +17,7 @@ def kernel_path(unit: Unit) -> str:
 
 def measure_now(spec: ModelSpec, profile: Any, table: LatencyTable) -> float:
     """Export the model as the table's format and time it on the device now, by the table's clock (ms)."""
-    from edgekit.bench.host import BenchOptions, stable_options
+    from edgekit.benchmark.host import BenchOptions, stable_options
     from edgekit.predictor.measure import time_on_device
 
     model = build(spec).eval()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import locate_artifact, read_manifest
-from edgekit.bench.records import latest_p50
+from edgekit.benchmark.records import latest_p50
 from edgekit.core.errors import EdgekitError
 
 INT8_PREFERENCE = ("tflite_int8", "onnx_int8")

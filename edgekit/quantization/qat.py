@@ -20,10 +20,10 @@ from torch import nn
 from edgekit.checkpoint import TrainedModel
 from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip
-from edgekit.quantize.annotator import QuantSettings
-from edgekit.quantize.ptq import QuantizedModel, convert, prepare
-from edgekit.recipe import DEFAULT_QAT_LR
-from edgekit.train import optimizer_step
+from edgekit.options import DEFAULT_QAT_LR
+from edgekit.quantization.annotator import QuantSettings
+from edgekit.quantization.ptq import QuantizedModel, convert, prepare
+from edgekit.training.loop import optimizer_step
 
 
 @dataclass(frozen=True)

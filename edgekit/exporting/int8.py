@@ -1,5 +1,5 @@
-"""The INT8 stage of `edgekit export --int8`: quantize the FP32 model once (edgekit.quantize), write
-model_int8.onnx and model_int8.tflite, check both (edgekit.export.verify), and describe it all in the manifest."""
+"""The INT8 stage of `edgekit export --int8`: quantize the FP32 model once (edgekit.quantization), write
+model_int8.onnx and model_int8.tflite, check both (edgekit.exporting.verify), and describe it all in the manifest."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from torch import nn
 from edgekit.artifact import file_record
 from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess
-from edgekit.export.calibration import CalibrationSet
-from edgekit.export.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
-from edgekit.export.verify import (
+from edgekit.exporting.calibration import CalibrationSet
+from edgekit.exporting.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
+from edgekit.exporting.verify import (
     FakeQuantRunner,
     graph_warnings,
     int8_accuracy,
@@ -27,10 +27,10 @@ from edgekit.export.verify import (
 )
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec
-from edgekit.quantize.fallback import quantize_within_budget, unquantized_ops
-from edgekit.quantize.options import Int8Options, require_data
-from edgekit.quantize.ptq import QuantizedModel, quantize_ptq
-from edgekit.quantize.qat import quantize_qat
+from edgekit.quantization.fallback import quantize_within_budget, unquantized_ops
+from edgekit.quantization.options import Int8Plan, require_data
+from edgekit.quantization.ptq import QuantizedModel, quantize_ptq
+from edgekit.quantization.qat import quantize_qat
 from edgekit.runtime.runners import OnnxRunner, Runner, TFLiteRunner
 
 
@@ -77,7 +77,7 @@ class Int8Job:
 
     model: nn.Module
     spec: ModelSpec
-    options: Int8Options
+    plan: Int8Plan
     calibration: CalibrationSet
     staging: Path
     formats: Sequence[str]
@@ -106,7 +106,7 @@ class _Quantized:
 def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write model_int8.<format> into `job.staging`. Returns the manifest section (warnings included) and the
     file records."""
-    require_data(job.options.max_drop is not None, job.options.qat is not None, job.evaluated,
+    require_data(job.plan.options.accuracy_aware, job.plan.qat is not None, job.evaluated,
                  job.train_data is not None and job.preprocess is not None)
     quantized = _quantize(job)
     paths = {fmt: job.staging / f"model_int8.{fmt}" for fmt in job.formats}
@@ -129,20 +129,20 @@ def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _quantize(job: Int8Job) -> _Quantized:
     """Post-training calibration, the accuracy-aware search (--max-drop) or quantization-aware fine-tuning."""
-    if job.options.max_drop is not None:
+    if job.plan.options.accuracy_aware:
         return _quantize_within_budget(job)
-    if job.options.qat is not None:
+    if job.plan.qat is not None:
         return _quantize_aware(job)
     done = job.stage("int8 calibrate")
-    quantized = quantize_ptq(job.model, job.calibration.images, job.options.settings())
+    quantized = quantize_ptq(job.model, job.calibration.images, job.plan.settings())
     done()
     return _Quantized(quantized)
 
 
 def _quantize_within_budget(job: Int8Job) -> _Quantized:
     """--max-drop: layers go back to float until the deployed files' top-1 drop fits the budget."""
-    assert job.data is not None and job.preprocess is not None and job.options.max_drop is not None
-    data, preprocess, options = job.data, job.preprocess, job.options
+    assert job.data is not None and job.preprocess is not None and job.plan.options.max_drop is not None
+    data, preprocess, options = job.data, job.preprocess, job.plan.options
     done = job.stage("int8 accuracy-aware calibration")
     labels = data.labels.numpy()
 
@@ -157,7 +157,7 @@ def _quantize_within_budget(job: Int8Job) -> _Quantized:
             return found
 
     fallback = quantize_within_budget(job.model, job.calibration.images, preprocess(data.images), labels,
-                                      options.settings(), options.max_drop, deployed_top1=deployed_top1,
+                                      job.plan.settings(), options.max_drop, deployed_top1=deployed_top1,
                                       on_progress=job.on_progress)
     done()
     return _Quantized(fallback.quantized, fallback=fallback)
@@ -165,9 +165,9 @@ def _quantize_within_budget(job: Int8Job) -> _Quantized:
 
 def _quantize_aware(job: Int8Job) -> _Quantized:
     """--qat-epochs: calibrate, then fine-tune through the fake-quantizers on the training data."""
-    assert job.train_data is not None and job.preprocess is not None and job.options.qat is not None
+    assert job.train_data is not None and job.preprocess is not None and job.plan.qat is not None
     done = job.stage("int8 quantization-aware training")
-    qat = job.options.qat
+    qat = job.plan.qat
 
     def report(epoch: int, step: int, steps: int, loss: float) -> None:
         if step % 10 == 0 or step == steps:
@@ -175,7 +175,7 @@ def _quantize_aware(job: Int8Job) -> _Quantized:
                             f"loss {loss:.4f}")
 
     quantized, record = quantize_qat(job.model, job.calibration.images, job.train_data, job.preprocess,
-                                     job.options.settings(), qat, on_step=report)
+                                     job.plan.settings(), qat, on_step=report)
     done()
     return _Quantized(quantized, qat=record)
 
@@ -193,9 +193,9 @@ def _write_files(job: Int8Job, quantized: QuantizedModel, paths: dict[str, Path]
         done()
     if "tflite" in paths:
         done = job.stage("int8 export tflite")
-        runners["tflite_int8"] = _write_tflite(quantized, job.spec, paths["tflite"], job.options.int8_io, job.nhwc)
+        runners["tflite_int8"] = _write_tflite(quantized, job.spec, paths["tflite"], job.plan.options.int8_io, job.nhwc)
         graph["tflite"] = {"histogram": inspect_file(paths["tflite"])["ops"],
-                           **tflite_int8_report(paths["tflite"], job.options.int8_io)}
+                           **tflite_int8_report(paths["tflite"], job.plan.options.int8_io)}
         done()
     return runners, graph
 
@@ -203,10 +203,10 @@ def _write_files(job: Int8Job, quantized: QuantizedModel, paths: dict[str, Path]
 def _section(job: Int8Job, quantized: _Quantized, paths: dict[str, Path], graph: dict[str, Any],
              parity: dict[str, Any], accuracy: dict[str, Any] | None, warnings: list[str]) -> dict[str, Any]:
     """The manifest's int8 section."""
-    options, fallback, qat = job.options, quantized.fallback, quantized.qat
+    options, fallback, qat = job.plan.options, quantized.fallback, quantized.qat
     return {
         "scheme": {
-            "weights": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor"),
+            "weights": "int8 symmetric " + ("per-tensor" if options.per_tensor else "per-channel"),
             "activations": "int8 asymmetric per-tensor (uint8 with zero point + 128 in ONNX: the same values)",
             "bias": "int32 (input scale x weight scale)",
             "batch_norm": "folded into the convolutions",
@@ -216,7 +216,7 @@ def _section(job: Int8Job, quantized: _Quantized, paths: dict[str, Path], graph:
         },
         "method": "post-training" if qat is None else "quantization-aware",
         "qat": qat.to_dict() if qat is not None else None,
-        "calibration": {"method": options.method, **job.calibration.source},
+        "calibration": {"method": options.calib_method, **job.calibration.source},
         "layers": _quantization_summary(quantized.model),
         "float_layers": fallback.float_layers if fallback is not None else [],
         "accuracy_aware": fallback.to_dict() if fallback is not None else None,

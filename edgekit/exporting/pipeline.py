@@ -15,19 +15,21 @@ import torch
 from torch import nn
 
 from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record
-from edgekit.checkpoint import Source, evaluation_data, load_weights
+from edgekit.checkpoint import load_weights
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import staged_directory, write_json_atomic
 from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
-from edgekit.evaluate import evaluate
-from edgekit.export.calibration import CalibrationSet, calibration_data, calibration_from_samples, calibration_set
-from edgekit.export.converters import ONNX_OPSET, export_onnx, export_tflite
-from edgekit.export.int8 import Int8Job, build_int8
+from edgekit.evaluation import evaluate
+from edgekit.exporting.calibration import CalibrationSet, calibration_data, calibration_from_samples, calibration_set
+from edgekit.exporting.converters import ONNX_OPSET, export_onnx, export_tflite
+from edgekit.exporting.int8 import Int8Job, build_int8
+from edgekit.exporting.source import Source, evaluation_data
 from edgekit.inspect import inspect_file
 from edgekit.models import ModelSpec, build
 from edgekit.models.complexity import profile_model
-from edgekit.quantize.options import Int8Options
+from edgekit.options import ExportOptions
+from edgekit.quantization.options import Int8Plan, plan_int8
 from edgekit.runtime import formats
 from edgekit.runtime.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, TorchRunner
@@ -95,7 +97,7 @@ def export_model(
     data: ImageSet | None = None,
     evaluate_accuracy: bool = False,
     extra: dict[str, Any] | None = None,
-    int8: Int8Options | None = None,
+    int8: Int8Plan | None = None,
     calibration_data: ImageSet | None = None,
     model: nn.Module | None = None,
     calibration: CalibrationSet | None = None,
@@ -111,9 +113,7 @@ def export_model(
     With `int8`, model_int8.onnx and model_int8.tflite are calibrated on `calibration_data` (the training split)
     and described in the manifest's `int8` section.
     """
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
+    formats = ExportOptions(formats=tuple(formats)).formats  # its rules: known formats, at least one
     directory = out if out is not None else Path("out") / artifact_name(spec)
     job = _Fp32Job(spec, formats, nhwc, dynamic_batch, on_stage)
     model, source, complexity = _build(job, weights, model)
@@ -136,7 +136,7 @@ def export_model(
         int8_section = None
         if int8 is not None:
             if calibration is None:
-                calibration = calibration_set(spec, int8.calib_size, calibration_data, preprocess)
+                calibration = calibration_set(spec, int8.options.calib_size, calibration_data, preprocess)
             int8_section, int8_files = build_int8(Int8Job(
                 model, spec, int8, calibration, staging, formats=formats, nhwc=nhwc, parity_inputs=inputs,
                 fp32_reference=reference, data=data if evaluate_accuracy else None, preprocess=preprocess,
@@ -171,27 +171,30 @@ def export_model(
 
 def export_source(
     source: Source,
+    options: ExportOptions,
     *,
-    formats: Sequence[str] = FORMATS,
-    nhwc: bool = False,
     out: Path | None = None,
     force: bool = False,
-    dynamic_batch: bool = False,
     eval_data: str | None = None,
-    int8: Int8Options | None = None,
     calib: Any = None,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_status: Callable[[str], None] = lambda status: None,
     on_warning: Callable[[str], None] = lambda text: None,
 ) -> ExportResult:
-    """`edgekit export` and `edgekit.export()`: load the evaluation and calibration data a resolved source needs,
-    export, and report every warning (random weights, noise calibration, unexpected ops, float left in the INT8
-    graph) through `on_warning`.
+    """`edgekit export` and `edgekit.export()`: plan the INT8 stage for this model, load the evaluation and
+    calibration data a resolved source needs, export, and report every warning (random weights, noise calibration,
+    unexpected ops, float left in the INT8 graph) through `on_warning`.
 
     `calib` is a data source label (its training split), or, from Python, a Dataset, DataLoader or iterable of
     preprocessed arrays; None calibrates on the checkpoint's own data, else on noise.
     """
     spec, trained = source.spec, source.trained
+    int8 = None
+    if options.int8 is not None:
+        int8 = plan_int8(options.int8, spec=spec, trained=trained, qat_data=calib if isinstance(calib, str) else None,
+                         has_eval_data=eval_data is not None)
+    elif calib is not None:
+        raise EdgekitError("--calib (calibration=) applies to INT8 export: add --int8 (int8=True).")
     if source.weights is None and source.model is None:
         on_warning("no --weights: exporting random weights, for plumbing only.")
     if spec.custom and spec.input_shape[1] != spec.input_shape[2] and any(
@@ -208,12 +211,13 @@ def export_source(
         if calib is None or isinstance(calib, str):
             calibration_images, preprocess = calibration_data(calib, trained, spec, preprocess)
         else:
-            calibration_set_ = calibration_from_samples(calib, int8.calib_size, spec.input_shape)
+            calibration_set_ = calibration_from_samples(calib, int8.options.calib_size, spec.input_shape)
     on_status("exporting")
     result = export_model(
-        spec, weights=source.weights, formats=formats, nhwc=nhwc, out=out, force=force, dynamic_batch=dynamic_batch,
-        on_stage=on_stage, preprocess=preprocess, data=data, evaluate_accuracy=eval_data is not None, int8=int8,
-        calibration_data=calibration_images, model=source.model, calibration=calibration_set_,
+        spec, weights=source.weights, formats=options.formats, nhwc=options.nhwc, out=out, force=force,
+        dynamic_batch=options.dynamic_batch, on_stage=on_stage, preprocess=preprocess, data=data,
+        evaluate_accuracy=eval_data is not None, int8=int8, calibration_data=calibration_images, model=source.model,
+        calibration=calibration_set_,
     )
     for fmt, report in result.manifest["ops"].items():
         for warning in report["warnings"]:

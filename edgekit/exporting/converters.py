@@ -10,7 +10,7 @@ from torch import nn
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.quiet import quiet
-from edgekit.export.layout import nhwc_channel_shuffles
+from edgekit.exporting.layout import nhwc_channel_shuffles
 
 ONNX_OPSET = 18
 
@@ -31,7 +31,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
 def tflite_ready(graph: torch.fx.GraphModule, example: torch.Tensor,
                  nhwc: bool) -> tuple[nn.Module, torch.Tensor]:
     """What litert-torch converts, from an exported graph: a copy with its channel shuffles in NHWC form
-    (edgekit/export/layout.py) and, with `nhwc`, channels-last input and output; and the example to match."""
+    (edgekit/exporting/layout.py) and, with `nhwc`, channels-last input and output; and the example to match."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet():
         import litert_torch

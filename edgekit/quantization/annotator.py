@@ -39,10 +39,9 @@ from torchao.quantization.pt2e.quantizer import (
     SharedQuantizationSpec,
 )
 
-from edgekit.quantize.observers import PercentileObserver
+from edgekit.quantization.observers import PercentileObserver
 
 aten = torch.ops.aten
-CALIBRATION_METHODS = ("minmax", "percentile", "mse")
 EPS = 2.0**-12
 
 WEIGHTED = {aten.conv2d.default, aten.linear.default}
@@ -71,7 +70,7 @@ class QuantSettings:
     method: str = "minmax"
     per_channel: bool = True
     qat: bool = False
-    equalize: bool = False  # cross-layer equalization of conv pairs before calibration (edgekit/quantize/equalize.py)
+    equalize: bool = False  # cross-layer equalization of conv pairs before calibration (quantization/equalize.py)
 
 
 def _activation_spec(settings: QuantSettings) -> QuantizationSpec:

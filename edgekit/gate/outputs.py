@@ -10,8 +10,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgekit.check.gate import ArtifactCheck
-from edgekit.check.rules import Case
+from edgekit.gate.checks import ArtifactCheck
+from edgekit.gate.rules import Case
 
 
 def _value(case: Case) -> str:
@@ -33,7 +33,7 @@ def junit_xml(results: list[ArtifactCheck]) -> str:
                             ("reference", r.reference)):
             ET.SubElement(props, "property", name=name, value=value)
         for c in r.cases:
-            case = ET.SubElement(suite, "testcase", classname=f"edgekit.check.{r.model}", name=c.name, time="0")
+            case = ET.SubElement(suite, "testcase", classname=f"edgekit.gate.{r.model}", name=c.name, time="0")
             message = f"{c.metric} {_value(c)} (limit {c.limit}): {c.detail}"
             if c.passed:
                 ET.SubElement(case, "system-out").text = message

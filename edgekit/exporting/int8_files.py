@@ -1,4 +1,4 @@
-"""The INT8 files: one quantized torch graph (edgekit.quantize.ptq) written as QDQ ONNX and full-integer TFLite,
+"""The INT8 files: one quantized torch graph (edgekit.quantization.ptq) written as QDQ ONNX and full-integer TFLite,
 and what the TFLite graph holds (full integer? activations fused?)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.quiet import quiet
-from edgekit.export.converters import ONNX_OPSET, tflite_ready
-from edgekit.export.onnx_qdq import tidy_qdq
-from edgekit.export.tflite_io import add_float_io
-from edgekit.quantize.ptq import QuantizedModel
+from edgekit.exporting.converters import ONNX_OPSET, tflite_ready
+from edgekit.exporting.onnx_qdq import tidy_qdq
+from edgekit.exporting.tflite_io import add_float_io
+from edgekit.quantization.ptq import QuantizedModel
 
 
 def export_int8_onnx(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path) -> dict[str, int]:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from edgekit.core.errors import EdgekitError
-from edgekit.quantize.annotator import (
+from edgekit.quantization.annotator import (
     BINARY,
     FUSABLE_ACTIVATIONS,
     MULTI_OUTPUT,
@@ -31,7 +31,7 @@ from edgekit.quantize.annotator import (
     QuantSettings,
     fused_activation,
 )
-from edgekit.quantize.ptq import QuantizedModel, capture, convert, prepare_captured, quantize_ptq
+from edgekit.quantization.ptq import QuantizedModel, capture, convert, prepare_captured, quantize_ptq
 
 MAX_FLOAT_LAYERS = 8  # beyond this, float fallback stops being INT8 deployment: fine-tune instead
 RANKING_IMAGES = 1000

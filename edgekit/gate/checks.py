@@ -3,7 +3,7 @@
 Each figure becomes a Case (model x format x metric) with its limit and verdict; the CLI prints them as a
 table, JUnit XML and Markdown. Accuracy is measured here, on the spot; latency comes from the figures
 `edgekit bench` recorded in the manifest for the files as they are now, each with its interval: a latency case
-whose interval straddles its limit is inconclusive (edgekit/check/rules.py).
+whose interval straddles its limit is inconclusive (edgekit/gate/rules.py).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 import torch
 
 from edgekit.artifact import artifact_name, locate_artifact, read_manifest, update_manifest, verify_files
-from edgekit.bench.records import latest_figures
-from edgekit.bench.repeat import Figure
-from edgekit.check.baseline import Baseline, BaselineEntry
-from edgekit.check.rules import INT8_FORMATS, Case, accuracy_drop_cases, latency_case, latency_ratio_cases
+from edgekit.benchmark.records import latest_figures
+from edgekit.benchmark.repeat import Figure
 from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
 from edgekit.data import DataSource, ImageSet, load_split, require_same_classes
-from edgekit.evaluate import close_runner, evaluate
+from edgekit.evaluation import close_runner, evaluate
+from edgekit.gate.baseline import Baseline, BaselineEntry
+from edgekit.gate.rules import INT8_FORMATS, Case, accuracy_drop_cases, latency_case, latency_ratio_cases
 from edgekit.models import ModelSpec
 from edgekit.runtime import formats
 from edgekit.runtime.open import open_model
@@ -273,7 +273,7 @@ def _figure(p50: float, interval: list[float] | None) -> Figure:
     return Figure(p50, interval[0], interval[1], True)
 
 
-def check(paths: list[Path], options: CheckOptions, progress: Callable[[str, int, int], None] | None = None,
+def check_artifacts(paths: list[Path], options: CheckOptions, progress: Callable[[str, int, int], None] | None = None,
           record: bool = True) -> list[ArtifactCheck]:
     """Check every artifact; then, with --update-baseline, rewrite the baseline with what was measured, and (with
     `record`) write each result into its manifest. A caller with outputs of its own (JUnit, Markdown) passes

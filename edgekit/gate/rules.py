@@ -1,7 +1,7 @@
 """The gate's rules as pure functions over recorded figures: an accuracy drop against its budget, INT8 latency
 against FP32, a latency budget per device. `edgekit check` and `edgekit run`'s check stage both decide with these.
 
-Latency cases judge a figure with its interval (edgekit/bench/repeat.py): beyond the limit by more than the noise
+Latency cases judge a figure with its interval (edgekit/benchmark/repeat.py): beyond the limit by more than the noise
 fails, within it by more than the noise passes, and a figure whose interval straddles the limit is inconclusive
 (`passed` False and `inconclusive` True: neither a pass nor a failure)."""
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.bench.records import latest_figures
-from edgekit.bench.repeat import FAIL, INCONCLUSIVE, PASS, Figure, judge
+from edgekit.benchmark.records import latest_figures
+from edgekit.benchmark.repeat import FAIL, INCONCLUSIVE, PASS, Figure, judge
 from edgekit.core.errors import EdgekitError
 from edgekit.runtime import formats
 
@@ -42,7 +42,7 @@ class Case:
 
 def latency_case(model: str, fmt: str, metric: str, figure: Figure, limit: float, limit_text: str, detail: str,
                  scale: float = 1.0, offset: float = 0.0) -> Case:
-    """A Case judged on `figure`'s interval against `limit` (see edgekit/bench/repeat.judge); its value is
+    """A Case judged on `figure`'s interval against `limit` (see edgekit/benchmark/repeat.judge); its value is
     figure.value * scale + offset (a ratio shown as a percent change, say)."""
     verdict = judge(figure, limit)
     if figure.repeatable is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.bench.repeat import Figure
+from edgekit.benchmark.repeat import Figure
 
 
 @dataclass(frozen=True)
@@ -48,5 +48,5 @@ def latest_p50(manifest: dict[str, Any]) -> dict[LatencyKey, float]:
 
 
 def latest_figures(manifest: dict[str, Any]) -> dict[LatencyKey, Figure]:
-    """The steady-state median of each newest entry with its interval (edgekit/bench/repeat.py), where recorded."""
+    """The steady-state median of each newest entry with its interval (edgekit/benchmark/repeat.py), where recorded."""
     return {key: Figure.of(entry) for key, entry in latest_latencies(manifest).items()}

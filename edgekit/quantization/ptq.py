@@ -17,8 +17,8 @@ from torch.fx import GraphModule, Node
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.quiet import quiet
-from edgekit.quantize.annotator import EdgeQuantizer, QuantSettings
-from edgekit.quantize.equalize import equalize
+from edgekit.quantization.annotator import EdgeQuantizer, QuantSettings
+from edgekit.quantization.equalize import equalize
 
 CALIBRATION_BATCH = 32
 MIN_CALIBRATION = 8

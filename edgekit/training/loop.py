@@ -29,7 +29,7 @@ from edgekit.core.files import clean_stale, output_lock, write_json_atomic, writ
 from edgekit.core.threads import ThreadGovernor
 from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip, load_split, preprocess_for
-from edgekit.evaluate import Evaluation, evaluate
+from edgekit.evaluation import Evaluation, evaluate
 from edgekit.imagefolder import FolderImages
 from edgekit.models import build, resolve_spec
 from edgekit.models._registry import ModelSpec
@@ -246,7 +246,7 @@ def prepare_training(recipe: Recipe, data_override: str | None = None) -> Prepar
     return Prepared(spec, source, preprocess_for(source, spec.resolution, spec.in_channels), train_set, val_set)
 
 
-def train(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str | None = None,
+def train_recipe(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str | None = None,
           reporter: Reporter | None = None, threads: int | None = None) -> TrainResult:
     """Train `recipe` into the run directory `out` (see `edgekit train --help`). `threads` fixes torch's thread
     count; by default it follows the cores other processes leave free (edgekit.core.threads)."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edgekit.data import ImageSet, Preprocess
-from edgekit.quantize.ptq import QuantizedModel
+from edgekit.quantization.ptq import QuantizedModel
 from edgekit.runtime.parity import compare
 from edgekit.runtime.runners import Runner
 

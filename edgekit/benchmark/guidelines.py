@@ -170,7 +170,7 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
                  progress: Callable[[str], None] | None = None) -> list[GuidelineCase]:
     """Export every case of the chosen experiments into `out` (ONNX or TFLite) and return them."""
     from edgekit.core.quiet import quiet
-    from edgekit.export.converters import export_onnx, export_tflite
+    from edgekit.exporting.converters import export_onnx, export_tflite
 
     cases = []
     for exp in EXPERIMENTS:
@@ -192,7 +192,7 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
 
 def measure(cases: list[GuidelineCase], models: Path, profile: Any, options: Any) -> dict[str, Any]:
     """Time every case on the device with the bench machinery; fills each case's p50 and returns the device info."""
-    from edgekit.bench.host import bench_device, model_files
+    from edgekit.benchmark.host import bench_device, model_files
 
     files = [f for case in cases for f in model_files(models / case.file)]
     run = bench_device(profile, files, options)

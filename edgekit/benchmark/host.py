@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.artifact import MANIFEST, read_manifest, update_manifest, verify_files
-from edgekit.bench import benchmark_model
-from edgekit.bench.repeat import repeat_warning, repeatability
+from edgekit.benchmark import benchmark_model
+from edgekit.benchmark.repeat import repeat_warning, repeatability
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
 from edgekit.devices.probe import adb_properties, device_json, probe_device, remote_argv
@@ -370,7 +370,7 @@ def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
     return [a / MANIFEST for a in by_artifact]
 
 
-def bench(target: Path, profiles: list[DeviceProfile], options: BenchOptions,
+def bench_target(target: Path, profiles: list[DeviceProfile], options: BenchOptions,
           on_done: Callable[[DeviceRun | EdgekitError, DeviceProfile], None] | None = None,
           ) -> tuple[list[DeviceRun], list[tuple[DeviceProfile, EdgekitError]]]:
     """Benchmark `target` on every device, concurrently; a failing device doesn't stop the others."""
