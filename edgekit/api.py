@@ -11,6 +11,7 @@ is an (inputs, labels) pair.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -35,11 +36,12 @@ from edgekit.options import (
     Int8Options,
     int8_from_flags,
 )
+from edgekit.pipeline.sweep import SweepResult
 from edgekit.training.loop import TrainResult
 
 __all__ = [
-    "Artifact", "EdgekitError", "EdgekitWarning", "bench", "check", "create_model", "evaluate", "export", "profile",
-    "quantize", "train",
+    "Artifact", "BenchOptions", "CheckOptions", "EdgekitError", "EdgekitWarning", "ExportOptions", "Int8Options",
+    "bench", "check", "create_model", "evaluate", "export", "profile", "quantize", "sweep", "train",
 ]
 
 Data = str | torch.utils.data.Dataset | torch.utils.data.DataLoader | Iterable[Any]
@@ -109,9 +111,21 @@ def export(
 
 
 def quantize(model: nn.Module | str | Path, calibration: Data | None = None, **options: Any) -> Artifact:
-    """INT8 export: `export(model, int8=True, calibration=calibration, ...)`; the artifact holds the FP32 and
-    full-integer INT8 files, checked against each other."""
-    return export(model, int8=True, calibration=calibration, **options)
+    """INT8 export: `export(model, int8=True, calibration=calibration, ...)`, with every other keyword of export;
+    the artifact holds the FP32 and full-integer INT8 files, checked against each other."""
+    return export(model, int8=options.pop("int8", True), calibration=calibration, **options)
+
+
+def _quantize_signature() -> inspect.Signature:
+    """export's keywords, so that help(), IDEs and inspect show quantize's real parameters."""
+    params = inspect.signature(export).parameters
+    calibration = params["calibration"].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    rest = [p.replace(default=True) if name == "int8" else p for name, p in params.items()
+            if name not in ("model", "calibration")]
+    return inspect.signature(export).replace(parameters=[params["model"], calibration, *rest])
+
+
+quantize.__signature__ = _quantize_signature()  # type: ignore[attr-defined]
 
 
 def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | None = None,
@@ -139,33 +153,40 @@ def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | 
     return evaluate_batches(runner, _labelled_batches(data, shape, batch_size), classes, type(data).__name__)
 
 
-def bench(artifact: ArtifactLike, device: str = "local", *, threads: Sequence[int] | None = None,
-          runtime: str = "auto", runs: int | None = None, min_seconds: float | None = None,
-          warmup_runs: int | None = None, warmup_seconds: float | None = None) -> list[DeviceRun]:
-    """Latency of every file of an artifact (or one model file) on a device profile ("local", "rpi4", a .yaml),
-    as `edgekit bench`; the figures are also appended to the manifest. Raises EdgekitError when the device could
-    not be benchmarked."""
-    from edgekit.benchmark.host import bench_target
+def bench(artifact: ArtifactLike, device: str | Sequence[str] = "local", *, runtime: str = "auto",
+          threads: Sequence[int] | None = None, warmup_runs: int | None = None, warmup_seconds: float | None = None,
+          runs: int | None = None, min_seconds: float | None = None, cores: str | None = None,
+          op_profile: bool = False, stable: bool = False) -> list[DeviceRun]:
+    """Latency of every file of an artifact (or one model file) on device profiles ("local", "rpi4", a .yaml, or
+    several), as `edgekit bench`, keyword for flag; the figures are also appended to the manifest. A value left
+    None takes the default (BenchOptions). Raises EdgekitError when a device could not be benchmarked."""
+    from edgekit.benchmark.host import bench_options, bench_target
     from edgekit.devices.profiles import load_profile
 
-    given = {"runs": runs, "min_seconds": min_seconds, "warmup_runs": warmup_runs, "warmup_seconds": warmup_seconds}
-    options = BenchOptions(runtime=runtime, threads=tuple(threads) if threads is not None else None,
-                           **{k: v for k, v in given.items() if v is not None})
-    runs_done, failures = bench_target(_target(artifact), [load_profile(device)], options)
+    options = bench_options(runtime=runtime, threads=threads, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds,
+                            runs=runs, min_seconds=min_seconds, cores=cores, op_profile=op_profile, stable=stable)
+    names = [device] if isinstance(device, str) else list(device)
+    runs_done, failures = bench_target(_target(artifact), [load_profile(name) for name in names], options)
     if failures:
         raise failures[0][1]
     return runs_done
 
 
 def check(artifact: ArtifactLike, data: str | None = None, *, samples: int | None = None, max_drop: float = 1.0,
-          relative: bool = False, reference: str = "auto", max_latency_ratio: float | None = None) -> ArtifactCheck:
-    """Gate on INT8 accuracy, as `edgekit check`: the FP32 reference and every INT8 file evaluated on the same
-    data (a data source; default the one recorded). The result (`.passed`, `.cases`, `.top1`) is also recorded
-    in the manifest; it does not raise when a case fails."""
+          relative: bool = False, reference: str = "auto", baseline: str | Path | None = None,
+          tolerance: float = 0.2, latency_tolerance: float = 10.0, max_latency_ratio: float | None = None,
+          update_baseline: bool = False) -> ArtifactCheck:
+    """Gate on INT8 accuracy, as `edgekit check`, keyword for flag: the FP32 reference and every INT8 file evaluated
+    on the same data (a data source; default the one recorded), against `baseline` (a JSON of reference figures)
+    when given. The result (`.passed`, `.verdict`, `.cases`, `.top1`) is also recorded in the manifest; it does not
+    raise when a case fails."""
+    from edgekit.gate.baseline import load_baseline
     from edgekit.gate.checks import check_artifacts
 
     options = CheckOptions(data=data, samples=samples, max_drop=max_drop, relative=relative, reference=reference,
-                           max_latency_ratio=max_latency_ratio)
+                           baseline=load_baseline(Path(baseline), create=update_baseline) if baseline else None,
+                           tolerance=tolerance, latency_tolerance=latency_tolerance,
+                           max_latency_ratio=max_latency_ratio, update_baseline=update_baseline)
     return check_artifacts([_target(artifact)], options)[0]
 
 
@@ -174,16 +195,32 @@ def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *,
           resume: bool = False, threads: int | None = None) -> TrainResult:
     """Train a recipe (a built-in name, a YAML file, or the same content as a dict), as `edgekit train`; writes
     OUT/best.pt (default runs/RECIPE_NAME) and returns the run's summary."""
-    from edgekit.recipe import load_recipe, parse_recipe, with_overrides
+    from edgekit.recipe import with_overrides
     from edgekit.training.loop import train_recipe
 
-    if isinstance(recipe, dict):
-        loaded = parse_recipe(yaml.safe_dump(recipe, sort_keys=False), "<recipe dict>")
-    else:
-        loaded = load_recipe(recipe)
-    loaded = with_overrides(loaded, epochs=epochs, batch_size=batch_size, limit_batches=limit_batches, data=data)
+    loaded = with_overrides(_recipe(recipe), epochs=epochs, batch_size=batch_size, limit_batches=limit_batches,
+                            data=data)
     return train_recipe(loaded, Path(out) if out is not None else Path("runs") / loaded.name, resume=resume,
                         threads=threads)
+
+
+def sweep(recipe: str | Path | dict[str, Any], widths: Sequence[float], resolutions: Sequence[int], *,
+          out: str | Path | None = None, device: str | Sequence[str] | None = "local",
+          bench_threads: Sequence[int] = (1,), epochs: int | None = None, limit_batches: int | None = None,
+          jobs: int = 1) -> SweepResult:
+    """The whole pipeline at every width x resolution of a recipe, latency on `device` (None: none), and one
+    report, as `edgekit sweep`; returns the points (`.status`, `.accuracy`, `.out`) and the report. Rerunning
+    continues an interrupted sweep."""
+    from edgekit.devices.profiles import load_profile
+    from edgekit.pipeline.sweep import sweep as run_sweep
+
+    names = [] if device is None else [device] if isinstance(device, str) else list(device)
+    if jobs < 1:
+        raise EdgekitError(f"jobs={jobs}: give at least 1 point at a time.")
+    return run_sweep(_recipe(recipe), list(widths), list(resolutions), out=_path(out),
+                     devices=[load_profile(name) for name in names],
+                     bench=BenchOptions(threads=tuple(bench_threads)), epochs=epochs, limit_batches=limit_batches,
+                     jobs=jobs)
 
 
 def create_model(name: str, *, width: float = 1.0, resolution: int | None = None, num_classes: int = 1000,
@@ -211,6 +248,15 @@ def profile(model: nn.Module | str, *, input_shape: Sequence[int] | str | None =
         return profile_model(model, shape, fuse=fuse)
     return profile_spec(model, width=width, resolution=resolution, num_classes=num_classes, in_channels=in_channels,
                         fuse=fuse, **options)
+
+
+def _recipe(recipe: str | Path | dict[str, Any]) -> Any:
+    """A recipe given as a built-in name, a YAML file, or the same content as a dict."""
+    from edgekit.recipe import load_recipe, parse_recipe
+
+    if isinstance(recipe, dict):
+        return parse_recipe(yaml.safe_dump(recipe, sort_keys=False), "<recipe dict>")
+    return load_recipe(recipe)
 
 
 def _path(value: str | Path | None) -> Path | None:

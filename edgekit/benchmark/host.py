@@ -33,6 +33,10 @@ from edgekit.runtime.runners import file_runner
 
 @dataclass(frozen=True)
 class BenchOptions:
+    """How `edgekit bench` times the files: the runtime (auto: each file's own), thread counts (None: the device
+    profile's), warm-up and timed runs (each at least so many and at least so many seconds), interleaved rounds,
+    the cores to pin to, per-operator profiling, and --stable (1-thread runs timed by the thread's CPU time)."""
+
     runtime: str = "auto"
     threads: tuple[int, ...] | None = None  # None: the device profile's
     warmup_runs: int = 1
@@ -58,6 +62,20 @@ class BenchOptions:
                                "--warmup-seconds, --min-seconds >= 0.")
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise EdgekitError(f"--threads {self.threads}: give thread counts of at least 1, e.g. --threads 1,2.")
+
+
+def bench_options(*, runtime: str = "auto", threads: tuple[int, ...] | None = None, warmup_runs: int | None = None,
+                  warmup_seconds: float | None = None, runs: int | None = None, min_seconds: float | None = None,
+                  cores: str | int | None = None, op_profile: bool = False, stable: bool = False) -> BenchOptions:
+    """BenchOptions from `edgekit bench`'s flags or the API's keywords: a value not given (None) keeps
+    BenchOptions' default, which lives there only; `stable` raises the run counts (stable_options)."""
+    from edgekit.devices.profiles import parse_cores
+
+    given = {"warmup_runs": warmup_runs, "warmup_seconds": warmup_seconds, "runs": runs, "min_seconds": min_seconds}
+    options = BenchOptions(runtime=runtime, threads=tuple(threads) if threads is not None else None,
+                           cores=parse_cores(cores), op_profile=op_profile,
+                           **{k: v for k, v in given.items() if v is not None})
+    return stable_options(options) if stable else options
 
 
 # --stable: at least this many timed runs in at least this many rounds. Each round's median is one look at the

@@ -33,15 +33,12 @@ def device_profiles(device: str) -> list[Any]:
 def bench_options(runtime: Runtime, threads: str | None, warmup: int | None = None,
                   warmup_seconds: float | None = None, runs: int | None = None, min_seconds: float | None = None,
                   cores: str | None = None, op_profile: bool = False, stable: bool = False) -> Any:
-    """BenchOptions from the timing flags; a flag not given keeps BenchOptions' default (they live there only)."""
-    from edgekit.benchmark.host import BenchOptions, stable_options
-    from edgekit.devices.profiles import parse_cores
+    """BenchOptions from the timing flags (benchmark.host.bench_options holds the defaults and rules)."""
+    from edgekit.benchmark.host import bench_options as options_from
 
-    given = {"warmup_runs": warmup, "warmup_seconds": warmup_seconds, "runs": runs, "min_seconds": min_seconds}
-    options = BenchOptions(runtime=runtime.value, threads=parse_list(threads, "--threads", int, "1,2,4", lo=1, hi=1024),
-                           cores=parse_cores(cores), op_profile=op_profile,
-                           **{k: v for k, v in given.items() if v is not None})
-    return stable_options(options) if stable else options
+    return options_from(runtime=runtime.value, threads=parse_list(threads, "--threads", int, "1,2,4", lo=1, hi=1024),
+                        warmup_runs=warmup, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
+                        cores=cores, op_profile=op_profile, stable=stable)
 
 
 @user_errors

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from edgekit.cli.common import JSON_HELP, console, err_console, print_json, user_errors, warn
-from edgekit.gate.rules import INCONCLUSIVE_EXIT
+from edgekit.gate.rules import NOISY_FIX, verdict
 
 
 class Reference(str, Enum):
@@ -97,27 +97,21 @@ def check(
         append_step_summary(summary)
     except OSError as exc:
         warn(f"cannot append to $GITHUB_STEP_SUMMARY ({exc.strerror}).")
-    failed = [(r, c) for r in results for c in r.cases if c.verdict == "fail"]
-    unsure = [(r, c) for r in results for c in r.cases if c.inconclusive]
+    outcome = verdict([c for r in results for c in r.cases])
     if as_json:
-        print_json({"passed": not failed and not unsure, "inconclusive": bool(unsure and not failed),
+        print_json({"passed": outcome.name == "passed", "inconclusive": outcome.name == "inconclusive",
                     "results": [r.to_dict() for r in results]})
     else:
         _print_check(results)
         if update_baseline:
             console.print(f"baseline written: {baseline}", highlight=False)
-    if failed:
-        what = "; ".join(f"{r.model} {c.name} {c.value:g} (limit {c.limit})" for r, c in failed[:3])
-        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-        err_console.print(f"[bold red]check failed:[/] {what}{more}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-    if unsure:
-        what = "; ".join(f"{r.model} {c.name} {c.value:g} (limit {c.limit})" for r, c in unsure[:3])
-        more = f" and {len(unsure) - 3} more" if len(unsure) > 3 else ""
-        err_console.print(f"[bold yellow]check inconclusive:[/] {what}{more}: the figure is noisier than its "
-                          "margin to the limit; rerun edgekit bench (more --runs, --stable, a quieter machine)",
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(INCONCLUSIVE_EXIT)
+    if outcome.failed:
+        err_console.print(f"[bold red]check failed:[/] {outcome.line()}", highlight=False, soft_wrap=True)
+    elif outcome.inconclusive:
+        err_console.print(f"[bold yellow]check inconclusive:[/] {outcome.line()}: {NOISY_FIX}", highlight=False,
+                          soft_wrap=True)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
 
 
 def _print_check(results: list[Any]) -> None:

@@ -23,7 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     epilog="Exit codes: 0 success, 1 a check failed, 2 bad input or environment (one line says what to fix), "
-           "3 an internal error (a bug: rerun with --debug), 130 interrupted (earlier results are kept).",
+           "3 an internal error (a bug: rerun with --debug), 4 a check was inconclusive (a latency figure too noisy to "
+           "judge against its limit), 130 interrupted (earlier results are kept).",
 )
 
 

@@ -121,34 +121,26 @@ def sweep(
     """
     from edgekit.benchmark.host import BenchOptions
     from edgekit.devices.profiles import load_profile
-    from edgekit.pipeline.sweep import bench_points, plan_points, run_points
+    from edgekit.pipeline.sweep import sweep as run_sweep
     from edgekit.recipe import load_recipe
-    from edgekit.report.render import write_report
 
     widths = parse_list(width, "--width", float, "0.5,1.0")
     resolutions = parse_list(resolution, "--resolution", int, "96,128")
     recipe = load_recipe(recipe_path)
-    out = (out or Path("sweeps") / recipe.name).resolve()
-    points = plan_points(recipe, list(widths), list(resolutions), out, epochs, limit_batches)
     names = () if device == "none" else parse_list(device, "--device", str, "rpi4,local")
     profiles = [load_profile(name) for name in names]
     options = BenchOptions(threads=parse_list(threads, "--threads", int, "1,2", lo=1, hi=1024))
+    total = len(widths or ()) * len(resolutions or ())
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True) as progress:
-        task = progress.add_task(f"sweep: training {len(points)} points, {jobs} at a time", total=len(points))
+        task = progress.add_task(f"sweep: training {total} points, {jobs} at a time", total=total)
 
         def done(point: Any) -> None:
             progress.advance(task)
             progress.console.print(f"{point.name}: {point.status}{': ' + point.detail if point.detail else ''}",
                                    highlight=False)
 
-        try:
-            run_points(points, jobs, on_done=done)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: run the same `edgekit sweep` again to continue ({out}).")
-            raise typer.Exit(130) from None
-        finished = [p for p in points if p.status in ("passed", "check failed")]
         tasks: dict[str, Any] = {}
 
         def benched(profile: Any, todo: int) -> None:
@@ -157,16 +149,20 @@ def sweep(
             else:
                 progress.advance(tasks[profile.name])
 
-        bench_points(finished, profiles, options, on_point=benched)
-    if any(p.status == "interrupted" for p in points):
+        try:
+            result = run_sweep(recipe, list(widths or ()), list(resolutions or ()), out=out, devices=profiles,
+                               bench=options, epochs=epochs, limit_batches=limit_batches, jobs=jobs,
+                               on_trained=done, on_bench=benched)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: run the same `edgekit sweep` again to continue "
+                              f"({(out or Path('sweeps') / recipe.name).resolve()}).")
+            raise typer.Exit(130) from None
+    points, out = result.points, result.out
+    if result.interrupted:
         err_console.print(f"interrupted: run the same `edgekit sweep` again to continue ({out}).")
         raise typer.Exit(130)
-    result = write_report([p.out for p in finished], out / "report") if finished else None
     if as_json:
-        print_json({"points": [{"name": p.name, "width": p.width, "resolution": p.resolution, "status": p.status,
-                                 "detail": p.detail, "accuracy": p.accuracy, "seconds": p.seconds,
-                                 "out": str(p.out)} for p in points],
-                     "report": [str(p) for p in result.written] if result else []})
+        print_json(result.to_dict())
     else:
         table = Table(title=f"edgekit sweep {recipe.name} -> {out}")
         for col in ("point", "width", "res", "status", "top-1 torch", "top-1 INT8", "detail"):
@@ -177,9 +173,9 @@ def sweep(
                           f"{p.accuracy['torch']:.2%}" if "torch" in p.accuracy else "",
                           "" if int8 is None else f"{int8:.2%}", p.detail)
         console.print(table)
-        if result:
+        if result.report:
             console.print(f"report: {out / 'report' / 'report.md'} (and .html, PNG plots)", highlight=False)
-    bad = [p for p in points if p.status != "passed"]
+    bad = result.failed
     if bad:
         err_console.print(f"[bold red]error:[/] {len(bad)} of {len(points)} points did not pass: "
                           f"{', '.join(p.name for p in bad[:4])}{' ...' if len(bad) > 4 else ''}", highlight=False)

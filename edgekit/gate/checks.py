@@ -25,7 +25,14 @@ from edgekit.core.files import sha256_file
 from edgekit.data import DataSource, ImageSet, load_split, require_same_classes
 from edgekit.evaluation import close_runner, evaluate
 from edgekit.gate.baseline import Baseline, BaselineEntry
-from edgekit.gate.rules import INT8_FORMATS, Case, accuracy_drop_cases, latency_case, latency_ratio_cases
+from edgekit.gate.rules import (
+    INT8_FORMATS,
+    Case,
+    accuracy_drop_cases,
+    latency_case,
+    latency_ratio_cases,
+    verdict,
+)
 from edgekit.models import ModelSpec
 from edgekit.runtime import formats
 from edgekit.runtime.open import open_model
@@ -36,6 +43,10 @@ SUBSET_SEED = 0
 
 @dataclass
 class CheckOptions:
+    """What `edgekit check` gates on: the data (None: the recorded one) and a seeded subset of it, the largest INT8
+    accuracy drop (pp, or percent of the reference with `relative`) against the FP32 `reference`, a baseline with
+    its tolerances, and the largest INT8/FP32 latency ratio."""
+
     data: str | None = None
     samples: int | None = None
     max_drop: float = 1.0  # percentage points, or percent of the reference's accuracy with `relative`
@@ -83,9 +94,7 @@ class ArtifactCheck:
     @property
     def verdict(self) -> str:
         """passed; failed (a case failed); inconclusive (none failed, but a latency figure was too noisy to judge)."""
-        if self.passed:
-            return "passed"
-        return "inconclusive" if all(c.passed or c.inconclusive for c in self.cases) else "failed"
+        return verdict(self.cases).name
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": str(self.directory), "model": self.model, "data": self.data, "images": self.images,
@@ -229,6 +238,21 @@ def record_results(results: list[ArtifactCheck]) -> None:
         update_manifest(result.directory, lambda m, record=record: m.__setitem__("check", record))
 
 
+def recorded_accuracy(manifest: dict[str, Any]) -> dict[str, float]:
+    """The top-1 of every file as the export measured it (torch FP32 under "torch"), from the manifest."""
+    top1 = dict((manifest.get("accuracy") or {}).get("top1") or {})
+    int8 = ((manifest.get("int8") or {}).get("accuracy") or {}).get("top1") or {}
+    top1.update({fmt: value for fmt, value in int8.items() if fmt != "torch_fp32"})
+    return top1
+
+
+def recorded_accuracy_cases(manifest: dict[str, Any], max_drop: float) -> list[Case]:
+    """The accuracy gate on the figures the export recorded (`edgekit run`, which has just measured them): every
+    file's drop against the torch FP32 model, within `max_drop` pp. `edgekit check` measures them anew instead."""
+    top1 = recorded_accuracy(manifest)
+    return accuracy_drop_cases(manifest["spec"]["name"], top1, "torch", [f for f in top1 if f != "torch"], max_drop)
+
+
 def _accuracy_cases(result: ArtifactCheck, int8: list[str], options: CheckOptions) -> list[Case]:
     return accuracy_drop_cases(result.model, result.top1, result.reference, int8, options.max_drop,
                                relative=options.relative, images=result.images)
@@ -274,7 +298,7 @@ def _figure(p50: float, interval: list[float] | None) -> Figure:
 
 
 def check_artifacts(paths: list[Path], options: CheckOptions, progress: Callable[[str, int, int], None] | None = None,
-          record: bool = True) -> list[ArtifactCheck]:
+                    record: bool = True) -> list[ArtifactCheck]:
     """Check every artifact; then, with --update-baseline, rewrite the baseline with what was measured, and (with
     `record`) write each result into its manifest. A caller with outputs of its own (JUnit, Markdown) passes
     record=False and calls record_results after writing them."""

@@ -17,6 +17,7 @@ from edgekit.core.errors import EdgekitError
 from edgekit.runtime import formats
 
 INCONCLUSIVE_EXIT = 4  # `check` and `run` exit with it when a figure is too noisy to judge (3: internal error)
+EXIT_CODES = {"passed": 0, "failed": 1, "inconclusive": INCONCLUSIVE_EXIT}
 INT8_FORMATS = tuple(f"{name}_int8" for name in formats.FORMATS)  # ("onnx_int8", "tflite_int8")
 
 
@@ -40,6 +41,38 @@ class Case:
         return PASS if self.passed else INCONCLUSIVE if self.inconclusive else FAIL
 
 
+@dataclass
+class Verdict:
+    """One verdict over a set of cases, and the exit code `edgekit check` and `edgekit run` both end with: passed
+    (0), failed (1: a case failed) or inconclusive (4: none failed, but a latency figure was too noisy to judge)."""
+
+    failed: list[Case]
+    inconclusive: list[Case]
+
+    @property
+    def name(self) -> str:
+        return "failed" if self.failed else "inconclusive" if self.inconclusive else "passed"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.name]
+
+    def line(self, limit: int = 3) -> str:
+        """The failed (else inconclusive) cases, at most `limit` of them, e.g. 'tflite_int8 accuracy drop 2.1
+        (limit <= 1 pp)'."""
+        cases = self.failed or self.inconclusive
+        text = "; ".join(f"{c.model} {c.name} {c.value:g} (limit {c.limit})" for c in cases[:limit])
+        return text + (f" and {len(cases) - limit} more" if len(cases) > limit else "")
+
+
+def verdict(cases: list[Case]) -> Verdict:
+    return Verdict([c for c in cases if c.verdict == FAIL], [c for c in cases if c.verdict == INCONCLUSIVE])
+
+
+NOISY_FIX = "the figure is noisier than its margin to the limit; rerun edgekit bench (more --runs, --stable, a " \
+            "quieter machine)"
+
+
 def latency_case(model: str, fmt: str, metric: str, figure: Figure, limit: float, limit_text: str, detail: str,
                  scale: float = 1.0, offset: float = 0.0) -> Case:
     """A Case judged on `figure`'s interval against `limit` (see edgekit/benchmark/repeat.judge); its value is
@@ -49,8 +82,7 @@ def latency_case(model: str, fmt: str, metric: str, figure: Figure, limit: float
         low, high = figure.low * scale + offset, figure.high * scale + offset
         detail += f"; interval {low:.3g} to {high:.3g}"
         if verdict == INCONCLUSIVE:
-            detail += (" straddles the limit: the figure is noisier than its margin; rerun edgekit bench (more "
-                       "--runs, --stable, a quieter machine)")
+            detail += f" straddles the limit: {NOISY_FIX}"
     return Case(model, fmt, metric, round(figure.value * scale + offset, 3), limit_text, verdict == PASS, detail,
                 verdict == INCONCLUSIVE)
 

@@ -28,7 +28,8 @@ from edgekit.core.ui import Reporter
 from edgekit.data import DataSource, load_split
 from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.exporting import export_model
-from edgekit.gate.rules import INCONCLUSIVE_EXIT, Case, accuracy_drop_cases, latency_budget_cases
+from edgekit.gate.checks import recorded_accuracy, recorded_accuracy_cases
+from edgekit.gate.rules import Case, latency_budget_cases, verdict
 from edgekit.quantization.options import int8_plan_from_recipe
 from edgekit.recipe import Recipe
 from edgekit.training.loop import BEST, LAST, SUMMARY, train_recipe
@@ -113,10 +114,11 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     failures = _bench_stage(export_dir, profiles, options, recipe, reporter, report)
     manifest = read_manifest(export_dir) if profiles else manifest
     latency_cases = _latency_check(recipe, report, manifest, profiles)
-    report.check["cases"] = [vars(c) for c in accuracy_cases + latency_cases]
-    report.check["passed"] = all(c.passed for c in accuracy_cases + latency_cases)
-    unsure = [c for c in latency_cases if c.verdict == INCONCLUSIVE]
-    report.check["inconclusive"] = [c.name for c in unsure]
+    cases = accuracy_cases + latency_cases
+    outcome = verdict(cases)
+    report.check["cases"] = [vars(c) for c in cases]
+    report.check["passed"] = outcome.name == "passed"
+    report.check["inconclusive"] = [c.name for c in outcome.inconclusive]
     write_json_atomic(out / REPORT, report.to_dict())
     over = [c for c in accuracy_cases if not c.passed]
     problems = [f"accuracy drop over budget ({', '.join(f'{c.format} {c.value:.2f} pp' for c in over)} > "
@@ -127,10 +129,10 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise CheckFailed(f"{'; '.join(problems[:3])}{more}: see {out / REPORT}.", report)
-    if unsure:
-        raise CheckFailed(f"inconclusive: {', '.join(c.name for c in unsure)} too noisy to judge against the "
-                          f"budget; rerun on a quieter machine or with more bench.runs: see {out / REPORT}.",
-                          report, exit_code=INCONCLUSIVE_EXIT)
+    if outcome.inconclusive:
+        raise CheckFailed(f"inconclusive: {', '.join(c.name for c in outcome.inconclusive)} too noisy to judge "
+                          f"against the budget; rerun on a quieter machine or with more bench.runs: see "
+                          f"{out / REPORT}.", report, exit_code=outcome.exit_code)
     return report
 
 
@@ -185,14 +187,11 @@ def _export_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunRepo
 
 
 def _accuracy_check(recipe: Recipe, report: RunReport, manifest: dict[str, Any]) -> list[Case]:
-    """Every exported format's top-1 drop against the torch FP32 model, within the recipe's check.max_drop."""
-    accuracy = dict(manifest["accuracy"]["top1"])
-    int8_accuracy = (manifest.get("int8") or {}).get("accuracy") or {"top1": {}}
-    accuracy.update({fmt: top1 for fmt, top1 in int8_accuracy["top1"].items() if fmt != "torch_fp32"})
-    report.accuracy = dict(accuracy)
+    """Every exported format's top-1 drop against the torch FP32 model, within the recipe's check.max_drop: the
+    gate's rule on the figures the export stage has just measured."""
+    report.accuracy = recorded_accuracy(manifest)
     budget = recipe.check.max_drop
-    cases = accuracy_drop_cases(manifest["spec"]["name"], accuracy, "torch",
-                                [fmt for fmt in accuracy if fmt != "torch"], budget)
+    cases = recorded_accuracy_cases(manifest, budget)
     failed = [c.format for c in cases if not c.passed]
     report.check = {"reference": "torch", "max_drop_pp": budget, "drop_pp": {c.format: c.value for c in cases},
                     "passed": not failed}

@@ -1,4 +1,5 @@
-"""`edgekit sweep RECIPE --width ... --resolution ...`: the pipeline at every point, then one report.
+"""`edgekit sweep RECIPE --width ... --resolution ...` and `edgekit.sweep()`: the pipeline at every point, then one
+report.
 
 Each point is a recipe of its own, written to OUT/recipes/NAME.yaml so any point can be rerun alone with
 `edgekit run`. Points run as `edgekit run` processes (several at once with --jobs, each with its share of the
@@ -28,6 +29,8 @@ from edgekit.core.files import write_text_atomic
 from edgekit.core.threads import thread_budget
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.recipe import Recipe, parse_recipe
+
+SweepReport = Any  # edgekit.report.render.ReportResult (imported when the sweep writes it)
 
 
 @dataclass
@@ -138,3 +141,46 @@ def bench_points(points: list[Point], profiles: list[DeviceProfile], options: Be
                 point.status, point.detail = "failed", f"bench on {profile.name}: {error}"
             if on_point:
                 on_point(profile, len(todo))
+
+
+@dataclass
+class SweepResult:
+    recipe: str
+    out: Path
+    points: list[Point]
+    report: SweepReport | None = None  # the report over the finished points (report/report.md, .html, plots)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(p.status == "interrupted" for p in self.points)
+
+    @property
+    def failed(self) -> list[Point]:
+        return [p for p in self.points if p.status != "passed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"points": [{"name": p.name, "width": p.width, "resolution": p.resolution, "status": p.status,
+                            "detail": p.detail, "accuracy": p.accuracy, "seconds": p.seconds, "out": str(p.out)}
+                           for p in self.points],
+                "report": [str(p) for p in self.report.written] if self.report else []}
+
+
+def sweep(recipe: Recipe, widths: list[float], resolutions: list[int], *, out: Path | None = None,
+          devices: list[DeviceProfile] | None = None, bench: BenchOptions | None = None, epochs: int | None = None,
+          limit_batches: int | None = None, jobs: int = 1, on_trained: Callable[[Point], None] | None = None,
+          on_bench: Callable[[DeviceProfile, int], None] | None = None) -> SweepResult:
+    """The pipeline at every width x resolution of `recipe` (`jobs` points trained at once), then latency on each
+    device one point at a time, then one report over the finished points in OUT/report (default out:
+    sweeps/NAME). Rerunning continues where an interrupted sweep stopped; a KeyboardInterrupt propagates.
+    `on_trained(point)` follows each point's run, `on_bench(profile, todo)` each device's points."""
+    from edgekit.report.render import write_report
+
+    out = (out or Path("sweeps") / recipe.name).resolve()
+    points = plan_points(recipe, list(widths), list(resolutions), out, epochs, limit_batches)
+    result = SweepResult(recipe.name, out, points)
+    run_points(points, jobs, on_done=on_trained)
+    finished = [p for p in points if p.status in ("passed", "check failed")]
+    bench_points(finished, devices or [], bench or BenchOptions(threads=(1,)), on_point=on_bench)
+    if finished and not result.interrupted:
+        result.report = write_report([p.out for p in finished], out / "report")
+    return result
