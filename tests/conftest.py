@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # tools/ holds helpers the tests share with the scripts (tools.imagenet_samples)
+if str(REPO) not in sys.path:  # the scripts in tools/ import from the repository root too
     sys.path.insert(0, str(REPO))
 # A suite started in the background of a script (`bash .ci/run &`) inherits SIGINT ignored, and ignored signals pass
 # to every child: the Ctrl-C tests' trainings would then never see their Ctrl-C. A handler (unlike SIG_IGN) is reset

@@ -72,7 +72,7 @@ def test_onnx_dynamic_batch_and_checker(tmp_path):
 
 
 def test_torchvision_weights_export_with_their_hash(tmp_path):
-    from tools.imagenet_samples import torchvision_mobilenet_v2
+    from fixtures.imagenet_samples import torchvision_mobilenet_v2
 
     weights = torchvision_mobilenet_v2()
     spec = resolve_spec("mobilenet_v2", resolution=96)

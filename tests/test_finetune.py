@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FINETUNE_RECIPES, write_recipe
+from fixtures.image_folders import fashion_mnist_folder
+from fixtures.imagenet_samples import torchvision_mobilenet_v2
 
 from edgekit.checkpoint import load_checkpoint
 from edgekit.models import build, resolve_spec
 from edgekit.recipe import load_recipe, parse_recipe
 from edgekit.training.loop import train_recipe
-from tools.image_folders import fashion_mnist_folder
-from tools.imagenet_samples import torchvision_mobilenet_v2
 
 CLASSES = ("pullover", "dress", "sneaker", "bag")
 

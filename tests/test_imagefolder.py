@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.image_folders import photo_folder
+from fixtures.imagenet_samples import imagenet_preprocess, sample_photos
 from PIL import Image
 
 import edgekit.data
@@ -17,8 +19,6 @@ from edgekit.data import DataSource, Preprocess, load_split, preprocess_for
 from edgekit.exporting.calibration import calibration_data, calibration_set
 from edgekit.imagefolder import FolderImages, Transform
 from edgekit.models import resolve_spec
-from tools.image_folders import photo_folder
-from tools.imagenet_samples import imagenet_preprocess, sample_photos
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_calibration_takes_a_plain_folder_or_other_classes(labelled: Path, tmp_p
 
 @pytest.mark.slow
 def test_imagenet_mobilenet_v2_int8_calibrates_on_a_plain_folder_of_photos(tmp_path: Path, edgekit_cli) -> None:
-    from tools.imagenet_samples import torchvision_mobilenet_v2
+    from fixtures.imagenet_samples import torchvision_mobilenet_v2
 
     photos = photo_folder(tmp_path / "my photos", crops_per_photo=2)  # no labels, nested, JPEG and PNG
     out = tmp_path / "art"

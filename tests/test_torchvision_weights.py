@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from fixtures.imagenet_samples import imagenet_preprocess, torchvision_mobilenet_v2
 
 from edgekit.models import create
-from tools.imagenet_samples import imagenet_preprocess, torchvision_mobilenet_v2
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {504, 967, 968}  # coffee mug, espresso, cup

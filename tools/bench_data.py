@@ -12,8 +12,8 @@ edgekit's loader (edgekit.imagefolder.FolderImages) yields uint8 batches; the ti
 training process (Preprocess.tensor) is included in its figure.
 
 The folders: Fashion-MNIST written as PNG files at 224 px (800 images), and the scikit-image / scikit-learn sample
-photos with 40 random crops of each (25-100% of its area) as JPEG (492 images; tools/image_folders.py). The machine
-may be shared: each loader is measured `--repeats` times, alternating, and the best run is reported.
+photos with 40 random crops of each (25-100% of its area) as JPEG (492 images; tests/fixtures/image_folders.py).
+The machine may be shared: each loader is measured `--repeats` times, alternating, and the best run is reported.
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the tests' fixtures (photo folders)
+
+from fixtures.image_folders import fashion_mnist_folder, photo_folder  # noqa: E402
 
 from edgekit.data import DataSource, preprocess_for  # noqa: E402
 from edgekit.imagefolder import FolderImages, Transform, list_split, random_resized_crop_box  # noqa: E402
-from tools.image_folders import fashion_mnist_folder, photo_folder  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

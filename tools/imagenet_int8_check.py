@@ -23,6 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' fixtures
+
+from fixtures.imagenet_samples import (
+    photo_batch,  # noqa: E402
+    torchvision_mobilenet_v2,  # noqa: E402
+)
 
 from edgekit.core.errors import EdgekitError  # noqa: E402
 from edgekit.core.quiet import quiet  # noqa: E402
@@ -31,10 +37,6 @@ from edgekit.models import create  # noqa: E402
 from edgekit.quantization.annotator import QuantSettings  # noqa: E402
 from edgekit.quantization.ptq import quantize_ptq  # noqa: E402
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner  # noqa: E402
-from tools.imagenet_samples import (
-    photo_batch,  # noqa: E402
-    torchvision_mobilenet_v2,  # noqa: E402
-)
 
 INPUT_SHAPE = (3, 224, 224)
 CONFIDENT = 0.5  # FP32 top-1 probability above which a changed prediction is a real change, not a near-tie

