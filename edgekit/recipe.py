@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -22,7 +21,7 @@ from typing import Any
 import yaml
 
 from edgekit import builtin
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, close_names
 from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
 from edgekit.options import Int8Options
 
@@ -154,6 +153,10 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         shipped = builtin.builtin_recipe(str(path))
         if shipped is None:
+            close = close_names(path.name.removesuffix(".yaml"), builtin.recipe_names())
+            if close:
+                raise EdgekitError(f"recipe {path} does not exist: did you mean {', '.join(close)}? (`edgekit "
+                                   "recipes` lists the built-in ones)")
             raise EdgekitError(f"recipe {path} does not exist: give a YAML file, or a built-in recipe name "
                                f"({', '.join(builtin.recipe_names())}).")
         path = shipped
@@ -230,7 +233,7 @@ def _build(cls: type, data: Any, prefix: str, lines: dict[str, int], origin: str
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
+            close = close_names(str(key), fields, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}."
             _fail(origin, lines, path, f"unknown key; {hint}")
         kwargs[key] = _value(hints[key], fields[key], value, path, lines, origin)

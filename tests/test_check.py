@@ -322,7 +322,7 @@ def test_sweep_runs_every_point_then_reports_and_resumes(tmp_path, edgekit_cli):
     recipe = write_recipe(tmp_path / "digits.yaml", DIGITS_RECIPE + "check:\n  max_drop: 100\n")
     out = tmp_path / "sweep"
     args = ["sweep", str(recipe), "--width", "0.25,0.5", "--resolution", "32", "--epochs", "1",
-            "--out", str(out), "--json", "--threads", "1"]
+            "--out", str(out), "--json", "--bench-threads", "1"]
     done = edgekit_cli(*args)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

@@ -84,3 +84,42 @@ def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source():
     assert "under `check`" in paragraph
     listed = run_edgekit("latency", "calibrate", "--help", env={"COLUMNS": "300"}).stdout
     assert "(--stable or not)" in next(line for line in listed.splitlines() if "A one-time job" in line)
+
+
+def test_flags_read_as_flags_in_help():
+    """--json, --int8, --help take no value, and --help shows none (typer would print <bool> beside them)."""
+    from tests.conftest import run_edgekit
+
+    for verb in (["export"], ["bench"], ["check"], ["latency", "calibrate"]):
+        shown = run_edgekit(*verb, "--help", env={"COLUMNS": "200"}).stdout
+        json_line = next(line for line in shown.splitlines() if "--json" in line)
+        assert "<bool>" not in shown and "<int>" not in json_line, verb
+    assert "<int>" in run_edgekit("bench", "--help", env={"COLUMNS": "200"}).stdout  # valued options keep types
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "mobilenet_v2_fashon"], "does not exist: did you mean mobilenet_v2_fashion"),
+    (["bench", ".", "--device", "rpi5x"], "unknown device 'rpi5x': did you mean rpi5"),
+    (["bench", ".", "--device", "zzz"], "known devices are local,"),
+])
+def test_recipe_and_device_names_get_did_you_mean(edgekit_cli, tmp_path, args, message):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    args = [str(tmp_path / "m.onnx") if a == "." else a for a in args]
+    result = edgekit_cli(*args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_old_flag_spelling_works_with_a_deprecation_warning(edgekit_cli, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmodel: {name: mobilenet_v2, resolution: 32}\ndata: {source: digits}\n")
+    result = edgekit_cli("sweep", str(recipe), "--width", "0", "--resolution", "32", "--threads", "1")
+    assert "--threads is deprecated: use --bench-threads" in result.stderr
+    assert result.returncode == 2 and "every width must be in (0, 4]" in result.stderr  # and the flag was taken
+    assert "Deprecated" not in run_help_of("sweep")
+
+
+def run_help_of(verb: str) -> str:
+    from tests.conftest import run_edgekit
+
+    return run_edgekit(verb, "--help", env={"COLUMNS": "200"}).stdout

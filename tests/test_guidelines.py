@@ -53,7 +53,7 @@ def test_bench_guidelines_locally_writes_tables_json_and_png(tmp_path: Path, edg
 @pytest.mark.parametrize("args, message", [
     (["--only", "G5"], "choose from G1, G2, G3, G4"),
     (["--size", "4"], "not a list of sizes"),
-    (["--threads", "1,2"], "one thread count"),
+    (["--threads", "1,2"], "valid integer"),
     (["--channel-scale", "9"], "out of range"),
     (["--device", "local,local"], "one device at a time"),
 ])

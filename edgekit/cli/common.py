@@ -146,6 +146,11 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def deprecated(old: str, new: str) -> None:
+    """An old spelling still works for one release, with this warning (CHANGELOG.md lists every rename)."""
+    warn(f"{old} is deprecated: use {new} (the old spelling goes in the next release; see CHANGELOG.md).")
+
+
 def interrupted(out: Path, command: str) -> None:
     """Ctrl-C or SIGTERM during training: say where the run stopped and the command that continues it."""
     from edgekit.checkpoint import load_checkpoint
@@ -174,6 +179,21 @@ def reflow_help(app: typer.Typer) -> None:
     for group in app.registered_groups:
         if group.typer_instance is not None:
             reflow_help(group.typer_instance)
+
+
+def show_flags_as_flags() -> None:
+    """`--json`, `--int8`, `--help`: typer 0.2x shows every option's type in --help, a flag's as <bool>, which reads
+    as if the flag took a value (`--json true` is refused). A flag's type column is left empty instead."""
+    option = getattr(typer.core, "TyperOption", None)
+    show = getattr(option, "display_type_rich", None)
+    if show is None or getattr(show, "edgekit", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) and not getattr(self, "count", False) else show(self, ctx)
+
+    display_type_rich.edgekit = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
 
 
 def _keeps_breaks(paragraph: str) -> bool:

@@ -28,7 +28,7 @@ def guidelines(
         help="Scale the paper's channel counts (0.5 for a quick run).")] = 1.0,
     runtime: Annotated[Runtime, typer.Option(help="onnxruntime (auto) or tflite: the format the models are "
                                                   "exported to.")] = Runtime.auto,
-    threads: Annotated[str | None, typer.Option(help="One thread count (default 1).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="The thread count the models run with.")] = 1,
     warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,
     runs: Annotated[int | None, typer.Option(help=RUNS_HELP)] = None,
     min_seconds: Annotated[float | None, typer.Option(help=MIN_SECONDS_HELP)] = None,
@@ -41,7 +41,7 @@ def guidelines(
     """
     from edgekit.benchmark.guidelines import SIZES, run_guidelines
 
-    options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
+    options = bench_options(runtime, str(threads), warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
     with err_console.status("guidelines") as status:
         done = run_guidelines(device_profiles(device), options,
                               parse_list(only, "--only", str.strip, "G1,G3", what="experiments"),

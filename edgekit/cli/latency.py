@@ -43,8 +43,7 @@ def calibrate(
     width: Annotated[str | None, typer.Option(help="Width multipliers (default 0.5,1.0).")] = None,
     resolution: Annotated[str | None, typer.Option(help="Input resolutions (default 128,224).")] = None,
     runtime: Annotated[Runtime, typer.Option(help=RUNTIME_HELP)] = Runtime.auto,
-    threads: Annotated[str | None, typer.Option(help="One thread count (a table is per thread count; default 1).")
-                       ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="The thread count (a table is per thread count).")] = 1,
     warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,
     runs: Annotated[int | None, typer.Option(help=RUNS_HELP)] = None,
     min_seconds: Annotated[float | None, typer.Option(help=MIN_SECONDS_HELP)] = None,
@@ -70,7 +69,7 @@ def calibrate(
     from edgekit.predictor.table import one_setting
 
     profile = load_profile(device)
-    options = bench_options(runtime, threads, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
+    options = bench_options(runtime, str(threads), warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
                             stable=stable)
     runtime_name, n_threads, precision = one_setting([profile], options.runtime, options.threads, "calibration",
                                                      int8)

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from edgekit import __version__
 from edgekit.cli import bench, check, export, guidelines, latency, models, pipeline, train
-from edgekit.cli.common import err_console, reflow_help
+from edgekit.cli.common import err_console, reflow_help, show_flags_as_flags
 from edgekit.core.errors import DEBUG
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ app.command()(check.report)
 app.add_typer(latency.latency_app, name="latency")
 app.command()(guidelines.guidelines)
 reflow_help(app)
+show_flags_as_flags()
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -15,6 +15,7 @@ from edgekit.cli.common import (
     JSON_HELP,
     RECIPE_HELP,
     console,
+    deprecated,
     err_console,
     interrupted,
     parse_list,
@@ -105,7 +106,9 @@ def sweep(
     device: Annotated[str, typer.Option(
         "--device", "-d", help="Device profile(s) to measure latency on, comma-separated; 'none' to skip.")
     ] = "local",
-    threads: Annotated[str, typer.Option(help="Thread counts for the latency runs.")] = "1",
+    bench_threads: Annotated[str, typer.Option(
+        "--bench-threads", help="Thread counts the latency runs use, e.g. 1,4.")] = "1",
+    threads: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --bench-threads.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs at every point.")] = None,
     limit_batches: Annotated[int | None, typer.Option(min=1, help="Stop each epoch after N batches (smoke runs).")
                              ] = None,
@@ -129,7 +132,10 @@ def sweep(
     recipe = load_recipe(recipe_path)
     names = () if device == "none" else parse_list(device, "--device", str, "rpi4,local")
     profiles = [load_profile(name) for name in names]
-    options = BenchOptions(threads=parse_list(threads, "--threads", int, "1,2", lo=1, hi=1024))
+    if threads is not None:
+        deprecated("edgekit sweep --threads", "--bench-threads")
+        bench_threads = threads
+    options = BenchOptions(threads=parse_list(bench_threads, "--bench-threads", int, "1,2", lo=1, hi=1024))
     total = len(widths or ()) * len(resolutions or ())
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
+from collections.abc import Iterable
 
 INTERNAL_ERROR = 3
 
@@ -11,6 +13,11 @@ class EdgekitError(Exception):
     """Bad input: the message names the problem and the fix."""
 
     exit_code = 2
+
+
+def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The known names closest to a mistyped `name` (difflib's ratio of at least 0.5): for 'did you mean ...?'."""
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
 
 
 class _Debug:

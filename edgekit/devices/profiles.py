@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from edgekit import builtin
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, close_names
 from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
 from edgekit.runtime import formats
 
@@ -211,6 +211,10 @@ def load_profile(name: str) -> DeviceProfile:
         return read_profile(found[name])
     if name == "local":
         return LOCAL
-    known = ", ".join(sorted(set(found) | {"local"}))
-    raise EdgekitError(f"unknown device {name!r}: known devices are {known}; add devices/{name}.yaml "
+    names = sorted(set(found) | {"local"})
+    close = close_names(name, names)
+    if close:
+        raise EdgekitError(f"unknown device {name!r}: did you mean {', '.join(close)}? (`edgekit devices` lists "
+                           "them)")
+    raise EdgekitError(f"unknown device {name!r}: known devices are {', '.join(names)}; add devices/{name}.yaml "
                        "(see devices/README.md).")

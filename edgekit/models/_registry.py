@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from edgekit.core.errors import EdgekitError
+from edgekit.core.errors import EdgekitError, close_names
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 2048  # beyond it one activation of a large model outgrows any device's memory
@@ -134,7 +133,7 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        close = close_names(name, _REGISTRY)
         hint = f"did you mean {', '.join(close)}?" if close else "run `edgekit models` for the list."
         raise EdgekitError(f"unknown model {name!r}: {hint}") from None
 
