@@ -14,7 +14,8 @@ from conftest import DIGITS_RECIPE, RECIPES, write_recipe
 from edgekit.checkpoint import load_checkpoint
 from edgekit.core.errors import EdgekitError
 from edgekit.recipe import load_recipe
-from edgekit.training.loop import prepare_training, train_recipe
+from edgekit.training.loop import train_recipe
+from edgekit.training.prepare import prepare_training
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -198,14 +199,14 @@ def test_export_refuses_a_checkpoint_of_another_architecture(tmp_path, digits_re
 
 def test_resume_restores_a_metrics_line_a_kill_lost(tmp_path):
     """A kill between writing last.pt and appending its metrics line: the resumed run puts the line back."""
-    from edgekit.training.loop import _read_metrics, _trim_metrics
+    from edgekit.training.rundir import read_metrics, trim_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"epoch": e, "loss": 1.0 / e}) + "\n" for e in (1, 2, 3, 4)))
-    _trim_metrics(path, 5, {"epoch": 5, "loss": 0.2})
-    assert [r["epoch"] for r in _read_metrics(path)] == [1, 2, 3, 4, 5]
-    _trim_metrics(path, 3, {"epoch": 3, "loss": 0.33})  # lines past the checkpoint go; its own line stays
-    assert [(r["epoch"], r["loss"]) for r in _read_metrics(path)] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    trim_metrics(path, 5, {"epoch": 5, "loss": 0.2})
+    assert [r["epoch"] for r in read_metrics(path)] == [1, 2, 3, 4, 5]
+    trim_metrics(path, 3, {"epoch": 3, "loss": 0.33})  # lines past the checkpoint go; its own line stays
+    assert [(r["epoch"], r["loss"]) for r in read_metrics(path)] == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
 
 
 def test_prepare_training_takes_the_class_count_from_the_data(digits_recipe):

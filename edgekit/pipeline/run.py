@@ -32,7 +32,8 @@ from edgekit.gate.checks import recorded_accuracy, recorded_accuracy_cases
 from edgekit.gate.rules import Case, latency_budget_cases, verdict
 from edgekit.quantization.options import int8_plan_from_recipe
 from edgekit.recipe import Recipe
-from edgekit.training.loop import BEST, LAST, SUMMARY, train_recipe
+from edgekit.training.loop import train_recipe
+from edgekit.training.rundir import BEST, LAST, SUMMARY
 
 REPORT = "report.json"
 

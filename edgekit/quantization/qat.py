@@ -7,7 +7,6 @@ the same ONNX/TFLite export, so QAT changes the numbers in the files, never thei
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hfli
 from edgekit.options import DEFAULT_QAT_LR
 from edgekit.quantization.annotator import QuantSettings
 from edgekit.quantization.ptq import QuantizedModel, convert, prepare
-from edgekit.training.loop import optimizer_step
+from edgekit.training.optim import optimizer_step, warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,9 @@ def quantize_qat(
     optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=0.9)
     criterion = nn.CrossEntropyLoss(label_smoothing=schedule.label_smoothing)
     steps = len(train) // schedule.batch_size  # whole batches only: a tiny last batch upsets the moving ranges
-    total = steps * schedule.epochs
+    # training's own schedule: cosine decay from schedule.lr over every step, without warm-up (the weights are
+    # trained already)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(0, steps * schedule.epochs))
     record = QatRecord(schedule, steps * schedule.batch_size)
     start = time.perf_counter()
     for epoch in range(1, schedule.epochs + 1):
@@ -94,14 +95,12 @@ def quantize_qat(
         order = torch.randperm(len(train), generator=generator)
         loss_sum = 0.0
         for step in range(steps):
-            done = (epoch - 1) * steps + step
-            for group in optimizer.param_groups:
-                group["lr"] = schedule.lr * 0.5 * (1 + math.cos(math.pi * done / total))
             batch = order[step * schedule.batch_size:(step + 1) * schedule.batch_size]
             x = preprocess.tensor(augment(train.images[batch], generator, schedule.crop_padding, schedule.hflip))
             loss = criterion(prepared(x), train.labels[batch])
             optimizer_step(optimizer, loss, "quantization-aware loss", f"epoch {epoch}, step {step + 1}",
                            "lower --qat-lr.")
+            scheduler.step()
             loss_sum += loss.item()
             if on_step is not None:
                 on_step(epoch, step + 1, steps, loss_sum / (step + 1))
