@@ -12,6 +12,7 @@ from typing import Any
 from edgekit.core.errors import EdgekitError, first_line
 from edgekit.core.files import sha256_file, waiting_lock, write_json_atomic
 from edgekit.models import ModelSpec, spec_from_record
+from edgekit.runtime.formats import DEPLOY_ORDER
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -161,7 +162,7 @@ class Artifact:
         """The file of format key `fmt`; by default the one to deploy: INT8 TFLite, else TFLite, else ONNX."""
         files = self.files
         if fmt is None:
-            fmt = next((f for f in ("tflite_int8", "onnx_int8", "tflite", "onnx") if f in files), None)
+            fmt = next((f for f in DEPLOY_ORDER if f in files), None)
         if fmt not in files:
             raise EdgekitError(f"{self.directory} has no {fmt} file: it holds {', '.join(files) or 'none'}.")
         return files[fmt]

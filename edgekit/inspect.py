@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
-from edgekit.runtime.formats import ONNX, format_of
+from edgekit.runtime.formats import format_of
 
 
 def inspect_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EdgekitError(f"{path} does not exist: give an .onnx or .tflite file.")
     fmt = format_of(path)
-    info = _inspect_onnx(path) if fmt is ONNX else _inspect_tflite(path)
+    info = fmt.behaviour("inspector")(path)
     return {"file": str(path), "format": fmt.name, "bytes": path.stat().st_size, **info}
 
 
-def _inspect_onnx(path: Path) -> dict[str, Any]:
+def inspect_onnx(path: Path) -> dict[str, Any]:
     import onnx
 
     try:
@@ -43,7 +43,7 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
     }
 
 
-def _inspect_tflite(path: Path) -> dict[str, Any]:
+def inspect_tflite(path: Path) -> dict[str, Any]:
     from edgekit.runtime.runners import tflite_interpreter
 
     try:

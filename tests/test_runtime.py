@@ -15,7 +15,15 @@ from onnx import TensorProto, helper
 
 from edgekit.core.errors import EdgekitError
 from edgekit.runtime import harness
-from edgekit.runtime.formats import FORMATS, for_runtime, format_of, is_model_file, runtime_for
+from edgekit.runtime.formats import (
+    DEPLOY_ORDER,
+    FORMATS,
+    INT8_NAMES,
+    for_runtime,
+    format_of,
+    is_model_file,
+    runtime_for,
+)
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, dequantize, file_runner, quantize
 
 # --- the format table -----------------------------------------------------------------------------------------------
@@ -27,6 +35,33 @@ def test_format_of_knows_each_suffix_in_any_case():
     assert runtime_for(Path("m.onnx")) == "onnxruntime" and runtime_for(Path("m.tflite")) == "tflite"
     assert for_runtime("tflite").suffix == ".tflite" and for_runtime("onnxruntime").name == "onnx"
     assert is_model_file(Path("x.Onnx")) and not is_model_file(Path("x.pt"))
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_each_format_exports_runs_and_describes_itself_through_its_row(fmt, tmp_path):
+    """The table's behaviour is all a caller needs: export a torch model, run the file, describe it."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 5)).eval()
+    row = FORMATS[fmt]
+    path = tmp_path / f"m{row.suffix}"
+    example = torch.zeros(1, 3, 16, 16)
+    row.behaviour("exporter")(model, example, path, nhwc=False, dynamic_batch=False)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    runner = row.behaviour("runner")(path, threads=1, layout="nchw")
+    np.testing.assert_allclose(runner.predict(x), model(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    info = row.behaviour("inspector")(path)
+    assert info["inputs"][0]["shape"] == [1, 3, 16, 16] and info["outputs"][0]["shape"] == [1, 5]
+    assert row.int8_name == f"{fmt}_int8" and row.int8_name in DEPLOY_ORDER and fmt in DEPLOY_ORDER
+
+
+def test_the_deploy_order_puts_int8_first_and_follows_each_rows_rank():
+    assert DEPLOY_ORDER == ("tflite_int8", "onnx_int8", "tflite", "onnx")
+    assert [k for k in DEPLOY_ORDER if k in INT8_NAMES] == [f.int8_name for f in sorted(
+        FORMATS.values(), key=lambda f: f.deploy_rank)]
 
 
 @pytest.mark.parametrize("name", ["model.bin", "model", "model.onnx.bak"])

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from edgekit.core.errors import EdgekitError
+from edgekit.runtime.formats import FORMATS
 
 BLOCKS = 10
 SIZES = (56, 28)
@@ -170,7 +171,6 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
                  progress: Callable[[str], None] | None = None) -> list[GuidelineCase]:
     """Export every case of the chosen experiments into `out` (ONNX or TFLite) and return them."""
     from edgekit.core.quiet import quiet
-    from edgekit.exporting.converters import export_onnx, export_tflite
 
     cases = []
     for exp in EXPERIMENTS:
@@ -185,7 +185,7 @@ def write_models(out: Path, fmt: str, sizes: tuple[int, ...] = SIZES, channel_sc
                     if progress:
                         progress(f"{exp.key} {variant.label} {size}x{size} c={c}")
                     with quiet():
-                        (export_onnx if fmt == "onnx" else export_tflite)(model, example, out / name)
+                        FORMATS[fmt].behaviour("exporter")(model, example, out / name)
                     cases.append(GuidelineCase(exp.key, variant.label, size, c, name, macs(model, example)))
     return cases
 

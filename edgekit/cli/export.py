@@ -23,6 +23,7 @@ from edgekit.cli.common import (
     warn,
 )
 from edgekit.options import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, DEFAULT_QAT_LR
+from edgekit.runtime.formats import FORMATS
 
 CalibMethod = Enum("CalibMethod", {m: m for m in CALIBRATION_METHODS}, type=str)  # the choices, from the options
 
@@ -155,12 +156,12 @@ def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
     for col in (*columns, "time"):
         table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
     results = section["parity"]["results"]
-    for fmt in ("onnx", "tflite"):
+    for fmt in FORMATS:
         record = manifest["files"].get(f"{fmt}_int8")
         if record is None:
             continue
         graph = section["graph"][fmt]
-        histogram = graph["onnxruntime_fused"] if fmt == "onnx" else graph["histogram"]
+        histogram = graph.get("onnxruntime_fused") or graph["histogram"]  # ONNX: the ops as ONNX Runtime runs them
         full = graph.get("full_integer")
         row = [f"{fmt} int8", record["file"], f"{record['bytes'] / 2**20:.2f} MiB",
                f"{results[f'{fmt}_int8_vs_torch_int8']['min_cosine']:.4f}"]

@@ -126,6 +126,7 @@ def sweep(
     from edgekit.devices.profiles import load_profile
     from edgekit.pipeline.sweep import sweep as run_sweep
     from edgekit.recipe import load_recipe
+    from edgekit.report.collect import INT8_PREFERENCE
 
     widths = parse_list(width, "--width", float, "0.5,1.0")
     resolutions = parse_list(resolution, "--resolution", int, "96,128")
@@ -174,7 +175,7 @@ def sweep(
         for col in ("point", "width", "res", "status", "top-1 torch", "top-1 INT8", "detail"):
             table.add_column(col, justify="right" if col in ("width", "res") or col.startswith("top") else "left")
         for p in points:
-            int8 = p.accuracy.get("tflite_int8", p.accuracy.get("onnx_int8"))
+            int8 = next((p.accuracy[k] for k in INT8_PREFERENCE if k in p.accuracy), None)
             table.add_row(p.name, f"{p.width:g}", str(p.resolution), p.status,
                           f"{p.accuracy['torch']:.2%}" if "torch" in p.accuracy else "",
                           "" if int8 is None else f"{int8:.2%}", p.detail)

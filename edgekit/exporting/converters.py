@@ -15,7 +15,10 @@ from edgekit.exporting.layout import nhwc_channel_shuffles
 ONNX_OPSET = 18
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool = False) -> None:
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, *, dynamic_batch: bool = False,
+                nhwc: bool = False) -> None:
+    """The FP32 ONNX file (opset 18, the dynamo exporter), checked by onnx's checker. ONNX files take NCHW input:
+    `nhwc` is TFLite's (runtime/formats.py's channels_last), accepted for the one exporter signature."""
     import onnx
 
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
@@ -43,7 +46,10 @@ def tflite_ready(graph: torch.fx.GraphModule, example: torch.Tensor,
     return module, example
 
 
-def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, nhwc: bool = False) -> None:
+def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, *, nhwc: bool = False,
+                  dynamic_batch: bool = False) -> None:
+    """The FP32 TFLite file (litert-torch), with channels-last input and output with `nhwc`. TFLite files have a
+    batch of 1: `dynamic_batch` is ONNX's, accepted for the one exporter signature."""
     with quiet():
         graph = torch.export.export(model.eval(), (example,)).module()
     module, example = tflite_ready(graph, example, nhwc)

@@ -22,7 +22,7 @@ from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
 from edgekit.evaluation import evaluate
 from edgekit.exporting.calibration import CalibrationSet, calibration_data, calibration_from_samples, calibration_set
-from edgekit.exporting.converters import ONNX_OPSET, export_onnx, export_tflite
+from edgekit.exporting.converters import ONNX_OPSET
 from edgekit.exporting.int8 import Int8Job, build_int8
 from edgekit.exporting.source import Source, evaluation_data
 from edgekit.inspect import inspect_file
@@ -32,7 +32,7 @@ from edgekit.options import ExportOptions
 from edgekit.quantization.options import Int8Plan, plan_int8
 from edgekit.runtime import formats
 from edgekit.runtime.parity import FP32_MAX_REL_DIFF, FP32_MIN_COSINE, compare
-from edgekit.runtime.runners import OnnxRunner, TFLiteRunner, TorchRunner
+from edgekit.runtime.runners import TorchRunner
 from edgekit.user_model import check_capturable
 
 FORMATS = tuple(formats.FORMATS)  # ("onnx", "tflite")
@@ -289,13 +289,10 @@ def _write_fp32(job: _Fp32Job, model: torch.nn.Module, staging: Path, inputs: np
     for fmt in job.formats:
         path = staging / f"model.{fmt}"
         done = job.stage(f"export {fmt}")
-        if fmt == "onnx":
-            export_onnx(model, example, path, dynamic_batch=job.dynamic_batch)
-            runner = OnnxRunner(path)
-        else:
-            export_tflite(model, example, path, nhwc=job.nhwc)
-            with quiet():  # the interpreter announces its XNNPACK delegate on stderr
-                runner = TFLiteRunner(path, layout="nhwc" if job.nhwc else "nchw")
+        behaviour = formats.FORMATS[fmt].behaviour
+        behaviour("exporter")(model, example, path, nhwc=job.nhwc, dynamic_batch=job.dynamic_batch)
+        with quiet():  # the TFLite interpreter announces its XNNPACK delegate on stderr
+            runner = behaviour("runner")(path, layout=_layout(job, fmt))
         done()
         done = job.stage(f"parity {fmt}")
         result = compare(reference, runner.predict(inputs))
@@ -316,10 +313,15 @@ def _write_fp32(job: _Fp32Job, model: torch.nn.Module, staging: Path, inputs: np
     return files, parity, ops
 
 
+def _layout(job: _Fp32Job, fmt: str) -> str:
+    """The input layout of the `fmt` file: channels-last with --nhwc where the format can take it."""
+    return "nhwc" if job.nhwc and formats.FORMATS[fmt].channels_last else "nchw"
+
+
 def _input_section(job: _Fp32Job, preprocess: Preprocess | None, data: ImageSet | None) -> dict[str, Any]:
     """The manifest's `input`: what each file takes and how to make it from an image."""
     return {
-        "layout": {fmt: ("nhwc" if job.nhwc and fmt == "tflite" else "nchw") for fmt in job.formats},
+        "layout": {fmt: _layout(job, fmt) for fmt in job.formats},
         "shape_nchw": [1, *job.spec.input_shape],
         "dtype": "float32",
         "dynamic_batch": {"onnx": job.dynamic_batch, "tflite": False},

@@ -18,7 +18,7 @@ from edgekit.runtime import formats
 
 INCONCLUSIVE_EXIT = 4  # `check` and `run` exit with it when a figure is too noisy to judge (3: internal error)
 EXIT_CODES = {"passed": 0, "failed": 1, "inconclusive": INCONCLUSIVE_EXIT}
-INT8_FORMATS = tuple(f"{name}_int8" for name in formats.FORMATS)  # ("onnx_int8", "tflite_int8")
+INT8_FORMATS = formats.INT8_NAMES  # ("onnx_int8", "tflite_int8")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 
 from edgekit.core.errors import EdgekitError
 from edgekit.predictor.units import Unit
-from edgekit.runtime.formats import for_runtime
+from edgekit.runtime.formats import FORMATS, for_runtime
 
 # A calibration times hundreds of units and models in one run, in rounds that interleave them against drift. Every
 # file gets the same runs in the same 20 rounds (no minimum time, which would leave the smallest units to be
@@ -58,13 +58,12 @@ def export(module: nn.Module, example: torch.Tensor, path: Path, fmt: str, preci
     """One file to time: the module as FP32 ONNX or TFLite, or (`precision` int8) as full-integer TFLite, the
     form edgekit's INT8 export gives (ReLU6 fused), with int8 input and output when `int8_io`."""
     from edgekit.core.quiet import quiet
-    from edgekit.exporting.converters import export_onnx, export_tflite
 
     if precision == "int8":
         _export_int8_tflite(module, example, path, int8_io)
         return
     with quiet(), torch.no_grad():
-        (export_onnx if fmt == "onnx" else export_tflite)(module.eval(), example, path)
+        FORMATS[fmt].behaviour("exporter")(module.eval(), example, path)
 
 
 def _export_int8_tflite(module: nn.Module, example: torch.Tensor, path: Path, int8_io: bool) -> None:

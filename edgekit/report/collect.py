@@ -10,9 +10,10 @@ from typing import Any
 from edgekit.artifact import locate_artifact, read_manifest
 from edgekit.benchmark.records import latest_p50
 from edgekit.core.errors import EdgekitError
+from edgekit.runtime.formats import DEPLOY_ORDER, INT8_NAMES
 
-INT8_PREFERENCE = ("tflite_int8", "onnx_int8")
-FP32_PREFERENCE = ("torch", "tflite", "onnx")
+INT8_PREFERENCE = tuple(key for key in DEPLOY_ORDER if key in INT8_NAMES)  # ("tflite_int8", "onnx_int8")
+FP32_PREFERENCE = ("torch", *(key for key in DEPLOY_ORDER if key not in INT8_NAMES))  # torch, tflite, onnx
 
 
 @dataclass
@@ -40,6 +41,11 @@ class Row:
             if fmt in self.top1:
                 return self.top1[fmt]
         return None
+
+    def size(self, which: str) -> int | None:
+        """Bytes of the INT8 (`int8`) or FP32 (`fp32`) file edgekit deploys."""
+        return next((self.bytes[k] for k in (INT8_PREFERENCE if which == "int8" else FP32_PREFERENCE)
+                     if k in self.bytes), None)
 
     def latency(self, setting: str, kind: str) -> float | None:
         """p50 of the INT8 or FP32 file measured under `setting` (device/runtime/threads)."""

@@ -45,8 +45,7 @@ def table(rows: list[Row], all_settings: list[str]) -> tuple[list[str], list[lis
     for r in sorted(rows, key=lambda r: (r.family, r.macs)):
         fp32, int8 = r.accuracy("fp32"), r.accuracy("int8")
         drop = "" if fp32 is None or int8 is None else f"{(fp32 - int8) * 100:.2f}"
-        fp32_size = r.bytes.get("tflite", r.bytes.get("onnx"))
-        int8_size = r.bytes.get("tflite_int8", r.bytes.get("onnx_int8"))
+        fp32_size, int8_size = r.size("fp32"), r.size("int8")
         cells.append([r.name, r.family, f"{r.width:g}", str(r.resolution), f"{r.params / 1e6:.2f}",
                       f"{r.macs / 1e6:.1f}", _mb(fp32_size), _mb(int8_size), _pct(fp32), _pct(int8), drop,
                       *(f"{_ms(r.latency(s, 'fp32'))} / {_ms(r.latency(s, 'int8'))}" for s in all_settings)])

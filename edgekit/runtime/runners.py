@@ -60,7 +60,9 @@ class TorchRunner:
 class OnnxRunner:
     name = ONNX.runtime
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, layout: str = "nchw") -> None:
+        if layout != "nchw":
+            raise ValueError(f"ONNX files take NCHW input, not {layout}")
         self.path = Path(path)
         self.model = harness.OnnxModel(str(path), threads)
         self.session = self.model.session
@@ -135,7 +137,7 @@ def file_runner(path: Path, threads: int = 1, layout: str = "nchw") -> OnnxRunne
     fmt = format_of(path)
     try:
         with quiet():
-            return OnnxRunner(path, threads) if fmt is ONNX else TFLiteRunner(path, layout=layout, threads=threads)
+            return fmt.behaviour("runner")(path, threads=threads, layout=layout)
     except harness.NoRuntime as exc:
         raise EdgekitError(f"{path} needs {fmt.runtime}: {exc}.") from None
     except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
