@@ -104,7 +104,7 @@ def int8_from_flags(int8: bool | Int8Options, calib: object = None, **fields: An
         return options
     # calib_size, calib_method and qat_lr have defaults the command line cannot tell from a choice: not refused
     given = [flag for flag in options.changed() if flag not in ("--calib-size", "--calib-method", "--qat-lr")]
-    given = (["--calib"] if calib is not None else []) + given
+    given = (["--calib (calibration=)"] if calib is not None else []) + given
     if given:
         verb = "applies" if len(given) == 1 else "apply"
         raise EdgekitError(f"{', '.join(given)} {verb} to INT8 export: add --int8 (int8=True in Python).")

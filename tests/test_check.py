@@ -340,6 +340,14 @@ def test_sweep_runs_every_point_then_reports_and_resumes(tmp_path, edgekit_cli):
     manifests = {p: (p / "export" / "manifest.json").read_bytes() for p in out.glob("digits-smoke-*")}
     assert edgekit_cli(*args).returncode == 0  # everything up to date: no retraining, no new bench entries
     assert {p: (p / "export" / "manifest.json").read_bytes() for p in manifests} == manifests
+    # The same sweep from Python: the points the command ran, up to date, with the same accuracies.
+    import edgekit
+
+    swept = edgekit.sweep(recipe, [0.25, 0.5], [32], out=out, epochs=1, device=None)
+    assert [(p.width, p.status) for p in swept.points] == [(0.25, "passed"), (0.5, "passed")] and not swept.failed
+    assert [p.accuracy for p in swept.points] == [p["accuracy"] for p in result["points"]]
+    assert swept.report is not None and (out / "report" / "report.md") in swept.report.written
+    assert {p: (p / "export" / "manifest.json").read_bytes() for p in manifests} == manifests
 
 
 def test_sweep_bad_widths_exit_2_before_any_work(tmp_path, edgekit_cli):

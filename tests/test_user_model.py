@@ -234,10 +234,19 @@ def test_bad_python_input_is_one_clear_error(tmp_path: Path) -> None:
         (lambda: edgekit.quantize(TinyNet(), calibration="digits", input_shape=(1, 3, 32, 48), out=tmp_path / "a"),
          "data sources give square ones"),
         (lambda: edgekit.export(TinyNet(), input_shape=SHAPE, calibration="digits", out=tmp_path / "a"),
-         "add int8=True"),
+         r"--calib \(calibration=\) applies to INT8 export: add --int8 \(int8=True in Python\)"),
         (lambda: edgekit.export(nn.Conv2d(3, 4, 3), input_shape=SHAPE, out=tmp_path / "a"),
          r"returns a \(1, 4, 30, 30\) tensor .* edgekit exports classifiers"),
         (lambda: edgekit.profile(TinyNet()), "needs input_shape"),
+        (lambda: edgekit.export(TinyNet(), input_shape=SHAPE, formats=["pte"], out=tmp_path / "a"),
+         "unknown format pte: choose from onnx, tflite"),
+        (lambda: edgekit.export(TinyNet(), input_shape=SHAPE, int8=edgekit.Int8Options(), per_tensor=True,
+                                out=tmp_path / "a"), "either as int8=Int8Options"),
+        (lambda: edgekit.quantize(TinyNet(), calibration="digits", input_shape=SHAPE, calib_method="entropy",
+                                  out=tmp_path / "a"), "unknown calibration method 'entropy'"),
+        (lambda: edgekit.sweep("mobilenet_v2_fashion", [0.5], [32], jobs=0, out=tmp_path / "a"), "jobs=0"),
+        (lambda: edgekit.sweep("mobilenet_v2_fashion", [], [32], out=tmp_path / "a"), "at least one --width"),
+        (lambda: edgekit.bench(tmp_path, device="rpi5x"), "did you mean rpi5"),
     ]
     for call, message in cases:
         with pytest.raises(edgekit.EdgekitError, match=message):
