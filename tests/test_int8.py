@@ -197,7 +197,7 @@ def test_export_int8_from_checkpoint(digits_mobilenet_v2: Path, tmp_path: Path, 
 @pytest.mark.parametrize("args, message", [
     (["--int8", "--calib-method", "entropy"], "--calib-method"),  # a typed choice: refused by the parser
     (["--int8-io"], "add --int8"),
-    (["--int8", "--calib-size", "0"], "greater than or equal to 1"),
+    (["--int8", "--calib-size", "0"], "--calib-size 0 is not a positive number of images"),
     (["--int8", "--calib", "nonsense"], "nonsense"),
     (["--int8", "--max-drop", "0.5"], "add --eval"),
     (["--int8", "--max-drop", "-1", "--eval", "digits"], "budget >= 0"),
