@@ -28,7 +28,8 @@ def from_flags(int8: bool = True, trained=TRAINED, calib=None, eval_data=None, *
 
 REFUSED = [
     # (int8, flags, checkpoint, message)
-    (False, {"calib": "digits"}, TRAINED, r"^--calib \(calibration=\) applies to INT8 export: add --int8 \(int8=True in Python\)\.$"),
+    (False, {"calib": "digits"}, TRAINED,
+     r"^--calib \(calibration=\) applies to INT8 export: add --int8 \(int8=True in Python\)\.$"),
     (False, {"per_tensor": True, "equalize": True}, TRAINED, r"^--per-tensor, --equalize apply to INT8 export"),
     (False, {"int8_io": True}, TRAINED, r"^--int8-io applies to INT8 export: add --int8"),
     (False, {"qat_epochs": 1}, TRAINED, r"^--qat-epochs applies to INT8 export"),
