@@ -215,8 +215,6 @@ def sweep(recipe: str | Path | dict[str, Any], widths: Sequence[float], resoluti
     from edgekit.pipeline.sweep import sweep as run_sweep
 
     names = [] if device is None else [device] if isinstance(device, str) else list(device)
-    if jobs < 1:
-        raise EdgekitError(f"jobs={jobs}: give at least 1 point at a time.")
     return run_sweep(_recipe(recipe), list(widths), list(resolutions), out=_path(out),
                      devices=[load_profile(name) for name in names],
                      bench=BenchOptions(threads=tuple(bench_threads)), epochs=epochs, limit_batches=limit_batches,

@@ -244,7 +244,8 @@ def test_bad_python_input_is_one_clear_error(tmp_path: Path) -> None:
                                 out=tmp_path / "a"), "either as int8=Int8Options"),
         (lambda: edgekit.quantize(TinyNet(), calibration="digits", input_shape=SHAPE, calib_method="entropy",
                                   out=tmp_path / "a"), "unknown calibration method 'entropy'"),
-        (lambda: edgekit.sweep("mobilenet_v2_fashion", [0.5], [32], jobs=0, out=tmp_path / "a"), "jobs=0"),
+        (lambda: edgekit.sweep("mobilenet_v2_fashion", [0.5], [32], jobs=0, out=tmp_path / "a"),
+         "--jobs 0: give at least 1 point at a time"),
         (lambda: edgekit.sweep("mobilenet_v2_fashion", [], [32], out=tmp_path / "a"), "at least one --width"),
         (lambda: edgekit.bench(tmp_path, device="rpi5x"), "did you mean rpi5"),
     ]

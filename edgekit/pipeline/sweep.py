@@ -29,9 +29,7 @@ from edgekit.core.files import write_text_atomic
 from edgekit.core.threads import thread_budget
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.recipe import Recipe, parse_recipe
-
-SweepReport = Any  # edgekit.report.render.ReportResult (imported when the sweep writes it)
-
+from edgekit.report.render import Report, write_report
 
 @dataclass
 class Point:
@@ -148,7 +146,7 @@ class SweepResult:
     recipe: str
     out: Path
     points: list[Point]
-    report: SweepReport | None = None  # the report over the finished points (report/report.md, .html, plots)
+    report: Report | None = None  # the report over the finished points (report/report.md, .html, plots)
 
     @property
     def interrupted(self) -> bool:
@@ -173,8 +171,8 @@ def sweep(recipe: Recipe, widths: list[float], resolutions: list[int], *, out: P
     device one point at a time, then one report over the finished points in OUT/report (default out:
     sweeps/NAME). Rerunning continues where an interrupted sweep stopped; a KeyboardInterrupt propagates.
     `on_trained(point)` follows each point's run, `on_bench(profile, todo)` each device's points."""
-    from edgekit.report.render import write_report
-
+    if jobs < 1:
+        raise EdgekitError(f"--jobs {jobs}: give at least 1 point at a time.")
     out = (out or Path("sweeps") / recipe.name).resolve()
     points = plan_points(recipe, list(widths), list(resolutions), out, epochs, limit_batches)
     result = SweepResult(recipe.name, out, points)
