@@ -31,6 +31,7 @@ from edgekit.devices.profiles import DeviceProfile
 from edgekit.recipe import Recipe, parse_recipe
 from edgekit.report.render import Report, write_report
 
+
 @dataclass
 class Point:
     width: float
