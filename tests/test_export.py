@@ -99,12 +99,12 @@ def test_failed_export_leaves_nothing_and_keeps_previous(tmp_path, monkeypatch):
     spec = resolve_spec("mobilenet_v3_small", width=0.35, resolution=64, num_classes=3)
     export_model(spec, formats=["onnx"], out=tmp_path / "a")
     before = sha256_file(tmp_path / "a" / "model.onnx")
-    import edgekit.exporting.pipeline as pipeline
+    import edgekit.exporting.converters as converters  # the format table's TFLite exporter
 
     def broken(*args, **kwargs):
         raise EdgekitError("TFLite conversion failed (simulated).")
 
-    monkeypatch.setattr(pipeline, "export_tflite", broken)
+    monkeypatch.setattr(converters, "export_tflite", broken)
     with pytest.raises(EdgekitError, match="simulated"):
         export_model(spec, out=tmp_path / "a", force=True)
     assert sha256_file(tmp_path / "a" / "model.onnx") == before
@@ -112,13 +112,13 @@ def test_failed_export_leaves_nothing_and_keeps_previous(tmp_path, monkeypatch):
 
 
 def test_parity_failure_writes_no_artifact(tmp_path, monkeypatch):
-    import edgekit.exporting.pipeline as pipeline
+    import edgekit.runtime.runners as runners  # the format table's ONNX runner
 
-    class WrongRunner(pipeline.OnnxRunner):
+    class WrongRunner(runners.OnnxRunner):
         def predict(self, batch):
             return super().predict(batch)[:, ::-1].copy()
 
-    monkeypatch.setattr(pipeline, "OnnxRunner", WrongRunner)
+    monkeypatch.setattr(runners, "OnnxRunner", WrongRunner)
     spec = resolve_spec("mobilenet_v3_small", width=0.35, resolution=64, num_classes=3)
     with pytest.raises(EdgekitError, match="onnx output disagrees with torch"):
         export_model(spec, formats=["onnx"], out=tmp_path / "a")
