@@ -20,6 +20,12 @@ DEFAULT_QAT_LR = 1e-4  # fine-tuning from a trained checkpoint: far below traini
 DEFAULT_FORMATS = tuple(FORMATS)  # ("onnx", "tflite")
 
 
+def check_qat_lr(lr: float) -> None:
+    """The quantization-aware learning rate: above 0 and below 1 (Int8Options and the QAT schedule both ask)."""
+    if not (math.isfinite(lr) and 0 < lr < 1):
+        raise EdgekitError(f"--qat-lr {lr:g}: give a small positive rate below 1, e.g. {DEFAULT_QAT_LR:g}.")
+
+
 def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
@@ -53,9 +59,7 @@ class Int8Options:
         if isinstance(self.qat_epochs, bool) or not isinstance(self.qat_epochs, int) or self.qat_epochs < 0:
             raise EdgekitError(f"--qat-epochs {self.qat_epochs}: give a whole number of epochs >= 0 "
                                "(0 = post-training only).")
-        if not (math.isfinite(self.qat_lr) and 0 < self.qat_lr < 1):
-            raise EdgekitError(f"--qat-lr {self.qat_lr:g}: give a small positive rate below 1, e.g. "
-                               f"{DEFAULT_QAT_LR:g}.")
+        check_qat_lr(self.qat_lr)
 
     @property
     def accuracy_aware(self) -> bool:

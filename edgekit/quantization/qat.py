@@ -19,7 +19,7 @@ from torch import nn
 from edgekit.checkpoint import TrainedModel
 from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, ImageSet, Preprocess, augment, default_hflip
-from edgekit.options import DEFAULT_QAT_LR
+from edgekit.options import DEFAULT_QAT_LR, check_qat_lr
 from edgekit.quantization.annotator import QuantSettings
 from edgekit.quantization.ptq import QuantizedModel, convert, prepare
 from edgekit.training.optim import optimizer_step, warmup_cosine
@@ -40,8 +40,7 @@ class QatSchedule:
     def check(self) -> None:
         if self.epochs < 1:
             raise EdgekitError(f"--qat-epochs {self.epochs}: give a positive number of epochs, e.g. 1.")
-        if not (0 < self.lr < 1):
-            raise EdgekitError(f"--qat-lr {self.lr:g}: give a small positive rate, e.g. {DEFAULT_QAT_LR:g}.")
+        check_qat_lr(self.lr)
 
 
 @dataclass
