@@ -362,6 +362,14 @@ CASES: list[tuple[str, list[str]]] = [
     ("latency-search-bad-resolutions", ["latency", "search", "--latency-ms", "5", "--resolution", "4000"]),
     ("latency-search-missing-recipe", ["latency", "search", "--latency-ms", "5", "--recipe", "nowhere.yaml"]),
     ("latency-search-damaged-table", ["latency", "search", "--latency-ms", "5", "--family", "mobilenet_v2"]),
+    ("latency-score-unknown-format", ["latency", "score", "--formats", "int4-tflite"]),
+    ("latency-score-two-formats-one-out", ["latency", "score", "--formats", "fp32-onnxruntime,fp32-tflite",
+                                           "--out", "score.json"]),
+    ("latency-score-no-table", ["latency", "score", "--threads", "2", "--family", "mobilenet_v2"]),
+    ("latency-score-damaged-table", ["latency", "score", "--family", "mobilenet_v2"]),
+    ("latency-score-measured-not-a-score", ["latency", "score", "--measured", "good.pt"]),
+    ("latency-score-calibrate-and-measured", ["latency", "score", "--calibrate", "--measured", "good.pt"]),
+    ("latency-score-unknown-family", ["latency", "score", "--family", "AlexNet"]),
     # A recipe's name is a directory: one safe path component or refused (train and run).
     *[(f"{verb}-recipe-name-{tag}", [verb, f"name-{tag}.yaml", "--epochs", "1"])
       for verb in ("train", "run") for tag in ("traversal", "absolute", "slash", "dot", "dash")],

@@ -473,6 +473,32 @@ def test_search_ranks_trained_results_by_accuracy(calibrated, tmp_path, digits_a
     assert result["ranked_by"].startswith("top-1")
 
 
+def test_score_times_models_whole_against_their_predictions_and_rescores_from_its_file(calibrated, tmp_path):
+    env, calibration = calibrated
+    out = tmp_path / "score.json"
+    done = run_edgekit("latency", "score", "--family", "mobilenet_v2", "--width", "0.35", "--resolution", "32,40",
+                       "--again", "1", "--out", str(out), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    [score] = json.loads(done.stdout)
+    rows = {r["model"]: r for r in score["rows"]}
+    # r32 is one of the table's calibration models, r40 a point it never saw
+    assert rows.keys() == {"mobilenet_v2 w0.35 r32", "mobilenet_v2 w0.35 r40"}
+    assert [r["calibration_point"] for _, r in sorted(rows.items())] == [True, False]
+    for r in rows.values():
+        assert r["measured_ms"] > 0
+        assert r["error_pct"] == pytest.approx(100 * (r["predicted_ms"] / r["measured_ms"] - 1))
+    summary = score["summary"]
+    assert summary["all"]["models"] == 2 and summary["new points"]["models"] == 1
+    assert summary["device vs itself"]["models"] == 1 and summary["device vs itself, one run"]["models"] == 1
+    assert set(score["timed_twice_ms"]) <= set(rows)
+    assert score["table"]["calibration_models"] == len(calibration["models"])
+    assert json.loads(out.read_text())["rows"] == score["rows"]
+    # the file scores the table again without timing anything: the same rows
+    again = run_edgekit("latency", "score", "--measured", str(out), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)[0]["rows"] == score["rows"]
+
+
 def test_predict_without_a_table(tmp_path):
     done = run_edgekit("latency", "predict", "mobilenet_v2", env={"EDGEKIT_HOME": str(tmp_path)})
     assert done.returncode == 2

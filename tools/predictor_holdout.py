@@ -6,7 +6,7 @@ error on the nearest measured units, as `edgekit latency predict` does for a new
     python tools/predictor_holdout.py --device local --by point   # hold out one width and resolution at once
 
 It compares sums of units timed alone, measured against estimated, so it isolates the estimates from the
-whole-model correction and from the machine's drift; tools/predictor_error.py scores the whole predictor.
+whole-model correction and from the machine's drift; `edgekit latency score` scores the whole predictor.
 --by point is harder: every family at that width and resolution is held out together, so no unit of the same
 shape in another family helps. Figures for the docs, never asserted in tests.
 """
@@ -18,12 +18,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from predictor_error import _spec_of, distribution  # noqa: E402
 
 from edgekit.core.errors import EdgekitError  # noqa: E402
 from edgekit.devices.profiles import load_profile  # noqa: E402
+from edgekit.predictor.score import distribution, spec_of_key  # noqa: E402
 from edgekit.predictor.table import load_table  # noqa: E402
 from edgekit.predictor.units import cut_spec  # noqa: E402
 
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    units = {m["key"]: cut_spec(_spec_of(m["key"])) for m in table.models}
+    units = {m["key"]: cut_spec(spec_of_key(m["key"])) for m in table.models}
     point = {key: key.split(maxsplit=1)[1] for key in units}  # "wWIDTH rRESOLUTION"
     errors = []
     print(f"{'held-out model':36s} {'units':>5s} {'measured ms':>11s} {'estimated ms':>12s} {'error':>7s}")

@@ -4,7 +4,7 @@ and the models that fit a latency budget."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -226,6 +226,120 @@ def search(
     console.print(view)
     console.print(f"train the winner: [bold]{result['train_winner']}[/]", highlight=False)
     console.print(f"wrote {found.written}", highlight=False)
+
+
+@latency_app.command()
+@user_errors
+def score(
+    device: Annotated[str, typer.Option("--device", "-d", help=TABLE_DEVICE_HELP)] = "local",
+    formats: Annotated[str, typer.Option(
+        help="The tables to score, comma-separated, each in turn: fp32-onnxruntime, fp32-tflite, int8-tflite (the "
+             "full-integer file `edgekit export --int8` makes).")] = "fp32-onnxruntime",
+    threads: Annotated[int, typer.Option(min=1, help="Thread count the table was made for.")] = 1,
+    family: Annotated[str | None, typer.Option(
+        help="Families or model names to time and predict (default: every named network but "
+             "EfficientNet-B5-B7).")] = None,
+    width: Annotated[str | None, typer.Option(help="Width multipliers (default 0.5,0.75,1.0).")] = None,
+    resolution: Annotated[str | None, typer.Option(help="Resolutions (default 128,160,224).")] = None,
+    calibrate: Annotated[bool, typer.Option(
+        "--calibrate", help="Calibrate a fresh table (the default grid, saved as the device's table) in the same "
+                            "run that times the models: the score then measures the predictor, not the drift "
+                            "between two runs.")] = False,
+    calib_family: Annotated[str | None, typer.Option(
+        help="With --calibrate: the families of the fresh table's grid (default: the default grid's).")] = None,
+    stable: Annotated[bool, typer.Option("--stable", help="Time as `edgekit bench --stable` does.")] = False,
+    again: Annotated[int, typer.Option(
+        min=0, metavar="N", help="Time N of the models twice in the run, as separate files: the device against "
+                                 "itself.")] = 0,
+    measured: Annotated[Path | None, typer.Option(
+        help="An earlier --out file: score the table against its times, timing nothing (FORMAT in the name is "
+             "replaced by each format).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write every figure as JSON here (FORMAT in the name is replaced by each format).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Keep the exported models here, for a faster rerun.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """How well the latency table predicts: models timed whole on the device against their predictions.
+
+    Prints every model's measured and predicted time, the error distribution (all points, points the table never
+    saw, by how much of the prediction was measured), and how far the device agreed with itself: a prediction
+    cannot be better than that. The figures of docs/predictor.md come from this verb.
+    """
+    from edgekit.devices.profiles import load_profile
+    from edgekit.predictor.score import (
+        SCORE_RESOLUTIONS,
+        SCORE_WIDTHS,
+        score_formats,
+        score_predictor,
+        score_specs,
+        write_score,
+    )
+    from edgekit.predictor.search import named_models
+
+    chosen = score_formats(formats, out=out, measured=measured)
+    profile = load_profile(device)
+    families = parse_list(family, "--family", str, "MobileNetV2,ShuffleNetV2")
+    calib_families = parse_list(calib_family, "--calib-family", str, "MobileNetV2")
+    specs = score_specs(
+        list(families) if families else None,
+        parse_list(width, "--width", float, "0.5,1.0", default=SCORE_WIDTHS, what="widths") or SCORE_WIDTHS,
+        parse_list(resolution, "--resolution", int, "128,224", default=SCORE_RESOLUTIONS, what="resolutions")
+        or SCORE_RESOLUTIONS)
+    options = bench_options(Runtime.auto, str(threads), stable=stable)
+    scores = []
+    for fmt in chosen:
+        with err_console.status(f"scoring the {fmt} table of {profile.name}") as status:
+            result = score_predictor(
+                profile, fmt, threads, specs, options, calibrate=calibrate,
+                calibration_names=tuple(named_models(list(calib_families))) if calib_families else None,
+                measured=Path(str(measured).replace("FORMAT", fmt)) if measured else None, again=again,
+                cache=cache, progress=status.update)
+        if out is not None:
+            write_score(result, Path(str(out).replace("FORMAT", fmt)))
+        scores.append(result)
+        if not as_json:
+            _print_score(result)
+    if as_json:
+        print_json([s.to_dict() for s in scores])
+        return
+    if len(scores) > 1:
+        view = Table(title="per format")
+        for col in ("format", "device vs itself <=5%", "new points <=10%", "all points <=10%"):
+            view.add_column(col, justify="left" if col == "format" else "right")
+        for s in scores:
+            view.add_row(s.format, _share(s.summary.get("device vs itself, one run"), "within_5pct"),
+                         _share(s.summary.get("new points"), "within_10pct"),
+                         _share(s.summary.get("all"), "within_10pct"))
+        console.print(view)
+
+
+def _share(d: dict | None, key: str) -> str:
+    return f"{d[key]:.0%} of {d['models']}" if d else "-"
+
+
+def _print_score(result: Any) -> None:
+    rows = Table(title=f"predicted against measured on {result.device} ({result.precision.upper()} {result.runtime}, "
+                       f"{result.threads} thread(s))",
+                 caption="* a calibration model (its units and its whole time are in the table); plain sum: the "
+                         "units' times added without the whole-model correction")
+    for col in ("model", "measured ms", "predicted ms", "error", "plain sum", "measured units"):
+        rows.add_column(col, justify="left" if col == "model" else "right")
+    for r in result.rows:
+        rows.add_row(r.model + (" *" if r.calibration_point else ""), f"{r.measured_ms:.3f}", f"{r.predicted_ms:.3f}",
+                     f"{r.error_pct:+.1f}%", f"{r.sum_error_pct:+.1f}%", f"{r.measured_fraction:.0%}")
+    console.print(rows)
+    summary = Table(title="error distribution")
+    for col in ("set", "models", "<=5%", "<=10%", "<=20%", "median", "p90", "max", "bias"):
+        summary.add_column(col, justify="left" if col == "set" else "right")
+    for label, d in result.summary.items():
+        summary.add_row(label, str(d["models"]), f"{d['within_5pct']:.0%}", f"{d['within_10pct']:.0%}",
+                        f"{d['within_20pct']:.0%}", f"{d['median_abs_pct']:.1f}%", f"{d['p90_abs_pct']:.1f}%",
+                        f"{d['max_abs_pct']:.1f}%", f"{d['mean_pct']:+.1f}%")
+    console.print(summary)
+    clock = "thread CPU time" if result.clock == "cpu" else "wall clock"
+    console.print(f"device: {result.device}, {result.info.get('cpu_model') or '?'}, {result.info.get('arch', '?')}; "
+                  f"table of {result.table['created']} with {result.table['units']} units and "
+                  f"{result.table['calibration_models']} calibration models, timed by the {clock}", highlight=False)
 
 
 def setting_label(result: dict) -> str:
