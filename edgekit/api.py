@@ -22,11 +22,12 @@ import torch
 import yaml
 from torch import nn
 
-from edgekit.artifact import Artifact, read_manifest, verify_files
+from edgekit.artifact import Artifact, verify_files
 from edgekit.benchmark.host import BenchOptions, DeviceRun
 from edgekit.core.errors import EdgekitError
 from edgekit.evaluation import Evaluation, evaluate_batches, evaluate_file
 from edgekit.gate.checks import ArtifactCheck, CheckOptions
+from edgekit.manifest import read_manifest
 from edgekit.models.complexity import ModelProfile
 from edgekit.options import (
     DEFAULT_CALIBRATION_SIZE,
@@ -146,11 +147,9 @@ def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | 
     manifest = read_manifest(path.parent)
     verify_files(path.parent, manifest, only=path)
     runner = file_runner(path, threads=threads or 1, layout=layout_of(path, manifest) or "nchw")
-    spec = manifest["spec"]
-    shape = tuple(spec["options"]["input_shape"]) if spec.get("family") == "custom" else (
-        spec["in_channels"], spec["resolution"], spec["resolution"])
-    classes = (manifest.get("input") or {}).get("classes")
-    return evaluate_batches(runner, _labelled_batches(data, shape, batch_size), classes, type(data).__name__)
+    shape = tuple(manifest.spec.input_shape)
+    return evaluate_batches(runner, _labelled_batches(data, shape, batch_size), manifest.input.classes,
+                            type(data).__name__)
 
 
 def bench(artifact: ArtifactLike, device: str | Sequence[str] = "local", *, runtime: str = "auto",

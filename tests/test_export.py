@@ -28,7 +28,7 @@ def test_every_family_exports_with_parity(tmp_path, name, kwargs):
     spec = resolve_spec(name, resolution=64, num_classes=10, **kwargs)
     result = export_model(spec, out=tmp_path / "a")
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert manifest == json.loads(json.dumps(result.manifest))
+    assert manifest == json.loads(json.dumps(result.manifest.to_dict()))
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.onnx", "model.tflite"]
     for fmt in ("onnx", "tflite"):
         parity = manifest["parity"]["results"][fmt]
@@ -46,7 +46,7 @@ def test_every_family_exports_with_parity(tmp_path, name, kwargs):
 @pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2_x0_5", "shufflenet_v1"])
 def test_nhwc_tflite_has_no_layout_transpose(tmp_path, name):
     spec = resolve_spec(name, width=0.35 if name == "mobilenet_v2" else 0.5, resolution=64, num_classes=10)
-    manifest = export_model(spec, formats=["tflite"], nhwc=True, out=tmp_path / "a").manifest
+    manifest = export_model(spec, formats=["tflite"], nhwc=True, out=tmp_path / "a").manifest.to_dict()
     assert manifest["ops"]["tflite"]["layout_transposes"] == 0
     # a channel shuffle's own TRANSPOSE (of its 5-D view) is the only kind left
     transposes = manifest["ops"]["tflite"]["histogram"].get("TRANSPOSE", 0)
@@ -76,7 +76,7 @@ def test_torchvision_weights_export_with_their_hash(tmp_path):
 
     weights = torchvision_mobilenet_v2()
     spec = resolve_spec("mobilenet_v2", resolution=96)
-    manifest = export_model(spec, weights=weights, formats=["onnx"], out=tmp_path / "a").manifest
+    manifest = export_model(spec, weights=weights, formats=["onnx"], out=tmp_path / "a").manifest.to_dict()
     assert manifest["source"]["sha256"] == sha256_file(weights)
     assert manifest["source"]["pretrained"] is True
     # Real weights give large logits: parity holds at scale, not just for near-zero random outputs.

@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgekit.core", "edgekit.builtin", "edgekit.runtime.formats"),  # the format table is data
     ("edgekit.models",),
     ("edgekit.data", "edgekit.imagefolder", "edgekit.options", "edgekit.recipe"),
-    ("edgekit.artifact", "edgekit.checkpoint", "edgekit.user_model"),
+    ("edgekit.artifact", "edgekit.manifest", "edgekit.checkpoint", "edgekit.user_model"),
     ("edgekit.runtime", "edgekit.evaluation", "edgekit.inspect"),
     ("edgekit.training",),
     ("edgekit.quantization",),

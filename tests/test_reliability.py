@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from conftest import DIGITS_RECIPE, run_edgekit, write_recipe
 
-from edgekit.artifact import changed_files, read_manifest
+from edgekit.artifact import changed_files
 from edgekit.checkpoint import load_checkpoint
+from edgekit.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def _hidden(directory: Path) -> list[str]:
 def _artifact_intact(directory: Path) -> dict[str, str]:
     manifest = read_manifest(directory)
     assert changed_files(directory, manifest) == [], f"seed {SEED}"
-    return {k: v["sha256"] for k, v in manifest["files"].items()}
+    return {k: v.sha256 for k, v in manifest.files.items()}
 
 
 @pytest.fixture
@@ -138,13 +139,13 @@ def test_bench_killed_at_a_random_moment_keeps_the_manifest(tmp_path: Path, expo
     shutil.copytree(exported, out)
     done = run_edgekit("bench", str(out), "--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0")
     assert done.returncode == 0, done.stderr
-    records = read_manifest(out)["bench"]
+    records = read_manifest(out).bench
     proc = _start("bench", str(out), "--threads", "1,2", "--min-seconds", "2", "--warmup-seconds", "0.5")
     time.sleep(rng.uniform(2.0, 8.0))
     proc.send_signal(signal.SIGKILL)
     _wait(proc)
     after = read_manifest(out)  # valid JSON, and the earlier measurements are all still there
-    assert after["bench"][: len(records)] == records, f"seed {SEED}"
+    assert after.bench[: len(records)] == records, f"seed {SEED}"
     _artifact_intact(out)
 
 

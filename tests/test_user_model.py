@@ -117,10 +117,10 @@ def test_python_api_quantizes_evaluates_checks_and_benches_a_user_model(trained,
                                     evaluate_on="digits", out=tmp_path / "api")
     manifest = artifact.manifest
     _assert_int8_artifact(manifest, "python object")
-    assert manifest["int8"]["calibration"]["data"] == "Digits" and manifest["int8"]["calibration"]["images"] == 256
+    assert manifest.int8["calibration"]["data"] == "Digits" and manifest.int8["calibration"]["images"] == 256
     assert artifact.full_integer and artifact.file() == tmp_path / "api" / "model_int8.tflite"
     _tflite_is_full_integer(artifact.file("tflite_int8"))
-    accuracy = manifest["int8"]["accuracy"]
+    accuracy = manifest.int8["accuracy"]
     deployed = accuracy["top1"]["tflite_int8"]
     assert accuracy["top1"]["torch_fp32"] > 0.3 and accuracy["drop_pp"]["tflite_int8"] < 2, accuracy  # chance: 0.1
 
@@ -128,7 +128,7 @@ def test_python_api_quantizes_evaluates_checks_and_benches_a_user_model(trained,
     loader = torch.utils.data.DataLoader(Digits("val"), batch_size=100)
     assert edgekit.evaluate(artifact, loader).top1 == pytest.approx(deployed, abs=1e-12)
     assert edgekit.evaluate(artifact.directory, "digits", format="onnx").top1 == pytest.approx(
-        manifest["accuracy"]["top1"]["onnx"], abs=1e-12)
+        manifest.accuracy["top1"]["onnx"], abs=1e-12)
 
     result = edgekit.check(artifact, samples=200)
     assert result.passed and {"onnx_int8", "tflite_int8"} <= set(result.top1), result.to_dict()
@@ -136,7 +136,7 @@ def test_python_api_quantizes_evaluates_checks_and_benches_a_user_model(trained,
                          warmup_seconds=0.05)
     assert runs[0].results[0]["steady"]["p50_ms"] > 0
     recorded = edgekit.Artifact.open(artifact.directory).manifest
-    assert recorded["check"] and recorded["bench"][0]["file"] == "model_int8.tflite"
+    assert recorded.check and recorded.bench[0]["file"] == "model_int8.tflite"
 
 
 @pytest.mark.slow
@@ -181,9 +181,9 @@ def test_saved_program_exports_with_its_recorded_shape(tmp_path: Path) -> None:
     path = tmp_path / "net.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 24, 40),)), str(path))
     artifact = edgekit.export(path, formats=["onnx"], out=tmp_path / "pt2")
-    spec = artifact.manifest["spec"]
-    assert (spec["name"], spec["num_classes"], spec["options"]["input_shape"]) == ("net", 5, [3, 24, 40])
-    assert artifact.manifest["parity"]["results"]["onnx"]["passed"]
+    spec = artifact.manifest.spec
+    assert (spec.name, spec.num_classes, list(spec.options["input_shape"])) == ("net", 5, [3, 24, 40])
+    assert artifact.manifest.parity["results"]["onnx"]["passed"]
     from edgekit.runtime.runners import OnnxRunner
 
     x = np.random.default_rng(0).standard_normal((2, 3, 24, 40)).astype(np.float32)
@@ -205,7 +205,7 @@ def test_an_op_the_int8_path_cannot_keep_integer_is_named_with_the_reason(tmp_pa
                                                     r"quantizer has no rule for it"):
         artifact = edgekit.quantize(model, calibration=calibration, input_shape=SHAPE, formats=["onnx"],
                                     out=tmp_path / "gelu")
-    islands = artifact.manifest["int8"]["unquantized_ops"]
+    islands = artifact.manifest.int8["unquantized_ops"]
     assert [(i["op"], i["modules"]) for i in islands] == [("aten.gelu", ["stem.2"])]
     assert "runs in float" in islands[0]["why"]
     assert any("aten.gelu" in w for w in artifact.warnings)

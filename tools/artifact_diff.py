@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edgekit.artifact import read_manifest  # noqa: E402
 from edgekit.inspect import inspect_file  # noqa: E402
+from edgekit.manifest import Manifest, read_manifest  # noqa: E402
 from edgekit.runtime.open import layout_of  # noqa: E402
 from edgekit.runtime.runners import file_runner  # noqa: E402
 
@@ -31,11 +31,11 @@ def _graph(path: Path) -> dict[str, Any]:
     return {k: info[k] for k in ("inputs", "outputs", "ops")}
 
 
-def _figures(manifest: dict[str, Any]) -> dict[str, Any]:
+def _figures(manifest: Manifest) -> dict[str, Any]:
     """What the manifest measured, without times, dates, paths and tool versions."""
-    int8 = manifest.get("int8") or {}
-    return {"spec": manifest["spec"], "complexity": manifest["complexity"],
-            "parity": manifest["parity"]["results"], "accuracy": manifest.get("accuracy"),
+    int8 = manifest.int8 or {}
+    return {"spec": manifest.spec.to_dict(), "complexity": manifest.complexity,
+            "parity": manifest.parity["results"], "accuracy": manifest.accuracy,
             "int8_accuracy": int8.get("accuracy"), "int8_parity": (int8.get("parity") or {}).get("results"),
             "int8_layers": int8.get("layers"), "int8_scheme": int8.get("scheme")}
 
@@ -43,12 +43,12 @@ def _figures(manifest: dict[str, Any]) -> dict[str, Any]:
 def diff(old: Path, new: Path) -> list[str]:
     a, b = read_manifest(old), read_manifest(new)
     problems = []
-    if set(a["files"]) != set(b["files"]):
-        problems.append(f"files: {sorted(a['files'])} vs {sorted(b['files'])}")
-    inputs = np.random.default_rng(0).standard_normal((4, *a["input"]["shape_nchw"][1:])).astype(np.float32)
-    for key in sorted(set(a["files"]) & set(b["files"])):
-        pa, pb = old / a["files"][key]["file"], new / b["files"][key]["file"]
-        same_bytes = a["files"][key]["sha256"] == b["files"][key]["sha256"]
+    if set(a.files) != set(b.files):
+        problems.append(f"files: {sorted(a.files)} vs {sorted(b.files)}")
+    inputs = np.random.default_rng(0).standard_normal((4, *a.input.shape_nchw[1:])).astype(np.float32)
+    for key in sorted(set(a.files) & set(b.files)):
+        pa, pb = old / a.files[key].file, new / b.files[key].file
+        same_bytes = a.files[key].sha256 == b.files[key].sha256
         if _graph(pa) != _graph(pb):
             problems.append(f"{key}: graphs differ")
         layout = layout_of(pa, a) or "nchw"

@@ -23,8 +23,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgekit.artifact import locate_artifact, read_manifest  # noqa: E402
+from edgekit.artifact import locate_artifact  # noqa: E402
 from edgekit.benchmark.host import input_shape  # noqa: E402
+from edgekit.manifest import read_manifest  # noqa: E402
 from edgekit.runtime import harness  # noqa: E402
 from edgekit.runtime.open import open_model  # noqa: E402
 
@@ -69,8 +70,8 @@ def soak(path: str, step: Callable[[], object], inferences: int, samples: int = 
 def soak_artifact(artifact: Path, inferences: int) -> list[Soak]:
     directory = locate_artifact(artifact)
     manifest = read_manifest(directory)
-    files = sorted(directory / r["file"] for r in manifest["files"].values())
-    checkpoint = Path(manifest.get("source", {}).get("weights") or "")
+    files = sorted(directory / r.file for r in manifest.files.values())
+    checkpoint = Path((manifest.source or {}).get("weights") or "")
     results = []
     for path in ([checkpoint] if checkpoint.suffix == ".pt" and checkpoint.is_file() else []) + files:
         opened = open_model(path, threads=1)

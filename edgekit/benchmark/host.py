@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import MANIFEST, read_manifest, update_manifest, verify_files
+from edgekit.artifact import verify_files
 from edgekit.benchmark import benchmark_model
 from edgekit.benchmark.repeat import repeat_warning, repeatability
 from edgekit.core.errors import EdgekitError
@@ -26,6 +26,7 @@ from edgekit.core.files import sha256_file
 from edgekit.devices.probe import adb_properties, device_json, probe_device, remote_argv
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import DeviceError, Transport, connect
+from edgekit.manifest import MANIFEST, Manifest, read_manifest, update_manifest
 from edgekit.runtime.formats import RUNTIMES, SUFFIXES, TFLITE, for_runtime, format_of, is_model_file
 from edgekit.runtime.open import layout_of
 from edgekit.runtime.runners import file_runner
@@ -117,17 +118,17 @@ class DeviceRun:
 # --- what to run ------------------------------------------------------------------------------------------------
 
 
-def _input_for(path: Path, manifest: dict[str, Any] | None, shape: tuple[int, ...]) -> np.ndarray:
+def _input_for(path: Path, manifest: Manifest | None, shape: tuple[int, ...]) -> np.ndarray:
     """One input in the file's own layout: a real preprocessed sample when the manifest names a dataset."""
-    record = (manifest or {}).get("input", {})
+    record = manifest.input if manifest is not None else None
     nhwc = layout_of(path, manifest) == "nhwc" or (
-        not record and len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
-    preprocess = record.get("preprocess")
-    if preprocess and record.get("data"):
-        from edgekit.data import DataSource, Preprocess, load_split
+        record is None and len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
+    preprocess = record.preprocess if record is not None else None
+    if preprocess and record is not None and record.data:
+        from edgekit.data import DataSource, load_split
 
-        pre = Preprocess.from_dict(preprocess)
-        images = load_split(DataSource.parse(record["data"]), "val", pre.resolution, pre.channels,
+        pre = record.preprocessing()
+        images = load_split(DataSource.parse(record.data), "val", pre.resolution, pre.channels,
                             preprocess=pre).images[:1]
         x = pre(images)
     else:
@@ -384,7 +385,7 @@ def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
             if artifact is not None:
                 by_artifact.setdefault(artifact, []).append({k: v for k, v in entry.items() if k != "_artifact"})
     for artifact, entries in by_artifact.items():
-        update_manifest(artifact, lambda manifest, entries=entries: manifest.setdefault("bench", []).extend(entries))
+        update_manifest(artifact, lambda manifest, entries=entries: manifest.bench.extend(entries))
     return [a / MANIFEST for a in by_artifact]
 
 

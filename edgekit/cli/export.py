@@ -115,9 +115,9 @@ def export(
             on_stage=lambda stage: status.update(f"{stage} ..."), on_status=status.update, on_warning=warn)
     manifest = result.manifest
     if as_json:
-        print_json({"directory": str(result.directory), **manifest})
+        print_json({"directory": str(result.directory), **manifest.to_dict()})
         return
-    accuracy = manifest.get("accuracy") or {}
+    accuracy = manifest.accuracy or {}
     table = Table(title=f"exported {spec.name} -> {result.directory}")
     columns = ["format", "file", "size", "params", "MACs", "max rel diff", "cosine", "top-1 agree"]
     columns += ["val top-1"] if accuracy else []
@@ -126,25 +126,25 @@ def export(
     if accuracy:
         table.caption = f"val top-1 on {accuracy['images']:,} images of {accuracy['data']}; torch " \
                         f"{accuracy['top1']['torch']:.2%}"
-    for fmt, record in manifest["files"].items():
-        if fmt not in manifest["parity"]["results"]:
+    for fmt, record in manifest.files.items():
+        if fmt not in manifest.parity["results"]:
             continue
-        parity = manifest["parity"]["results"][fmt]
-        ops = ", ".join(f"{op} {n}" for op, n in manifest["ops"][fmt]["histogram"].items())
+        parity = manifest.parity["results"][fmt]
+        ops = ", ".join(f"{op} {n}" for op, n in manifest.ops[fmt]["histogram"].items())
         row = [
-            fmt, record["file"], f"{record['bytes'] / 2**20:.2f} MiB", f"{manifest['complexity']['params']:,}",
-            millions(manifest["complexity"]["macs"]), f"{parity['max_rel_diff']:.1e}",
+            fmt, record.file, f"{record.bytes / 2**20:.2f} MiB", f"{manifest.complexity['params']:,}",
+            millions(manifest.complexity["macs"]), f"{parity['max_rel_diff']:.1e}",
             f"{parity['min_cosine']:.6f}", f"{parity['top1_agreement']:.0%}",
         ]
         row += [f"{accuracy['top1'][fmt]:.2%}"] if accuracy else []
         table.add_row(*row, ops, f"{result.timings.get(f'export {fmt}', 0):.1f}s")
     console.print(table)
-    if manifest.get("int8"):
+    if manifest.int8:
         _print_int8(manifest, result.timings)
 
 
-def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
-    section = manifest["int8"]
+def _print_int8(manifest: Any, timings: dict[str, float]) -> None:
+    section = manifest.int8
     calibration = section["calibration"]
     qat = section.get("qat")
     tuned = f", then {qat['epochs']} quantization-aware epoch(s) in {qat['seconds']:.0f} s" if qat else ""
@@ -157,13 +157,13 @@ def _print_int8(manifest: dict[str, Any], timings: dict[str, float]) -> None:
         table.add_column(col, justify="left" if col in ("format", "file", "ops") else "right")
     results = section["parity"]["results"]
     for fmt in FORMATS:
-        record = manifest["files"].get(f"{fmt}_int8")
+        record = manifest.files.get(f"{fmt}_int8")
         if record is None:
             continue
         graph = section["graph"][fmt]
         histogram = graph.get("onnxruntime_fused") or graph["histogram"]  # ONNX: the ops as ONNX Runtime runs them
         full = graph.get("full_integer")
-        row = [f"{fmt} int8", record["file"], f"{record['bytes'] / 2**20:.2f} MiB",
+        row = [f"{fmt} int8", record.file, f"{record.bytes / 2**20:.2f} MiB",
                f"{results[f'{fmt}_int8_vs_torch_int8']['min_cosine']:.4f}"]
         if accuracy:
             row += [f"{accuracy['top1'][f'{fmt}_int8']:.2%}", f"{accuracy['drop_pp'][f'{fmt}_int8']:+.2f} pp"]
@@ -226,13 +226,14 @@ def inspect_cmd(
 
 
 def _verify_artifact(path: Path, as_json: bool) -> None:
-    from edgekit.artifact import changed_files, locate_artifact, read_manifest
+    from edgekit.artifact import changed_files, locate_artifact
+    from edgekit.manifest import read_manifest
 
     directory = locate_artifact(path)
     manifest = read_manifest(directory)
     problems = dict(changed_files(directory, manifest))
-    rows = [{"file": r["file"], "bytes": r["bytes"], "sha256": r["sha256"], "ok": r["file"] not in problems,
-             "problem": problems.get(r["file"])} for r in manifest["files"].values()]
+    rows = [{**r.to_dict(), "ok": r.file not in problems, "problem": problems.get(r.file)}
+            for r in manifest.files.values()]
     if as_json:
         print_json({"artifact": str(directory), "ok": not problems, "files": rows})
     else:

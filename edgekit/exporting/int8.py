@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from edgekit.artifact import file_record
 from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess
 from edgekit.exporting.calibration import CalibrationSet
@@ -26,6 +25,7 @@ from edgekit.exporting.verify import (
     predictions,
 )
 from edgekit.inspect import inspect_file
+from edgekit.manifest import FileRecord
 from edgekit.models import ModelSpec
 from edgekit.quantization.fallback import quantize_within_budget, unquantized_ops
 from edgekit.quantization.options import Int8Plan, require_data
@@ -103,7 +103,7 @@ class _Quantized:
     fallback: Any = None  # the accuracy-aware search's result
 
 
-def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, FileRecord]]:
     """Write model_int8.<format> into `job.staging`. Returns the manifest section (warnings included) and the
     file records."""
     require_data(job.plan.options.accuracy_aware, job.plan.qat is not None, job.evaluated,
@@ -124,7 +124,7 @@ def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, Any]]:
                  "hardswish keeps the graph integer" for i in islands]
     section = _section(job, quantized, paths, graph, parity, accuracy, warnings)
     section["unquantized_ops"] = islands
-    return section, {f"{fmt}_int8": file_record(path) for fmt, path in paths.items()}
+    return section, {f"{fmt}_int8": FileRecord.of(path) for fmt, path in paths.items()}
 
 
 def _quantize(job: Int8Job) -> _Quantized:

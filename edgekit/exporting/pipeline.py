@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.artifact import MANIFEST, MANIFEST_VERSION, artifact_name, file_record
+from edgekit.artifact import artifact_name
 from edgekit.checkpoint import load_weights
 from edgekit.core.errors import EdgekitError
-from edgekit.core.files import staged_directory, write_json_atomic
+from edgekit.core.files import staged_directory
 from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess, require_same_classes
 from edgekit.evaluation import evaluate
@@ -26,6 +26,7 @@ from edgekit.exporting.converters import ONNX_OPSET
 from edgekit.exporting.int8 import Int8Job, build_int8
 from edgekit.exporting.source import Source, evaluation_data
 from edgekit.inspect import inspect_file
+from edgekit.manifest import FileRecord, InputRecord, Manifest, write_manifest
 from edgekit.models import ModelSpec, build
 from edgekit.models.complexity import profile_model
 from edgekit.options import ExportOptions
@@ -54,7 +55,7 @@ EXPECTED_ONNX_OPS = {
 @dataclass
 class ExportResult:
     directory: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -96,7 +97,7 @@ def export_model(
     preprocess: Preprocess | None = None,
     data: ImageSet | None = None,
     evaluate_accuracy: bool = False,
-    extra: dict[str, Any] | None = None,
+    run_record: dict[str, Any] | None = None,
     int8: Int8Plan | None = None,
     calibration_data: ImageSet | None = None,
     model: nn.Module | None = None,
@@ -144,28 +145,27 @@ def export_model(
                 train_data=calibration_data, on_progress=on_stage,
             ))
             files.update(int8_files)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "spec": spec.to_dict(),
-            "input": _input_section(job, preprocess, data),
-            "source": source,
-            "complexity": {"params": complexity.params, "macs": complexity.macs},
-            "files": files,
-            "parity": {
+        manifest = Manifest(
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            spec=spec,
+            input=_input_section(job, preprocess, data),
+            source=source,
+            complexity={"params": complexity.params, "macs": complexity.macs},
+            files=files,
+            parity={
                 "reference": "torch",
                 "inputs": parity_source,
                 "tolerance": {"max_rel_diff": FP32_MAX_REL_DIFF, "min_cosine": FP32_MIN_COSINE},
                 "results": parity,
             },
-            "ops": ops,
-            "accuracy": accuracy,
-            "int8": int8_section,
-            "export": {"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": job.timings},
-            "tools": _versions(),
-            **(extra or {}),
-        }
-        write_json_atomic(staging / MANIFEST, manifest)
+            ops=ops,
+            accuracy=accuracy,
+            int8=int8_section,
+            export={"onnx_opset": ONNX_OPSET if "onnx" in formats else None, "timings_s": job.timings},
+            tools=_versions(),
+            run=run_record,
+        )
+        write_manifest(staging, manifest)
     return ExportResult(directory=directory, manifest=manifest, timings=job.timings)
 
 
@@ -219,10 +219,10 @@ def export_source(
         evaluate_accuracy=eval_data is not None, int8=int8, calibration_data=calibration_images, model=source.model,
         calibration=calibration_set_,
     )
-    for fmt, report in result.manifest["ops"].items():
+    for fmt, report in result.manifest.ops.items():
         for warning in report["warnings"]:
             on_warning(f"{fmt} graph: {warning}")
-    for warning in (result.manifest.get("int8") or {}).get("warnings", []):
+    for warning in (result.manifest.int8 or {}).get("warnings", []):
         on_warning(f"int8: {warning}")
     return result
 
@@ -260,8 +260,7 @@ def _build(job: _Fp32Job, weights: Path | None, given: nn.Module | None
     if weights is not None:
         if given is None:
             load_weights(model, weights)  # the user's own module had them loaded when it was described
-        source = {"weights": str(weights), **{k: v for k, v in file_record(weights).items() if k == "sha256"},
-                  "pretrained": True}
+        source = {"weights": str(weights), "sha256": FileRecord.of(weights).sha256, "pretrained": True}
     complexity = profile_model(model, job.spec.input_shape)
     done()
     return model, source, complexity
@@ -278,12 +277,12 @@ def _parity_inputs(spec: ModelSpec, data: ImageSet | None, preprocess: Preproces
 
 def _write_fp32(job: _Fp32Job, model: torch.nn.Module, staging: Path, inputs: np.ndarray, reference: np.ndarray,
                 evaluation: tuple[ImageSet, Preprocess, dict[str, Any]] | None
-                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                ) -> tuple[dict[str, FileRecord], dict[str, Any], dict[str, Any]]:
     """model.<format> for each format, refused unless it matches torch on `inputs`; with `evaluation` (data,
     preprocessing, the accuracy record), each file's top-1 is added to the record. Returns the file records,
     the parity results and the op reports."""
     example = torch.zeros((1, *job.spec.input_shape))
-    files: dict[str, Any] = {}
+    files: dict[str, FileRecord] = {}
     parity: dict[str, Any] = {}
     ops: dict[str, Any] = {}
     for fmt in job.formats:
@@ -307,7 +306,7 @@ def _write_fp32(job: _Fp32Job, model: torch.nn.Module, staging: Path, inputs: np
             done = job.stage(f"accuracy {fmt}")
             accuracy["top1"][fmt] = evaluate(runner, data, preprocess).top1
             done()
-        files[fmt] = file_record(path)
+        files[fmt] = FileRecord.of(path)
         parity[fmt] = result.to_dict()
         ops[fmt] = _op_report(fmt, inspect_file(path), job.nhwc)
     return files, parity, ops
@@ -318,17 +317,17 @@ def _layout(job: _Fp32Job, fmt: str) -> str:
     return "nhwc" if job.nhwc and formats.FORMATS[fmt].channels_last else "nchw"
 
 
-def _input_section(job: _Fp32Job, preprocess: Preprocess | None, data: ImageSet | None) -> dict[str, Any]:
+def _input_section(job: _Fp32Job, preprocess: Preprocess | None, data: ImageSet | None) -> InputRecord:
     """The manifest's `input`: what each file takes and how to make it from an image."""
-    return {
-        "layout": {fmt: _layout(job, fmt) for fmt in job.formats},
-        "shape_nchw": [1, *job.spec.input_shape],
-        "dtype": "float32",
-        "dynamic_batch": {"onnx": job.dynamic_batch, "tflite": False},
-        "preprocess": preprocess.to_dict() if preprocess is not None else None,
-        "data": data.source if data is not None else None,
-        "classes": data.classes if data is not None else None,
-    }
+    return InputRecord(
+        layout={fmt: _layout(job, fmt) for fmt in job.formats},
+        shape_nchw=[1, *job.spec.input_shape],
+        dtype="float32",
+        dynamic_batch={"onnx": job.dynamic_batch, "tflite": False},
+        preprocess=preprocess.to_dict() if preprocess is not None else None,
+        data=data.source if data is not None else None,
+        classes=data.classes if data is not None else None,
+    )
 
 
 def _op_report(fmt: str, info: dict[str, Any], nhwc: bool) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from edgekit.artifact import artifact_name, locate_artifact, read_manifest, update_manifest, verify_files
+from edgekit.artifact import artifact_name, locate_artifact, verify_files
 from edgekit.benchmark.records import latest_figures
 from edgekit.benchmark.repeat import Figure
 from edgekit.checkpoint import read_trained
@@ -33,7 +33,7 @@ from edgekit.gate.rules import (
     latency_ratio_cases,
     verdict,
 )
-from edgekit.models import ModelSpec
+from edgekit.manifest import Manifest, read_manifest, update_manifest
 from edgekit.runtime import formats
 from edgekit.runtime.open import open_model
 
@@ -104,15 +104,15 @@ class ArtifactCheck:
                 "cases": [{**vars(c), "verdict": c.verdict} for c in self.cases]}
 
 
-def model_key(manifest: dict[str, Any], data: str) -> str:
-    return f"{artifact_name(ModelSpec(**manifest['spec']))}@{data}"
+def model_key(manifest: Manifest, data: str) -> str:
+    return f"{artifact_name(manifest.spec)}@{data}"
 
 
-def _reference_path(directory: Path, manifest: dict[str, Any], choice: str) -> tuple[str, Path]:
-    files = manifest.get("files", {})
-    weights = (manifest.get("source") or {}).get("weights")
+def _reference_path(directory: Path, manifest: Manifest, choice: str) -> tuple[str, Path]:
+    files, source = manifest.files, manifest.source or {}
+    weights = source.get("weights")
     torch_ok = bool(weights) and Path(weights).is_file() and Path(weights).suffix in (".pt", ".pth") \
-        and sha256_file(Path(weights)) == manifest["source"].get("sha256")
+        and sha256_file(Path(weights)) == source.get("sha256")
     if choice in ("auto", "torch") and torch_ok:
         try:
             read_trained(Path(weights))  # an edgekit checkpoint: it knows its own preprocessing
@@ -127,18 +127,18 @@ def _reference_path(directory: Path, manifest: dict[str, Any], choice: str) -> t
         )
     for fmt in FP32_FORMATS if choice == "auto" else (choice,):
         if fmt in files:
-            return fmt, directory / files[fmt]["file"]
+            return fmt, directory / files[fmt].file
     raise EdgekitError(
         f"{directory} has no FP32 {'model' if choice == 'auto' else choice} to compare with: "
         "export FP32 and INT8 together (edgekit export ... --int8)."
     )
 
 
-def load_data(label: str, manifest: dict[str, Any], samples: int | None, where: Path) -> ImageSet:
-    spec = manifest["spec"]
-    data = load_split(DataSource.parse(label), "val", spec["resolution"], spec["in_channels"],
-                      preprocess=manifest["input"].get("preprocess"))
-    require_same_classes(where, manifest["input"].get("classes") or None, data,
+def load_data(label: str, manifest: Manifest, samples: int | None, where: Path) -> ImageSet:
+    spec = manifest.spec
+    data = load_split(DataSource.parse(label), "val", spec.resolution, spec.in_channels,
+                      preprocess=manifest.input.preprocess)
+    require_same_classes(where, manifest.input.classes or None, data,
                          "check it on the data it was trained for (--data)")
     if samples is not None and samples < len(data):
         generator = torch.Generator().manual_seed(SUBSET_SEED)
@@ -152,7 +152,7 @@ class _Plan:
     """Everything about one artifact that can be refused before any evaluation runs."""
 
     directory: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     int8: list[str]
     key: str
     entry: BaselineEntry | None
@@ -165,12 +165,11 @@ class _Plan:
 def _plan(path: Path, options: CheckOptions) -> _Plan:
     directory = locate_artifact(path)
     manifest = read_manifest(directory)
-    files = manifest.get("files", {})
-    int8 = [fmt for fmt in INT8_FORMATS if fmt in files]
+    int8 = [fmt for fmt in INT8_FORMATS if fmt in manifest.files]
     if not int8:
         raise EdgekitError(f"{directory} has no INT8 files to check: export with --int8.")
     verify_files(directory, manifest)
-    label = options.data or manifest["input"].get("data")
+    label = options.data or manifest.input.data
     if not label:
         raise EdgekitError(f"{directory} records no dataset: pass --data (e.g. --data fashion-mnist).")
     label = DataSource.parse(label).label
@@ -199,7 +198,7 @@ def _run(plan: _Plan, options: CheckOptions, progress: Callable[[str, int, int],
     directory, manifest, data = plan.directory, plan.manifest, plan.data
     top1: dict[str, float] = {}
     models = [(plan.reference, plan.reference_path),
-              *((f, directory / manifest["files"][f]["file"]) for f in plan.int8)]
+              *((f, directory / manifest.files[f].file) for f in plan.int8)]
     for fmt, file in models:
         opened = open_model(file, verify=False)  # the plan verified every file before any evaluation
         done = 0
@@ -235,22 +234,22 @@ def record_results(results: list[ArtifactCheck]) -> None:
     for result in results:
         record = {"time": result.started, **result.to_dict()}
         record.pop("artifact")
-        update_manifest(result.directory, lambda m, record=record: m.__setitem__("check", record))
+        update_manifest(result.directory, lambda m, record=record: setattr(m, "check", record))
 
 
-def recorded_accuracy(manifest: dict[str, Any]) -> dict[str, float]:
+def recorded_accuracy(manifest: Manifest) -> dict[str, float]:
     """The top-1 of every file as the export measured it (torch FP32 under "torch"), from the manifest."""
-    top1 = dict((manifest.get("accuracy") or {}).get("top1") or {})
-    int8 = ((manifest.get("int8") or {}).get("accuracy") or {}).get("top1") or {}
+    top1 = dict((manifest.accuracy or {}).get("top1") or {})
+    int8 = ((manifest.int8 or {}).get("accuracy") or {}).get("top1") or {}
     top1.update({fmt: value for fmt, value in int8.items() if fmt != "torch_fp32"})
     return top1
 
 
-def recorded_accuracy_cases(manifest: dict[str, Any], max_drop: float) -> list[Case]:
+def recorded_accuracy_cases(manifest: Manifest, max_drop: float) -> list[Case]:
     """The accuracy gate on the figures the export recorded (`edgekit run`, which has just measured them): every
     file's drop against the torch FP32 model, within `max_drop` pp. `edgekit check` measures them anew instead."""
     top1 = recorded_accuracy(manifest)
-    return accuracy_drop_cases(manifest["spec"]["name"], top1, "torch", [f for f in top1 if f != "torch"], max_drop)
+    return accuracy_drop_cases(manifest.spec.name, top1, "torch", [f for f in top1 if f != "torch"], max_drop)
 
 
 def _accuracy_cases(result: ArtifactCheck, int8: list[str], options: CheckOptions) -> list[Case]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgekit.benchmark.records import latest_figures
 from edgekit.benchmark.repeat import FAIL, INCONCLUSIVE, PASS, Figure, judge
 from edgekit.core.errors import EdgekitError
 from edgekit.runtime import formats
+
+if TYPE_CHECKING:
+    from edgekit.manifest import Manifest
 
 INCONCLUSIVE_EXIT = 4  # `check` and `run` exit with it when a figure is too noisy to judge (3: internal error)
 EXIT_CODES = {"passed": 0, "failed": 1, "inconclusive": INCONCLUSIVE_EXIT}
@@ -105,15 +108,16 @@ def accuracy_drop_cases(model: str, top1: dict[str, float], reference: str, form
     return cases
 
 
-def latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], limit: float) -> list[Case]:
+def latency_ratio_cases(directory: Path, model: str, manifest: Manifest, limit: float) -> list[Case]:
     latest = latest_figures(manifest)
-    names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
+    names = manifest.format_of_file()
     cases = []
     for key, p50 in sorted(latest.items(), key=lambda item: item[0].label):
         fmt = names.get(key.file)
         if fmt not in INT8_FORMATS:
             continue
-        fp32_file = manifest["files"].get(fmt.removesuffix("_int8"), {}).get("file")
+        fp32_record = manifest.files.get(fmt.removesuffix("_int8"))
+        fp32_file = fp32_record.file if fp32_record else None
         fp32 = next((v for k, v in latest.items() if k.file == fp32_file and k.setting == key.setting), None)
         if fp32 is None:
             continue
@@ -127,9 +131,9 @@ def latency_ratio_cases(directory: Path, model: str, manifest: dict[str, Any], l
     return cases
 
 
-def latency_budget_cases(model: str, manifest: dict[str, Any], budgets_ms: dict[str, float]) -> list[Case]:
+def latency_budget_cases(model: str, manifest: Manifest, budgets_ms: dict[str, float]) -> list[Case]:
     """Every INT8 file's p50 on each budgeted device, at its fastest measured thread count, within the budget."""
-    names = {rec["file"]: fmt for fmt, rec in manifest["files"].items()}
+    names = manifest.format_of_file()
     best: dict[tuple[str, str], tuple[Figure, str]] = {}
     for key, p50 in latest_figures(manifest).items():
         fmt = names.get(key.file)

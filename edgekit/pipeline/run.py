@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import MANIFEST, read_manifest
 from edgekit.benchmark.host import BenchOptions, bench_target
 from edgekit.benchmark.records import latest_latencies
 from edgekit.benchmark.repeat import FAIL, INCONCLUSIVE
@@ -30,6 +29,7 @@ from edgekit.devices.profiles import DeviceProfile, load_profile
 from edgekit.exporting import export_model
 from edgekit.gate.checks import recorded_accuracy, recorded_accuracy_cases
 from edgekit.gate.rules import Case, latency_budget_cases, verdict
+from edgekit.manifest import MANIFEST, Manifest, read_manifest
 from edgekit.quantization.options import int8_plan_from_recipe
 from edgekit.recipe import Recipe
 from edgekit.training.loop import train_recipe
@@ -162,14 +162,14 @@ def _train_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunRepor
 
 
 def _export_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunReport, trained: TrainedModel,
-                  settings: dict[str, Any]) -> dict[str, Any]:
+                  settings: dict[str, Any]) -> Manifest:
     start = time.perf_counter()
     export_dir = out / "export"
     checkpoint_hash = sha256_file(out / BEST)
     manifest = _current_manifest(export_dir, checkpoint_hash, settings)
     if manifest is not None:
         reporter.note(f"export: up to date ({export_dir})")
-        report.stages.append(StageRecord("export", "up to date", 0.0, ", ".join(manifest["files"])))
+        report.stages.append(StageRecord("export", "up to date", 0.0, ", ".join(manifest.files)))
         return manifest
     source, spec = DataSource.parse(trained.data), trained.spec
     data = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=trained.preprocess)
@@ -180,14 +180,14 @@ def _export_stage(recipe: Recipe, out: Path, reporter: Reporter, report: RunRepo
         result = export_model(
             spec, weights=out / BEST, formats=settings["formats"], nhwc=settings["nhwc"],
             out=export_dir, force=True, preprocess=trained.preprocess, data=data, evaluate_accuracy=True,
-            extra={"run": {"checkpoint_sha256": checkpoint_hash, "settings": settings}},
+            run_record={"checkpoint_sha256": checkpoint_hash, "settings": settings},
             int8=int8, calibration_data=calibration,
         )
-    report.stages.append(StageRecord("export", "ran", time.perf_counter() - start, ", ".join(result.manifest["files"])))
+    report.stages.append(StageRecord("export", "ran", time.perf_counter() - start, ", ".join(result.manifest.files)))
     return result.manifest
 
 
-def _accuracy_check(recipe: Recipe, report: RunReport, manifest: dict[str, Any]) -> list[Case]:
+def _accuracy_check(recipe: Recipe, report: RunReport, manifest: Manifest) -> list[Case]:
     """Every exported format's top-1 drop against the torch FP32 model, within the recipe's check.max_drop: the
     gate's rule on the figures the export stage has just measured."""
     report.accuracy = recorded_accuracy(manifest)
@@ -217,11 +217,11 @@ def _device_threads(profile: DeviceProfile, options: BenchOptions) -> tuple[int,
     return tuple(sorted({1, most}))
 
 
-def _measured(manifest: dict[str, Any], device: str, threads: tuple[int, ...], options: BenchOptions) -> bool:
+def _measured(manifest: Manifest, device: str, threads: tuple[int, ...], options: BenchOptions) -> bool:
     """Does the manifest hold a current figure (same file bytes) for every file at every thread count on `device`,
     taken with these timing settings?"""
     latest = latest_latencies(manifest)
-    wanted = {(rec["file"], t) for rec in manifest.get("files", {}).values() for t in threads}
+    wanted = {(rec.file, t) for rec in manifest.files.values() for t in threads}
     timing = {"runs": options.runs, "min_seconds": options.min_seconds, "warmup_seconds": options.warmup_seconds}
     have = {(key.file, key.threads) for key, entry in latest.items() if key.device == device
             and all(entry.get("settings", {}).get(k) == v for k, v in timing.items())}
@@ -255,12 +255,12 @@ def _bench_stage(export_dir: Path, profiles: list[DeviceProfile], options: Bench
     return failures
 
 
-def _latency_check(recipe: Recipe, report: RunReport, manifest: dict[str, Any],
+def _latency_check(recipe: Recipe, report: RunReport, manifest: Manifest,
                    profiles: list[DeviceProfile]) -> list[Case]:
     """The latency table for report.json, and the recipe's latency budgets (check.max_latency_ms per device,
     check.min_int8_speedup) decided on it."""
     names = {p.name for p in profiles}
-    formats = {rec["file"]: fmt for fmt, rec in manifest.get("files", {}).items()}
+    formats = manifest.format_of_file()
     latest = {k: v for k, v in latest_latencies(manifest).items() if k.device in names}
     report.latency = [{"device": k.device, "format": formats.get(k.file, k.file), "file": k.file,
                        "runtime": k.runtime, "threads": k.threads, "p50_ms": e["steady"]["p50_ms"],
@@ -271,7 +271,7 @@ def _latency_check(recipe: Recipe, report: RunReport, manifest: dict[str, Any],
                        "speedup": round(by_setting[(d, rt, t, fmt.removesuffix("_int8"))] / p50, 3)}
                       for (d, rt, t, fmt), p50 in sorted(by_setting.items())
                       if fmt.endswith("_int8") and (d, rt, t, fmt.removesuffix("_int8")) in by_setting]
-    model, check = manifest["spec"]["name"], recipe.check
+    model, check = manifest.spec.name, recipe.check
     cases = latency_budget_cases(model, manifest, check.max_latency_ms) if check.max_latency_ms else []
     if check.min_int8_speedup is not None and latest:
         cases += [Case(model, s["format"], f"int8 speed-up {s['device']} {s['runtime']} x{s['threads']}",
@@ -287,16 +287,16 @@ def _latency_check(recipe: Recipe, report: RunReport, manifest: dict[str, Any],
     return cases
 
 
-def _current_manifest(directory: Path, checkpoint_hash: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+def _current_manifest(directory: Path, checkpoint_hash: str, settings: dict[str, Any]) -> Manifest | None:
     if not (directory / MANIFEST).is_file():
         return None
     try:
         manifest = read_manifest(directory)
     except EdgekitError:
         return None
-    run = manifest.get("run") or {}
-    files_present = all((directory / rec["file"]).is_file() for rec in manifest.get("files", {}).values())
+    run = manifest.run or {}
+    files_present = all((directory / rec.file).is_file() for rec in manifest.files.values())
     if run.get("checkpoint_sha256") == checkpoint_hash and run.get("settings") == settings and files_present \
-            and manifest.get("accuracy"):
+            and manifest.accuracy:
         return manifest
     return None

@@ -21,13 +21,14 @@ from typing import Any
 
 import yaml
 
-from edgekit.artifact import locate_artifact, read_manifest
+from edgekit.artifact import locate_artifact
 from edgekit.benchmark.host import BenchOptions, bench_target
 from edgekit.benchmark.records import latest_p50
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import write_text_atomic
 from edgekit.core.threads import thread_budget
 from edgekit.devices.profiles import DeviceProfile
+from edgekit.manifest import read_manifest
 from edgekit.recipe import Recipe, parse_recipe
 from edgekit.report.render import Report, write_report
 
@@ -122,7 +123,7 @@ def needs_bench(point: Point, device: str) -> bool:
         return False
     manifest = read_manifest(directory)
     measured = {key.file for key in latest_p50(manifest) if key.device == device}
-    return not {rec["file"] for rec in manifest.get("files", {}).values()} <= measured
+    return not set(manifest.format_of_file()) <= measured
 
 
 def bench_points(points: list[Point], profiles: list[DeviceProfile], options: BenchOptions,

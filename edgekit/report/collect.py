@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import locate_artifact, read_manifest
+from edgekit.artifact import locate_artifact
 from edgekit.benchmark.records import latest_p50
 from edgekit.core.errors import EdgekitError
+from edgekit.manifest import read_manifest
 from edgekit.runtime.formats import DEPLOY_ORDER, INT8_NAMES
 
 INT8_PREFERENCE = tuple(key for key in DEPLOY_ORDER if key in INT8_NAMES)  # ("tflite_int8", "onnx_int8")
@@ -64,24 +65,23 @@ class Row:
 def read_row(path: Path) -> Row:
     directory = locate_artifact(path)
     manifest = read_manifest(directory)
-    spec, files = manifest["spec"], manifest.get("files", {})
+    spec, files = manifest.spec, manifest.files
     top1: dict[str, float] = {}
-    check = manifest.get("check")
+    check = manifest.check
     if check and check.get("top1"):
         top1.update(check["top1"])
         source = f"edgekit check ({check['images']:,} images)"
     else:
-        accuracy = manifest.get("accuracy") or {}
+        accuracy = manifest.accuracy or {}
         top1.update(accuracy.get("top1") or {})
-        int8 = ((manifest.get("int8") or {}).get("accuracy") or {}).get("top1") or {}
+        int8 = ((manifest.int8 or {}).get("accuracy") or {}).get("top1") or {}
         top1.update({k: v for k, v in int8.items() if k in INT8_PREFERENCE})
         source = f"edgekit export --eval ({accuracy['images']:,} images)" if accuracy.get("images") else "none"
     return Row(
-        directory, spec["name"], spec.get("family", spec["name"]), float(spec["width"]), int(spec["resolution"]),
-        int(manifest["complexity"]["params"]), int(manifest["complexity"]["macs"]),
-        {fmt: rec["bytes"] for fmt, rec in files.items()}, top1, source,
-        {k.label: p50 for k, p50 in latest_p50(manifest).items()},
-        {rec["file"]: fmt for fmt, rec in files.items()},
+        directory, spec.name, spec.family, float(spec.width), int(spec.resolution),
+        int(manifest.complexity["params"]), int(manifest.complexity["macs"]),
+        {fmt: rec.bytes for fmt, rec in files.items()}, top1, source,
+        {k.label: p50 for k, p50 in latest_p50(manifest).items()}, manifest.format_of_file(),
     )
 
 

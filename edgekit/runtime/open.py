@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from edgekit.artifact import read_manifest, verify_files
+from edgekit.artifact import verify_files
 from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.data import Preprocess
+from edgekit.manifest import Manifest, read_manifest
 from edgekit.models import ModelSpec
 from edgekit.runtime.formats import format_of
 from edgekit.runtime.runners import Runner, TorchRunner, file_runner
@@ -26,9 +26,9 @@ class Opened:
     classes: list[str] | None
 
 
-def layout_of(path: Path, manifest: dict[str, Any] | None) -> str | None:
+def layout_of(path: Path, manifest: Manifest | None) -> str | None:
     """The layout ("nchw", "nhwc") the manifest records for a model file's format; None where it records none."""
-    return ((manifest or {}).get("input", {}).get("layout") or {}).get(format_of(path).name)
+    return None if manifest is None else manifest.input.layout.get(format_of(path).name)
 
 
 def open_model(path: Path, threads: int | None = None, verify: bool = True) -> Opened:
@@ -49,12 +49,11 @@ def open_model(path: Path, threads: int | None = None, verify: bool = True) -> O
     manifest = read_manifest(path.parent)
     if verify:
         verify_files(path.parent, manifest, only=path)
-    record = manifest["input"].get("preprocess")
-    if record is None:
+    preprocess = manifest.input.preprocessing()
+    if preprocess is None:
         raise EdgekitError(
             f"{path} was exported without a dataset, so its preprocessing is unknown: "
             "export it from a trained checkpoint (edgekit export runs/NAME/best.pt)."
         )
     runner = file_runner(path, threads=threads or 1, layout=layout_of(path, manifest) or "nchw")
-    return Opened(runner, ModelSpec(**manifest["spec"]), Preprocess.from_dict(record),
-                  manifest["input"].get("data"), manifest["input"].get("classes"))
+    return Opened(runner, manifest.spec, preprocess, manifest.input.data, manifest.input.classes)
