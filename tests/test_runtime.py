@@ -57,6 +57,17 @@ def test_each_format_exports_runs_and_describes_itself_through_its_row(fmt, tmp_
     assert info["inputs"][0]["shape"] == [1, 3, 16, 16] and info["outputs"][0]["shape"] == [1, 5]
     assert row.int8_name == f"{fmt}_int8" and row.int8_name in DEPLOY_ORDER and fmt in DEPLOY_ORDER
 
+    # INT8: the row's writer turns edgekit's quantized graph into a file whose runner agrees with that graph
+    from edgekit.quantization.ptq import QuantSettings, quantize_ptq
+    from edgekit.runtime.parity import compare
+
+    quantized = quantize_ptq(model, np.random.default_rng(1).random((16, 3, 16, 16), dtype=np.float32),
+                             QuantSettings())
+    written = row.behaviour("int8_writer")(quantized, (3, 16, 16), tmp_path / f"m_int8{row.suffix}")
+    expected = quantized.graph(torch.from_numpy(x)).detach().numpy()
+    assert compare(expected, written.runner.predict(x)).min_cosine > 0.99
+    assert written.graph["histogram"]
+
 
 def test_the_deploy_order_puts_int8_first_and_follows_each_rows_rank():
     assert DEPLOY_ORDER == ("tflite_int8", "onnx_int8", "tflite", "onnx")

@@ -12,16 +12,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from edgekit.core.quiet import quiet
 from edgekit.data import ImageSet, Preprocess
 from edgekit.exporting.calibration import CalibrationSet
-from edgekit.exporting.int8_files import export_int8_onnx, export_int8_tflite, tflite_int8_report
+from edgekit.exporting.int8_files import Int8File
 from edgekit.exporting.verify import (
     FakeQuantRunner,
     graph_warnings,
     int8_accuracy,
     int8_parity,
-    ort_fused_histogram,
     predictions,
 )
 from edgekit.inspect import inspect_file
@@ -31,7 +29,8 @@ from edgekit.quantization.fallback import quantize_within_budget, unquantized_op
 from edgekit.quantization.options import Int8Plan, require_data
 from edgekit.quantization.ptq import QuantizedModel, quantize_ptq
 from edgekit.quantization.qat import quantize_qat
-from edgekit.runtime.runners import OnnxRunner, Runner, TFLiteRunner
+from edgekit.runtime import formats
+from edgekit.runtime.runners import Runner
 
 
 def _quantization_summary(quantized: QuantizedModel) -> dict[str, Any]:
@@ -54,15 +53,11 @@ def _quantization_summary(quantized: QuantizedModel) -> dict[str, Any]:
     }
 
 
-def _write_onnx(quantized: QuantizedModel, spec: ModelSpec, path: Path) -> tuple[dict[str, int], Runner]:
-    changes = export_int8_onnx(quantized, spec.input_shape, path)
-    return changes, OnnxRunner(path)
-
-
-def _write_tflite(quantized: QuantizedModel, spec: ModelSpec, path: Path, int8_io: bool, nhwc: bool) -> Runner:
-    export_int8_tflite(quantized, spec.input_shape, path, int8_io=int8_io, nhwc=nhwc)
-    with quiet():
-        return TFLiteRunner(path, layout="nhwc" if nhwc else "nchw")
+def _write(job: Int8Job, quantized: QuantizedModel, fmt: str, path: Path, describe: bool = True) -> Int8File:
+    """model_int8.<fmt> by the format table's INT8 writer."""
+    writer = formats.FORMATS[fmt].behaviour("int8_writer")
+    return writer(quantized, job.spec.input_shape, path, int8_io=job.plan.options.int8_io, nhwc=job.nhwc,
+                  describe=describe)
 
 
 def _io_quantization(path: Path) -> dict[str, Any]:
@@ -150,9 +145,7 @@ def _quantize_within_budget(job: Int8Job) -> _Quantized:
         with tempfile.TemporaryDirectory() as scratch:
             found = {}
             for fmt in job.formats:
-                path = Path(scratch) / f"model_int8.{fmt}"
-                runner = (_write_onnx(candidate, job.spec, path)[1] if fmt == "onnx"
-                          else _write_tflite(candidate, job.spec, path, options.int8_io, job.nhwc))
+                runner = _write(job, candidate, fmt, Path(scratch) / f"model_int8.{fmt}", describe=False).runner
                 found[f"{fmt}_int8"] = float((predictions(runner, data, preprocess) == labels).mean())
             return found
 
@@ -185,17 +178,10 @@ def _write_files(job: Int8Job, quantized: QuantizedModel, paths: dict[str, Path]
     """The INT8 files, a runner for each (and for the fake-quantized torch graph), and what each graph holds."""
     runners: dict[str, Runner] = {"torch_int8": FakeQuantRunner(quantized)}
     graph: dict[str, Any] = {}
-    if "onnx" in paths:
-        done = job.stage("int8 export onnx")
-        onnx_changes, runners["onnx_int8"] = _write_onnx(quantized, job.spec, paths["onnx"])
-        graph["onnx"] = {"histogram": inspect_file(paths["onnx"])["ops"], "tidy": onnx_changes,
-                         "onnxruntime_fused": ort_fused_histogram(paths["onnx"])}
-        done()
-    if "tflite" in paths:
-        done = job.stage("int8 export tflite")
-        runners["tflite_int8"] = _write_tflite(quantized, job.spec, paths["tflite"], job.plan.options.int8_io, job.nhwc)
-        graph["tflite"] = {"histogram": inspect_file(paths["tflite"])["ops"],
-                           **tflite_int8_report(paths["tflite"], job.plan.options.int8_io)}
+    for fmt, path in paths.items():
+        done = job.stage(f"int8 export {fmt}")
+        written = _write(job, quantized, fmt, path)
+        runners[formats.FORMATS[fmt].int8_name], graph[fmt] = written.runner, written.graph
         done()
     return runners, graph
 

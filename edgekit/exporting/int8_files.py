@@ -4,6 +4,7 @@ and what the TFLite graph holds (full integer? activations fused?)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,43 @@ from edgekit.exporting.converters import ONNX_OPSET, tflite_ready
 from edgekit.exporting.onnx_qdq import tidy_qdq
 from edgekit.exporting.tflite_io import add_float_io
 from edgekit.quantization.ptq import QuantizedModel
+from edgekit.runtime.runners import Runner
+
+
+@dataclass(frozen=True)
+class Int8File:
+    """An INT8 file just written: a runner for it, and what its graph holds (the manifest's int8.graph.<format>;
+    empty when the writer was asked not to describe it)."""
+
+    runner: Runner
+    graph: dict[str, Any]
+
+
+def write_onnx_int8(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path, *, int8_io: bool = False,
+                    nhwc: bool = False, describe: bool = True) -> Int8File:
+    """The format table's INT8 writer for ONNX: a QDQ graph (float input and output, NCHW: ONNX Runtime takes no
+    other, so `int8_io` and `nhwc` do not apply)."""
+    from edgekit.exporting.verify import ort_fused_histogram
+    from edgekit.inspect import inspect_file
+    from edgekit.runtime.runners import OnnxRunner
+
+    changes = export_int8_onnx(quantized, input_shape, path)
+    graph = {"histogram": inspect_file(path)["ops"], "tidy": changes,
+             "onnxruntime_fused": ort_fused_histogram(path)} if describe else {}
+    return Int8File(OnnxRunner(path), graph)
+
+
+def write_tflite_int8(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path, *, int8_io: bool = False,
+                      nhwc: bool = False, describe: bool = True) -> Int8File:
+    """The format table's INT8 writer for TFLite: full-integer where the graph allows, int8 input and output with
+    `int8_io`, channels-last input with `nhwc`."""
+    from edgekit.inspect import inspect_file
+    from edgekit.runtime.runners import TFLiteRunner
+
+    export_int8_tflite(quantized, input_shape, path, int8_io=int8_io, nhwc=nhwc)
+    graph = {"histogram": inspect_file(path)["ops"], **tflite_int8_report(path, int8_io)} if describe else {}
+    with quiet():  # the interpreter announces its XNNPACK delegate on stderr
+        return Int8File(TFLiteRunner(path, layout="nhwc" if nhwc else "nchw"), graph)
 
 
 def export_int8_onnx(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path) -> dict[str, int]:

@@ -35,6 +35,9 @@ class Format:
     exporter: str  # (model, example, path, *, nhwc, dynamic_batch) -> None: write an FP32 file from torch
     runner: str  # (path, *, threads, layout) -> a Runner: load a file and run batches of inputs
     inspector: str  # (path) -> {"inputs", "outputs", "ops", ...}: describe a file, refusing a damaged one
+    # (quantized, input_shape, path, *, int8_io, nhwc, describe) -> Int8File: write the INT8 file from edgekit's
+    # quantized graph (exporting/int8_files.py)
+    int8_writer: str
     channels_last: bool = False  # whether `--nhwc` applies: the file can take channels-last input
 
     @property
@@ -43,7 +46,7 @@ class Format:
         return f"{self.name}_int8"
 
     def behaviour(self, what: str) -> Callable[..., Any]:
-        """The exporter, runner or inspector, imported on first use."""
+        """The exporter, runner, inspector or INT8 writer, imported on first use."""
         module, _, attribute = getattr(self, what).partition(":")
         return getattr(importlib.import_module(module), attribute)
 
@@ -51,10 +54,11 @@ class Format:
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", "onnxruntime", ("onnxruntime",), deploy_rank=2,
            exporter="edgekit.exporting.converters:export_onnx", runner="edgekit.runtime.runners:OnnxRunner",
-           inspector="edgekit.inspect:inspect_onnx"),
+           inspector="edgekit.inspect:inspect_onnx", int8_writer="edgekit.exporting.int8_files:write_onnx_int8"),
     Format("tflite", ".tflite", "tflite", ("ai-edge-litert", "tflite-runtime", "tensorflow"), deploy_rank=1,
            exporter="edgekit.exporting.converters:export_tflite", runner="edgekit.runtime.runners:TFLiteRunner",
-           inspector="edgekit.inspect:inspect_tflite", channels_last=True),
+           inspector="edgekit.inspect:inspect_tflite", int8_writer="edgekit.exporting.int8_files:write_tflite_int8",
+           channels_last=True),
 )}
 ONNX, TFLITE = FORMATS["onnx"], FORMATS["tflite"]
 RUNTIMES = tuple(f.runtime for f in FORMATS.values())  # ("onnxruntime", "tflite")
