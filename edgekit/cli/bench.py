@@ -46,8 +46,9 @@ def bench(
     target: Annotated[Path, typer.Argument(
         metavar="ARTIFACT|FILE", help="An artifact directory (all its .tflite/.onnx files), or one file.")],
     device: Annotated[str, typer.Option("--device", "-d", help=DEVICE_HELP)] = "local",
-    runtime: Annotated[Runtime, typer.Option(help="The runtime to time the files with; auto: each file's own.")
-                       ] = Runtime.auto,
+    runtime: Annotated[Runtime, typer.Option(
+        help="The runtime to time the files with; auto: each file's own (.tflite: TFLite, .onnx: ONNX Runtime).")
+    ] = Runtime.auto,
     threads: Annotated[str | None, typer.Option(help="Thread counts, e.g. 1,2,4 (default: the profile's).")] = None,
     warmup: Annotated[int | None, typer.Option(help=WARMUP_HELP)] = None,
     warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,

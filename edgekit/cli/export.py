@@ -83,8 +83,8 @@ def export(
     qat_lr: Annotated[float, typer.Option(
         "--qat-lr", help="Quantization-aware learning rate (SGD, cosine decay).")] = DEFAULT_QAT_LR,
     max_drop: Annotated[float | None, typer.Option(
-        "--max-drop", help="Accuracy-aware: keep the most sensitive layers in float until the INT8 top-1 drop "
-        "on --eval data is at most this many percentage points.")] = None,
+        "--max-drop", help="Largest allowed INT8 top-1 drop on --eval data, in percentage points (as on `check`), "
+        "met here by keeping the most sensitive layers in float (accuracy-aware).")] = None,
     out: Annotated[Path | None, typer.Option(help="Artifact directory (default out/NAME-wW-rR).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,

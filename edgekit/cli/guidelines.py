@@ -26,8 +26,9 @@ def guidelines(
     size: Annotated[str | None, typer.Option(help="Input sizes, e.g. 56,28 (the default).")] = None,
     channel_scale: Annotated[float, typer.Option(
         help="Scale the paper's channel counts (0.5 for a quick run).")] = 1.0,
-    runtime: Annotated[Runtime, typer.Option(help="onnxruntime (auto) or tflite: the format the models are "
-                                                  "exported to.")] = Runtime.auto,
+    runtime: Annotated[Runtime, typer.Option(help="onnxruntime or tflite: the format the models are exported to "
+                                                  "and run by; auto, as on every verb, the runtime of the file "
+                                                  "timed: here ONNX Runtime (FP32 files).")] = Runtime.auto,
     threads: Annotated[int, typer.Option(min=1, help="The thread count the models run with.")] = 1,
     warmup_seconds: Annotated[float | None, typer.Option(help=WARMUP_SECONDS_HELP)] = None,
     runs: Annotated[int | None, typer.Option(help=RUNS_HELP)] = None,

@@ -28,7 +28,8 @@ latency_app = typer.Typer(
          "width and resolution, or search for the models that fit a budget.", no_args_is_help=True)
 
 TABLE_DEVICE_HELP = "Device profile name (its latency table must exist: `edgekit latency calibrate`)."
-RUNTIME_HELP = "onnxruntime (auto) or tflite: the runtime the table is for."
+RUNTIME_HELP = ("onnxruntime or tflite: the runtime the table is for; auto, as on every verb, the runtime of the "
+                "file timed: here ONNX Runtime for FP32 models, TFLite with --int8.")
 INT8_HELP = ("The INT8 table: full-integer TFLite (XNNPACK, ReLU6 fused), the INT8 file `edgekit export --int8` "
              "makes for a device (made by `edgekit latency calibrate --int8`).")
 
