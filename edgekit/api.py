@@ -191,16 +191,18 @@ def check(artifact: ArtifactLike, data: str | None = None, *, samples: int | Non
 
 def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *, epochs: int | None = None,
           batch_size: int | None = None, limit_batches: int | None = None, data: str | None = None,
-          resume: bool = False, threads: int | None = None) -> TrainResult:
-    """Train a recipe (a built-in name, a YAML file, or the same content as a dict), as `edgekit train`; writes
-    OUT/best.pt (default runs/RECIPE_NAME) and returns the run's summary."""
+          weights: str | Path | None = None, resume: bool = False, threads: int | None = None,
+          deterministic: bool | None = None) -> TrainResult:
+    """Train a recipe (a built-in name, a YAML file, or the same content as a dict), as `edgekit train`, keyword
+    for flag; writes OUT/best.pt (default runs/RECIPE_NAME) and returns the run's summary. `deterministic` (default:
+    the recipe's train.deterministic) gives the same weights whatever else the machine runs."""
     from edgekit.recipe import with_overrides
     from edgekit.training.loop import train_recipe
 
     loaded = with_overrides(_recipe(recipe), epochs=epochs, batch_size=batch_size, limit_batches=limit_batches,
-                            data=data)
+                            data=data, weights=str(weights) if weights is not None else None)
     return train_recipe(loaded, Path(out) if out is not None else Path("runs") / loaded.name, resume=resume,
-                        threads=threads)
+                        threads=threads, deterministic=deterministic)
 
 
 def sweep(recipe: str | Path | dict[str, Any], widths: Sequence[float], resolutions: Sequence[int], *,

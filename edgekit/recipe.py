@@ -76,6 +76,9 @@ class TrainSection:
     seed: int = 0
     limit_batches: int | None = field(default=None, metadata=_range(1))
     freeze_epochs: int = field(default=0, metadata=_range(0))  # backbone frozen, classifier trained, first N epochs
+    # a fixed thread count and deterministic kernels: the same weights whatever else the machine runs (slower
+    # beside other work, where the default gives threads back); not part of the training hash
+    deterministic: bool = False
 
 
 # A recipe's int8 section is the export's Int8Options itself: the same fields, defaults and rules as the command
@@ -136,6 +139,7 @@ class Recipe:
         data = self.to_dict()
         relevant = {k: data[k] for k in ("model", "data", "train")}
         relevant["data"].pop("workers")  # decoding processes do not change the images (seeded per image)
+        relevant["train"].pop("deterministic")  # how the weights are computed, not which
         for section, key, default in _LATER_KEYS:  # absent at their default: older runs keep their hash
             if relevant[section].get(key) == default:
                 relevant[section].pop(key)

@@ -78,6 +78,7 @@ CLI_TO_API = {
                "eval_data": "evaluate_on", "as_json": None},
     "bench": {"target": "artifact", "warmup": "warmup_runs", "as_json": None},
     "check": {"artifacts": "artifact", "junit": None, "markdown": None, "as_json": None},
+    "train": {"recipe_path": "recipe", "as_json": None},
 }
 
 

@@ -398,6 +398,8 @@ CASES: list[tuple[str, list[str]]] = [
     # Outputs where nothing can be written.
     ("export-out-in-proc", ["export", "good.pt", "--out", "/proc/x"]),
     ("train-out-in-proc", ["train", "recipe.yaml", "--out", "/proc/x"]),
+    ("train-deterministic-more-threads-than-cores", ["train", "recipe.yaml", "--deterministic", "--threads", "4096",
+                                                     "--out", "runs/x"]),
     ("sweep-absurd-resolution", ["sweep", "recipe.yaml", "--width", "0.5", "--resolution", "100000"]),
     # Conflicting flags and checkpoint: refused, naming both values (it exported the checkpoint's model silently).
     ("export-width-against-checkpoint", ["export", "mobilenet_v2", "--width", "0.75", "--weights", "good.pt",

@@ -1,6 +1,7 @@
 """Training on real data through the real command line: records, resume, DDP, recipes, bad input."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -90,6 +91,38 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, digits
     assert _same_weights(tmp_path / "straight" / "best.pt", out / "best.pt")
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def test_deterministic_runs_give_the_same_weights_beside_a_busy_process(tmp_path, digits_recipe, edgekit_cli):
+    # Every core this process may use (not the test runner's split), so that the default governor would move the
+    # thread count under load; --deterministic keeps it, and the weights.
+    cores = len(os.sched_getaffinity(0))
+    env = {"OMP_NUM_THREADS": str(cores)}
+    quiet = edgekit_cli("train", str(digits_recipe), "--deterministic", "--epochs", "2", "--out",
+                        str(tmp_path / "quiet"), env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = edgekit_cli("train", str(digits_recipe), "--deterministic", "--epochs", "2", "--out",
+                             str(tmp_path / "loaded"), env=env)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert loaded.returncode == 0, loaded.stderr
+    assert _same_weights(tmp_path / "quiet" / "last.pt", tmp_path / "loaded" / "last.pt")
+    for run in ("quiet", "loaded"):
+        threads = json.loads((tmp_path / run / "summary.json").read_text())["threads"]
+        assert threads["deterministic"] is True and threads["used"] == [cores], threads
+
+
+def test_deterministic_refuses_what_it_cannot_hold(digits_recipe, monkeypatch):
+    recipe = load_recipe(digits_recipe)
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(EdgekitError, match=rf"--threads {cores + 1} with --deterministic: .* {cores} core"):
+        train_recipe(recipe, Path("unused"), threads=cores + 1, deterministic=True)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun
+    with pytest.raises(EdgekitError, match="--deterministic with 2 data-parallel processes"):
+        train_recipe(recipe, Path("unused"), deterministic=True)
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path, digits_recipe, edgekit_cli):

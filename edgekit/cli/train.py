@@ -41,6 +41,11 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/RECIPE_NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help=TRAIN_THREADS_HELP)] = None,
+    deterministic: Annotated[bool | None, typer.Option(
+        "--deterministic", help="The same weights whatever else the machine runs: a fixed thread count (--threads, "
+                                "else every core this process may use) and deterministic kernels. Slower beside "
+                                "other work. Default: the recipe's train.deterministic.", show_default=False)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a recipe: live progress, best checkpoint by validation accuracy, resumable.
@@ -55,11 +60,12 @@ def train(
     out = out or Path("runs") / recipe.name
     try:
         result = train_recipe(recipe, out, resume=resume, reporter=Reporter(enabled=True, console=err_console),
-                              threads=threads)
+                              threads=threads, deterministic=deterministic)
     except KeyboardInterrupt:
         given = {"--epochs": epochs, "--batch-size": batch_size, "--limit-batches": limit_batches, "--data": data,
                  "--weights": weights, "--threads": threads}
         again = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in given.items() if value is not None)
+        again += " --deterministic" if deterministic else ""
         interrupted(out, f"edgekit train {shlex.quote(str(recipe_path))}{again} --resume --out "
                          f"{shlex.quote(str(out))}")
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run

@@ -12,6 +12,8 @@ import contextlib
 import os
 import time
 
+from edgekit.core.errors import EdgekitError
+
 POLL_SECONDS = 2.0
 
 
@@ -37,17 +39,33 @@ def _cpu_times() -> tuple[float, float, float] | None:
     return sum(fields[:8]) - idle, sum(fields[:8]), float(own[11]) + float(own[12])  # utime + stime
 
 
+def deterministic_threads(requested: int | None, world: int = 1) -> int:
+    """The fixed thread count of a reproducible run (`train --deterministic`): the same count whatever the load,
+    since a different count changes the order of float reductions. Refused where it cannot hold."""
+    if world > 1:
+        raise EdgekitError(f"--deterministic with {world} data-parallel processes: their gradient reductions are "
+                           "not ordered the same from run to run; train in one process (without torchrun), or drop "
+                           "--deterministic.")
+    budget = thread_budget()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if requested is not None and requested > cores:
+        raise EdgekitError(f"--threads {requested} with --deterministic: this process may run on {cores} core(s); "
+                           f"give --threads {cores} or fewer, and the same count wherever the run is repeated.")
+    return requested or budget
+
+
 class ThreadGovernor:
     """Sets torch's thread count and keeps it to the cores other processes leave free.
 
     `requested` (a --threads value) is used as given. Otherwise the count starts at the thread budget and is
     re-chosen every POLL_SECONDS from /proc: the cores busy with other processes are subtracted."""
 
-    def __init__(self, requested: int | None = None) -> None:
+    def __init__(self, requested: int | None = None, deterministic: bool = False) -> None:
         import torch
 
         self.before = torch.get_num_threads()  # restore() puts it back
         self.requested = requested
+        self.deterministic = deterministic
         self.budget = requested or thread_budget()
         self.cores = os.cpu_count() or 1
         self.used: list[int] = []
@@ -88,4 +106,5 @@ class ThreadGovernor:
 
     def record(self) -> dict[str, object]:
         """For summary.json: what was asked, the budget, and every count used."""
-        return {"requested": self.requested, "budget": self.budget, "used": sorted(self.used)}
+        return {"requested": self.requested, "budget": self.budget, "used": sorted(self.used),
+                "deterministic": self.deterministic}

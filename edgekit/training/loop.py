@@ -8,7 +8,9 @@ reaches the same weights as an uninterrupted run because every source of randomn
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from edgekit.checkpoint import save_checkpoint
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import write_json_atomic
-from edgekit.core.threads import ThreadGovernor
+from edgekit.core.threads import ThreadGovernor, deterministic_threads
 from edgekit.core.ui import Reporter
 from edgekit.data import augment, default_hflip
 from edgekit.evaluation import Evaluation
@@ -50,6 +52,18 @@ from edgekit.training.rundir import (
     read_metrics,
     resume_point,
 )
+
+
+@contextlib.contextmanager
+def _deterministic_kernels() -> Iterator[None]:
+    """torch's deterministic algorithms for the run (warn-only: an op without one says so and runs anyway)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -87,15 +101,24 @@ class TrainResult:
 
 
 def train_recipe(recipe: Recipe, out: Path, *, resume: bool = False, data_override: str | None = None,
-          reporter: Reporter | None = None, threads: int | None = None) -> TrainResult:
+          reporter: Reporter | None = None, threads: int | None = None,
+          deterministic: bool | None = None) -> TrainResult:
     """Train `recipe` into the run directory `out` (see `edgekit train --help`). `threads` fixes torch's thread
-    count; by default it follows the cores other processes leave free (edgekit.core.threads)."""
+    count; by default it follows the cores other processes leave free (edgekit.core.threads). `deterministic`
+    (default: the recipe's train.deterministic) fixes the thread count and asks torch for deterministic kernels,
+    so that two runs give the same weights whatever else the machine runs."""
     if threads is not None and threads < 1:
         raise EdgekitError(f"--threads {threads}: give at least 1.")
+    deterministic = recipe.train.deterministic if deterministic is None else deterministic
+    if deterministic:
+        threads = deterministic_threads(threads, int(os.environ.get("WORLD_SIZE", "1")))
     ctx = init_distributed()
     try:
         with contextlib.ExitStack() as held:
-            return _train(ctx, recipe, out, resume, data_override, reporter, held, ThreadGovernor(threads))
+            if deterministic:
+                held.enter_context(_deterministic_kernels())
+            return _train(ctx, recipe, out, resume, data_override, reporter, held,
+                          ThreadGovernor(threads, deterministic=deterministic))
     finally:
         # Left to interpreter exit, gloo's worker threads can be torn down while joinable and abort the process
         # ("terminate called without an active exception") after a successful run.
