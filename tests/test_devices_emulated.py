@@ -83,6 +83,7 @@ def test_devices_check_probes_the_aarch64_device(device, name):
     assert report["ok"] and checks["arch"]["detail"] == "aarch64"
     assert report["info"]["runtimes"].keys() >= {"ai-edge-litert", "onnxruntime"}
     assert "Raspberry Pi 4" in report["info"]["cpu_model"]
+    assert report["info"]["cpu_features"].keys() == {"flags", "int8_dot_product"}  # whatever qemu shows of the CPU
     if name == "emulated-adb":
         assert checks["abi"]["detail"] == "arm64-v8a"
     assert _leftovers() == []

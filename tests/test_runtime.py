@@ -290,3 +290,33 @@ def test_a_checkpoint_evaluates_under_the_thread_governor(digits_mobilenet_v2):
         assert torch.get_num_threads() == before + 3
     finally:
         torch.set_num_threads(before)
+
+
+X86_NO_VNNI = "processor : 0\nflags : fpu sse2 avx avx2 fma f16c\n"
+X86_VNNI = "flags : fpu avx2 fma avx512f avx512_vnni\n"
+PI4 = "processor : 0\nFeatures : fp asimd evtstrm crc32 cpuid\nCPU part : 0xd08\n"  # Cortex-A72
+PI5 = "Features : fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
+
+
+@pytest.mark.parametrize(("cpuinfo", "flags", "dot"), [
+    (X86_NO_VNNI, ["avx2", "fma", "f16c"], False),
+    (X86_VNNI, ["avx2", "fma", "avx512f", "avx512_vnni"], True),
+    (PI4, ["asimd"], False),
+    (PI5, ["asimd", "asimdhp", "asimddp"], True),
+    ("", [], None),
+], ids=["x86-avx2", "x86-vnni", "cortex-a72", "cortex-a76", "unreadable"])
+def test_the_harness_names_the_cpu_features_int8_kernels_use(cpuinfo, flags, dot):
+    from edgekit.runtime.harness import cpu_features
+
+    assert cpu_features(cpuinfo) == {"flags": flags, "int8_dot_product": dot}
+
+
+def test_an_int8_slowdown_on_a_cpu_without_dot_products_is_called_the_cpus():
+    from edgekit.pipeline.run import speedup_caveat
+
+    row = {"device": "local", "runtime": "tflite", "threads": 1, "format": "tflite_int8", "speedup": 0.89}
+    assert "INT8 below 1x on local: its CPU has no 8-bit dot products" in speedup_caveat(
+        [{**row, "int8_dot_product": False}])
+    assert speedup_caveat([{**row, "int8_dot_product": True}]) is None  # a real slowdown is not explained away
+    assert speedup_caveat([{**row, "int8_dot_product": None}]) is None  # unknown CPU: nothing claimed
+    assert speedup_caveat([{**row, "speedup": 1.9, "int8_dot_product": False}]) is None

@@ -371,7 +371,8 @@ def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
     by_artifact: dict[Path, list[dict[str, Any]]] = {}
     for run in runs:
         device = {"name": run.device, "transport": run.transport,
-                  **{k: run.info.get(k) for k in ("arch", "cpu_model", "cores", "python", "runtimes", "abi")
+                  **{k: run.info.get(k) for k in ("arch", "cpu_model", "cpu_features", "cores", "python", "runtimes",
+                                                  "abi")
                      if run.info.get(k) is not None},
                   "governors": run.info.get("after", {}).get("governors"),
                   "temperature_c": run.info.get("after", {}).get("temperature_c")}

@@ -73,6 +73,8 @@ def run_cmd(
 
 
 def _print_run(name: str, report: Any) -> None:
+    from edgekit.pipeline.run import speedup_caveat
+
     table = Table(title=f"edgekit run {name} -> {report.out}")
     for col in ("stage", "status", "time", "result"):
         table.add_column(col, justify="right" if col == "time" else "left")
@@ -96,6 +98,9 @@ def _print_run(name: str, report: Any) -> None:
             latency.add_row(r["device"], r["format"], r["runtime"], str(r["threads"]), f"{r['p50_ms']:.2f}",
                             "-" if r["p90_ms"] is None else f"{r['p90_ms']:.2f}", "" if up is None else f"{up:.2f}x")
         console.print(latency)
+        caveat = speedup_caveat(report.speedup)
+        if caveat:
+            console.print(caveat, highlight=False)
 
 
 @user_errors

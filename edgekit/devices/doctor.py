@@ -61,6 +61,12 @@ def check_device(profile: DeviceProfile) -> tuple[list[Check], dict[str, Any]]:
                             "" if expected is None or info["arch"] == expected else
                             f"the profile expects {expected}: is it pointing at the right device?"))
         checks.append(Check("cpu", True, f"{info.get('cpu_model') or 'unknown'}, {info.get('cores')} cores"))
+        features = info.get("cpu_features") or {}
+        if features.get("flags"):
+            dot = features.get("int8_dot_product")
+            checks.append(Check("cpu features", True, ", ".join(features["flags"]) + (
+                "; 8-bit dot products: yes" if dot else
+                "; no 8-bit dot products (VNNI on x86, SDOT on ARM): INT8 runs about as fast as FP32 here")))
         checks.append(Check("python", True, f"{info['python']}, numpy {info['numpy']}"))
         runtimes = info.get("runtimes", {})
         tflite = next((f"{k} {v}" for k, v in runtimes.items() if k in formats.TFLITE.packages), None)

@@ -267,8 +267,11 @@ def _latency_check(recipe: Recipe, report: RunReport, manifest: Manifest,
                        "p90_ms": e["steady"].get("p90_ms")}
                       for k, e in sorted(latest.items(), key=lambda item: item[0].label)]
     by_setting = {(r["device"], r["runtime"], r["threads"], r["format"]): r["p50_ms"] for r in report.latency}
+    dot_product = {k.device: ((e.get("device") or {}).get("cpu_features") or {}).get("int8_dot_product")
+                   for k, e in latest.items()}
     report.speedup = [{"device": d, "runtime": rt, "threads": t, "format": fmt,
-                       "speedup": round(by_setting[(d, rt, t, fmt.removesuffix("_int8"))] / p50, 3)}
+                       "speedup": round(by_setting[(d, rt, t, fmt.removesuffix("_int8"))] / p50, 3),
+                       "int8_dot_product": dot_product.get(d)}
                       for (d, rt, t, fmt), p50 in sorted(by_setting.items())
                       if fmt.endswith("_int8") and (d, rt, t, fmt.removesuffix("_int8")) in by_setting]
     model, check = manifest.spec.name, recipe.check
@@ -285,6 +288,17 @@ def _latency_check(recipe: Recipe, report: RunReport, manifest: Manifest,
             for label, group in (("failed", failed), ("inconclusive", unsure)) if group)
         report.stages.append(StageRecord("latency check", "ran", 0.0, detail))
     return cases
+
+
+def speedup_caveat(speedup: list[dict[str, Any]]) -> str | None:
+    """A line for an INT8 speed-up below 1 on a CPU without 8-bit dot products: the CPU's property, not the file's."""
+    slow = sorted({s["device"] for s in speedup if s["speedup"] < 1 and s.get("int8_dot_product") is False})
+    if not slow:
+        return None
+    return (f"INT8 below 1x on {', '.join(slow)}: {'its' if len(slow) == 1 else 'their'} CPU has no 8-bit dot "
+            "products (VNNI on x86, SDOT on ARM), so INT8 kernels run about as fast as FP32 there; a device with "
+            "them (Cortex-A55/A76 and later, x86 with VNNI) is where the INT8 file pays off. `edgekit devices "
+            "check` lists the features.")
 
 
 def _current_manifest(directory: Path, checkpoint_hash: str, settings: dict[str, Any]) -> Manifest | None:

@@ -61,6 +61,30 @@ def _cpu_parts() -> list[str]:
     return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("CPU part")]
 
 
+# The instructions INT8 and FP16 kernels (XNNPACK, ONNX Runtime) use where a CPU has them, as /proc/cpuinfo
+# names them: x86 "flags", ARM "Features".
+CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
+                "asimd", "asimdhp", "asimddp", "i8mm", "sve")
+# 8-bit dot products (x86 VNNI/AMX, ARM SDOT/SMMLA): without them INT8 convolutions widen to 16 bits and often
+# run no faster than FP32, so an INT8/FP32 speed-up below 1 is the CPU's, not the file's.
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict:
+    """The CPU features that matter to INT8 and FP16 kernels, and whether it has 8-bit dot products (None where
+    /proc/cpuinfo lists no flags)."""
+    text = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
+    flags: set[str] = set()
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    if not flags:
+        return {"flags": [], "int8_dot_product": None}
+    return {"flags": [f for f in CPU_FEATURES if f in flags],
+            "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT)}
+
+
 def _governors() -> list[str]:
     found = []
     for cpu in range(os.cpu_count() or 1):
@@ -116,6 +140,7 @@ def device_state() -> dict:
         "throttled": _throttled(),
         "cpu_model": _cpu_model(),
         "cpu_parts": _cpu_parts(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "governors": _governors(),
         "temperature_c": _temperature_c(),
