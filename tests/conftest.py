@@ -1,5 +1,7 @@
+import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,19 @@ if str(REPO) not in sys.path:  # the scripts in tools/ import from the repositor
 # to the default in children, so each edgekit process gets Ctrl-C as a user's terminal gives it.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest test files first (tests/durations.json, from a full run: tools/test_durations.py). With
+    `--dist loadfile --no-loadscope-reorder` (tools/test.sh) the workers start on the long files and end on short
+    ones, instead of one of them running a long file alone at the end. A file the table lacks counts as median."""
+    cost = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    typical = statistics.median(cost.values()) if cost else 0.0
+    # stable, and by file name within a cost, so a file's tests stay together and in their order
+    items.sort(key=lambda item: (-cost.get(item.nodeid.split("::")[0], typical), item.nodeid.split("::")[0]))
+
+
 RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.stem.endswith("_finetune"))
 # Recipes whose weights and data paths the user replaces: tests/test_finetune.py runs them with --weights/--data.
 FINETUNE_RECIPES = sorted((REPO / "recipes").glob("*_finetune.yaml"))

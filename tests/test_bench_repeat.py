@@ -20,6 +20,7 @@ from edgekit.benchmark.repeat import (
     repeatability,
 )
 from edgekit.gate.rules import latency_budget_cases, latency_case
+from edgekit.manifest import Manifest
 
 
 def test_median_interval_is_the_order_statistic_interval_with_its_coverage():
@@ -73,11 +74,15 @@ def test_a_ratio_carries_both_intervals():
     assert change.verdict == FAIL and change.value == 30.0 and "interval 25 to 35" in change.detail
 
 
-def _manifest(rounds: list[float], p50: float) -> dict:
+def _manifest(rounds: list[float], p50: float) -> Manifest:
+    from edgekit.manifest import FileRecord, InputRecord
+    from edgekit.models import resolve_spec
+
     entry = {"file": "model_int8.tflite", "sha256": "s", "device": {"name": "pi"}, "runtime": "tflite",
              "runtime_kind": "tflite", "threads": 1, "time": "t", "steady": {"p50_ms": p50},
              "repeat": repeatability(rounds, p50)}
-    return {"files": {"tflite_int8": {"file": "model_int8.tflite", "sha256": "s"}}, "bench": [entry]}
+    return Manifest(resolve_spec("mobilenet_v2"), InputRecord(layout={}, shape_nchw=[1, 3, 224, 224]),
+                    {"tflite_int8": FileRecord("model_int8.tflite", 1, "s")}, bench=[entry])
 
 
 def test_budget_cases_use_the_interval():

@@ -15,7 +15,8 @@ workers=${EDGEKIT_TEST_WORKERS:-2}
 if [ "$workers" -gt 0 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))}
 fi
-.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@" || status=$?
+# Files go out longest first (tests/durations.json, tests/conftest.py), not by their number of tests.
+.venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
