@@ -23,6 +23,11 @@ def thread_budget() -> int:
     with contextlib.suppress(ValueError):
         if int(os.environ.get("OMP_NUM_THREADS", "")) > 0:
             return int(os.environ["OMP_NUM_THREADS"])
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), whatever OMP_NUM_THREADS says."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -47,7 +52,7 @@ def deterministic_threads(requested: int | None, world: int = 1) -> int:
                            "not ordered the same from run to run; train in one process (without torchrun), or drop "
                            "--deterministic.")
     budget = thread_budget()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     if requested is not None and requested > cores:
         raise EdgekitError(f"--threads {requested} with --deterministic: this process may run on {cores} core(s); "
                            f"give --threads {cores} or fewer, and the same count wherever the run is repeated.")

@@ -70,16 +70,22 @@ CPU_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "am
 INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
-def cpu_features(cpuinfo: str | None = None) -> dict:
-    """The CPU features that matter to INT8 and FP16 kernels, and whether it has 8-bit dot products (None where
-    /proc/cpuinfo lists no flags)."""
+def _cpu_flags(cpuinfo: str | None = None) -> set[str] | None:
+    """The CPU's feature flags (x86 "flags", ARM "Features" in /proc/cpuinfo); None where none can be read."""
     text = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
     flags: set[str] = set()
     for line in (text or "").splitlines():
         name, _, value = line.partition(":")
         if name.strip() in ("flags", "Features"):
             flags.update(value.split())
-    if not flags:
+    return flags or None
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict:
+    """The CPU features that matter to INT8 and FP16 kernels, and whether it has 8-bit dot products (None where
+    /proc/cpuinfo lists no flags)."""
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
         return {"flags": [], "int8_dot_product": None}
     return {"flags": [f for f in CPU_FEATURES if f in flags],
             "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT)}
@@ -299,9 +305,8 @@ def int8_products_saturate() -> bool:
     Where the flags can't be read (no /proc/cpuinfo), an x86 CPU is assumed to be one of them."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
-    flags = next((line.split(":", 1)[1].split() for line in (_read("/proc/cpuinfo") or "").splitlines()
-                  if line.startswith("flags")), None)
-    return flags is None or not {"avx512_vnni", "avx_vnni"} & set(flags)
+    flags = _cpu_flags()
+    return flags is None or not {"avx512_vnni", "avx_vnni"} & flags
 
 
 def ort_session_options(threads: int, exact_int8: bool | None = None):  # noqa: ANN201 (ort.SessionOptions)
