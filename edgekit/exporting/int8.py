@@ -3,9 +3,11 @@ model_int8.onnx and model_int8.tflite, check both (edgekit.exporting.verify), an
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from edgekit.quantization.options import Int8Plan, require_data
 from edgekit.quantization.ptq import QuantizedModel, quantize_ptq
 from edgekit.quantization.qat import quantize_qat
 from edgekit.runtime import formats
-from edgekit.runtime.runners import Runner
+from edgekit.runtime.runners import Runner, file_runner
 
 
 def _quantization_summary(quantized: QuantizedModel) -> dict[str, Any]:
@@ -53,11 +55,10 @@ def _quantization_summary(quantized: QuantizedModel) -> dict[str, Any]:
     }
 
 
-def _write(job: Int8Job, quantized: QuantizedModel, fmt: str, path: Path, describe: bool = True) -> Int8File:
+def _write(job: Int8Job, quantized: QuantizedModel, fmt: str, path: Path) -> Int8File:
     """model_int8.<fmt> by the format table's INT8 writer."""
     writer = formats.FORMATS[fmt].behaviour("int8_writer")
-    return writer(quantized, job.spec.input_shape, path, int8_io=job.plan.options.int8_io, nhwc=job.nhwc,
-                  describe=describe)
+    return writer(quantized, job.spec.input_shape, path, int8_io=job.plan.options.int8_io, nhwc=job.nhwc)
 
 
 def _io_quantization(path: Path) -> dict[str, Any]:
@@ -91,11 +92,20 @@ class Int8Job:
         return self.data is not None and self.preprocess is not None and self.fp32_top1 is not None
 
 
+@dataclass(frozen=True)
+class _Written:
+    """An INT8 file the accuracy-aware search already wrote (and described) for the model it accepted."""
+
+    path: Path
+    graph: dict[str, Any]
+
+
 @dataclass
 class _Quantized:
     model: QuantizedModel
     qat: Any = None  # QatRecord
     fallback: Any = None  # the accuracy-aware search's result
+    written: dict[str, _Written] = field(default_factory=dict)  # by format: files of `model` to keep, not rewrite
 
 
 def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, FileRecord]]:
@@ -105,7 +115,7 @@ def build_int8(job: Int8Job) -> tuple[dict[str, Any], dict[str, FileRecord]]:
                  job.train_data is not None and job.preprocess is not None)
     quantized = _quantize(job)
     paths = {fmt: job.staging / f"model_int8.{fmt}" for fmt in job.formats}
-    runners, graph = _write_files(job, quantized.model, paths)
+    runners, graph = _write_files(job, quantized, paths)
     done = job.stage("int8 parity")
     parity = int8_parity(runners, job.parity_inputs, job.fp32_reference)
     done()
@@ -141,19 +151,31 @@ def _quantize_within_budget(job: Int8Job) -> _Quantized:
     done = job.stage("int8 accuracy-aware calibration")
     labels = data.labels.numpy()
 
+    # Each trial writes the deployed files into a folder of its own in the staging directory; the accepted
+    # candidate is the last one tried, so its files become the export's instead of being converted again.
+    trials = Path(tempfile.mkdtemp(prefix=".int8-trials-", dir=job.staging))
+    last: dict[str, Any] = {}
+
     def deployed_top1(candidate: QuantizedModel) -> dict[str, float]:
-        with tempfile.TemporaryDirectory() as scratch:
-            found = {}
-            for fmt in job.formats:
-                runner = _write(job, candidate, fmt, Path(scratch) / f"model_int8.{fmt}", describe=False).runner
-                found[f"{fmt}_int8"] = float((predictions(runner, data, preprocess) == labels).mean())
-            return found
+        shutil.rmtree(last.get("folder", trials / "none"), ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=trials))
+        last.update(folder=folder, model=candidate, written={})
+        found = {}
+        for fmt in job.formats:
+            path = folder / f"model_int8.{fmt}"
+            written = _write(job, candidate, fmt, path)
+            last["written"][fmt] = _Written(path, written.graph)
+            found[f"{fmt}_int8"] = float((predictions(written.runner, data, preprocess) == labels).mean())
+        return found
 
     fallback = quantize_within_budget(job.model, job.calibration.images, preprocess(data.images), labels,
                                       job.plan.settings(), options.max_drop, deployed_top1=deployed_top1,
                                       on_progress=job.on_progress)
     done()
-    return _Quantized(fallback.quantized, fallback=fallback)
+    if last.get("model") is not fallback.quantized:  # never so today: the accepted candidate is the last tried
+        shutil.rmtree(trials)
+        return _Quantized(fallback.quantized, fallback=fallback)
+    return _Quantized(fallback.quantized, fallback=fallback, written=last["written"])
 
 
 def _quantize_aware(job: Int8Job) -> _Quantized:
@@ -173,16 +195,25 @@ def _quantize_aware(job: Int8Job) -> _Quantized:
     return _Quantized(quantized, qat=record)
 
 
-def _write_files(job: Int8Job, quantized: QuantizedModel, paths: dict[str, Path]
+def _write_files(job: Int8Job, quantized: _Quantized, paths: dict[str, Path]
                  ) -> tuple[dict[str, Runner], dict[str, Any]]:
-    """The INT8 files, a runner for each (and for the fake-quantized torch graph), and what each graph holds."""
-    runners: dict[str, Runner] = {"torch_int8": FakeQuantRunner(quantized)}
+    """The INT8 files (moved into place where the accuracy-aware search already wrote them), a runner for each
+    (and for the fake-quantized torch graph), and what each graph holds."""
+    runners: dict[str, Runner] = {"torch_int8": FakeQuantRunner(quantized.model)}
     graph: dict[str, Any] = {}
     for fmt, path in paths.items():
+        name = formats.FORMATS[fmt].int8_name
+        if fmt in quantized.written:
+            os.replace(quantized.written[fmt].path, path)
+            layout = "nhwc" if job.nhwc and formats.FORMATS[fmt].channels_last else "nchw"
+            runners[name], graph[fmt] = file_runner(path, layout=layout), quantized.written[fmt].graph
+            continue
         done = job.stage(f"int8 export {fmt}")
-        written = _write(job, quantized, fmt, path)
-        runners[formats.FORMATS[fmt].int8_name], graph[fmt] = written.runner, written.graph
+        written = _write(job, quantized.model, fmt, path)
+        runners[name], graph[fmt] = written.runner, written.graph
         done()
+    for folder in {w.path.parent.parent for w in quantized.written.values()}:
+        shutil.rmtree(folder, ignore_errors=True)  # the search's trial folders
     return runners, graph
 
 

@@ -22,15 +22,14 @@ from edgekit.runtime.runners import Runner
 
 @dataclass(frozen=True)
 class Int8File:
-    """An INT8 file just written: a runner for it, and what its graph holds (the manifest's int8.graph.<format>;
-    empty when the writer was asked not to describe it)."""
+    """An INT8 file just written: a runner for it, and what its graph holds (the manifest's int8.graph.<format>)."""
 
     runner: Runner
     graph: dict[str, Any]
 
 
 def write_onnx_int8(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path, *, int8_io: bool = False,
-                    nhwc: bool = False, describe: bool = True) -> Int8File:
+                    nhwc: bool = False) -> Int8File:
     """The format table's INT8 writer for ONNX: a QDQ graph (float input and output, NCHW: ONNX Runtime takes no
     other, so `int8_io` and `nhwc` do not apply)."""
     from edgekit.exporting.verify import ort_fused_histogram
@@ -39,19 +38,19 @@ def write_onnx_int8(quantized: QuantizedModel, input_shape: tuple[int, ...], pat
 
     changes = export_int8_onnx(quantized, input_shape, path)
     graph = {"histogram": inspect_file(path)["ops"], "tidy": changes,
-             "onnxruntime_fused": ort_fused_histogram(path)} if describe else {}
+             "onnxruntime_fused": ort_fused_histogram(path)}
     return Int8File(OnnxRunner(path), graph)
 
 
 def write_tflite_int8(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path, *, int8_io: bool = False,
-                      nhwc: bool = False, describe: bool = True) -> Int8File:
+                      nhwc: bool = False) -> Int8File:
     """The format table's INT8 writer for TFLite: full-integer where the graph allows, int8 input and output with
     `int8_io`, channels-last input with `nhwc`."""
     from edgekit.inspect import inspect_file
     from edgekit.runtime.runners import TFLiteRunner
 
     export_int8_tflite(quantized, input_shape, path, int8_io=int8_io, nhwc=nhwc)
-    graph = {"histogram": inspect_file(path)["ops"], **tflite_int8_report(path, int8_io)} if describe else {}
+    graph = {"histogram": inspect_file(path)["ops"], **tflite_int8_report(path, int8_io)}
     with quiet():  # the interpreter announces its XNNPACK delegate on stderr
         return Int8File(TFLiteRunner(path, layout="nhwc" if nhwc else "nchw"), graph)
 

@@ -35,7 +35,7 @@ class Format:
     exporter: str  # (model, example, path, *, nhwc, dynamic_batch) -> None: write an FP32 file from torch
     runner: str  # (path, *, threads, layout) -> a Runner: load a file and run batches of inputs
     inspector: str  # (path) -> {"inputs", "outputs", "ops", ...}: describe a file, refusing a damaged one
-    # (quantized, input_shape, path, *, int8_io, nhwc, describe) -> Int8File: write the INT8 file from edgekit's
+    # (quantized, input_shape, path, *, int8_io, nhwc) -> Int8File: write the INT8 file from edgekit's
     # quantized graph (exporting/int8_files.py)
     int8_writer: str
     channels_last: bool = False  # whether `--nhwc` applies: the file can take channels-last input
