@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgekit.cli.common import JSON_HELP, Runtime, console, err_console, parse_list, print_json, user_errors, warn
 from edgekit.core.errors import EdgekitError
+from edgekit.core.ui import status_line
 
 DEVICE_HELP = ("Device profile name(s), comma-separated (run concurrently), or a profile .yaml; `edgekit devices` "
                "lists them.")
@@ -74,7 +75,7 @@ def bench(
 
     options = bench_options(runtime, threads, warmup, warmup_seconds, runs, min_seconds, cores, op_profile, stable)
     profiles = device_profiles(device)
-    with err_console.status(f"benchmarking on {', '.join(p.name for p in profiles)}", spinner="dots") as status:
+    with status_line(err_console, f"benchmarking on {', '.join(p.name for p in profiles)}") as status:
         def done(outcome: Any, profile: Any) -> None:
             status.update(f"{profile.name}: {'failed' if isinstance(outcome, EdgekitError) else 'done'}")
 

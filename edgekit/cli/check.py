@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
 from edgekit.cli.common import JSON_HELP, console, err_console, print_json, user_errors, warn
+from edgekit.core.ui import progress_bar
 from edgekit.gate.rules import NOISY_FIX, verdict
 
 
@@ -76,7 +77,7 @@ def check(
         baseline=load_baseline(baseline, create=update_baseline) if baseline else None, tolerance=tolerance,
         latency_tolerance=latency_tolerance, max_latency_ratio=max_latency_ratio, update_baseline=update_baseline)
 
-    with Progress(TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(),
+    with progress_bar(TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=err_console, transient=True) as progress:
         tasks: dict[str, Any] = {}
 

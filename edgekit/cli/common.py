@@ -16,10 +16,11 @@ import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
 from edgekit.core.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
+from edgekit.core.ui import progress_bar
 from edgekit.runtime import formats
 
 # Tables are wide: when the output is a file or pipe, don't squeeze them into 80 columns.
@@ -122,7 +123,7 @@ def progress(items: list[str], label: str, enabled: bool = True) -> Iterator[str
     if not enabled:
         yield from items
         return
-    with Progress(
+    with progress_bar(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[item]}"),
         console=err_console, transient=True,
     ) as bar:

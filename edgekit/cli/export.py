@@ -22,6 +22,7 @@ from edgekit.cli.common import (
     user_errors,
     warn,
 )
+from edgekit.core.ui import status_line
 from edgekit.options import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, DEFAULT_QAT_LR
 from edgekit.runtime.formats import FORMATS
 
@@ -109,7 +110,7 @@ def export(
     source = resolve_source(target, width, resolution, res_mult, num_classes, in_channels,
                             parse_options(option or []) or None, weights, input_shape)
     spec = source.spec
-    with err_console.status("exporting") as status:
+    with status_line(err_console, "exporting") as status:
         result = export_source(
             source, options, out=out, force=force, eval_data=eval_data, calib=calib,
             on_stage=lambda stage: status.update(f"{stage} ..."), on_status=status.update, on_warning=warn)

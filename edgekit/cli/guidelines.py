@@ -17,6 +17,7 @@ from edgekit.cli.bench import (
     device_profiles,
 )
 from edgekit.cli.common import JSON_HELP, Runtime, console, err_console, parse_list, print_json, user_errors, warn
+from edgekit.core.ui import status_line
 
 
 @user_errors
@@ -43,7 +44,7 @@ def guidelines(
     from edgekit.benchmark.guidelines import SIZES, run_guidelines
 
     options = bench_options(runtime, str(threads), warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds)
-    with err_console.status("guidelines") as status:
+    with status_line(err_console, "guidelines") as status:
         done = run_guidelines(device_profiles(device), options,
                               parse_list(only, "--only", str.strip, "G1,G3", what="experiments"),
                               parse_list(size, "--size", int, "56,28", default=SIZES, what="sizes") or SIZES,

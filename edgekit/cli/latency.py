@@ -22,6 +22,7 @@ from edgekit.cli.common import (
     user_errors,
     warn,
 )
+from edgekit.core.ui import status_line
 
 latency_app = typer.Typer(
     help="Latency without running the model: calibrate a device's latency table once, then predict any model at any "
@@ -74,7 +75,7 @@ def calibrate(
                             stable=stable)
     runtime_name, n_threads, precision = one_setting([profile], options.runtime, options.threads, "calibration",
                                                      int8)
-    with err_console.status(f"calibrating {profile.name}") as status:
+    with status_line(err_console, f"calibrating {profile.name}") as status:
         result = calibrate_device(
             profile, options, runtime_name, n_threads, parse_list(family, "--family", str, "MobileNetV2"),
             parse_list(width, "--width", float, "0.5,1.0", what="widths"),
@@ -135,7 +136,7 @@ def predict(
     spec = resolve_spec(name, width=width, resolution=resolution, res_mult=res_mult, num_classes=num_classes,
                         in_channels=in_channels, **parse_options(option or []))
     profile = load_profile(device)
-    with err_console.status(f"predicting {spec.name}" + (f", measuring on {device}" if measure else "")):
+    with status_line(err_console, f"predicting {spec.name}" + (f", measuring on {device}" if measure else "")):
         result = predict_latency(spec, profile, runtime.value, threads, measure, int8)
     if as_json:
         print_json(result)
@@ -289,7 +290,7 @@ def score(
     options = bench_options(Runtime.auto, str(threads), stable=stable)
     scores = []
     for fmt in chosen:
-        with err_console.status(f"scoring the {fmt} table of {profile.name}") as status:
+        with status_line(err_console, f"scoring the {fmt} table of {profile.name}") as status:
             result = score_predictor(
                 profile, fmt, threads, specs, options, calibrate=calibrate,
                 calibration_names=tuple(named_models(list(calib_families))) if calib_families else None,

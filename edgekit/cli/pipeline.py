@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
 from edgekit.cli.common import (
@@ -23,6 +23,7 @@ from edgekit.cli.common import (
     user_errors,
 )
 from edgekit.cli.train import TRAIN_THREADS_HELP
+from edgekit.core.ui import progress_bar
 from edgekit.recipe import load_recipe, with_overrides
 
 
@@ -144,7 +145,7 @@ def sweep(
     options = BenchOptions(threads=parse_list(bench_threads, "--bench-threads", int, "1,2", lo=1, hi=1024))
     total = len(widths or ()) * len(resolutions or ())
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+    with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True) as progress:
         task = progress.add_task(f"sweep: training {total} points, {jobs} at a time", total=total)
 

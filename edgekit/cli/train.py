@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
 from edgekit.cli.common import (
@@ -20,6 +20,7 @@ from edgekit.cli.common import (
     print_json,
     user_errors,
 )
+from edgekit.core.ui import progress_bar
 from edgekit.recipe import load_recipe, with_overrides
 
 TRAIN_THREADS_HELP = ("Torch threads (default: the cores other processes leave free, re-checked every few seconds, "
@@ -108,7 +109,7 @@ def eval_cmd(
     """
     from edgekit.evaluation import evaluate_file
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+    with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=as_json) as progress:
         task = progress.add_task("evaluating", total=None)
         result, runner, label, split = evaluate_file(

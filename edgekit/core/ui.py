@@ -1,12 +1,16 @@
 """What a long stage shows a person: a live progress bar, one line per epoch, notes and warnings.
 
 Everything goes to stderr, so `--json` output on stdout stays clean; a disabled Reporter prints nothing.
+On a terminal, spinners and bars redraw in place. Elsewhere (a CI log, `nohup`, `| tee`) they cannot, and rich
+prints nothing for them: there `status_line` and `progress_bar` print a line with the time elapsed whenever the
+text or count changes, at most one every LOG_INTERVAL_S seconds per bar, so an hour-long stage is never silent.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +23,95 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+LOG_INTERVAL_S = 15.0
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60:d}:{minutes % 60:02d}:{secs:02d}"
+
+
+class _Throttled:
+    """Prints a line when asked, at most one every `interval` seconds (the first at once)."""
+
+    def __init__(self, console: Console, interval: float) -> None:
+        self.console, self.interval = console, interval
+        self.start = time.monotonic()
+        self.last: float | None = None
+
+    def __call__(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or self.last is None or now - self.last >= self.interval:
+            self.last = now
+            self.console.print(f"[{_elapsed(now - self.start)}] {text}", highlight=False, markup=False,
+                               soft_wrap=True)
+
+
+class StatusLine:
+    """What `status_line` yields: `update(text)` shows the stage's new state."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self._show = show
+
+    def update(self, text: str) -> None:
+        self._show(text)
+
+
+@contextlib.contextmanager
+def status_line(console: Console, text: str, interval: float = LOG_INTERVAL_S) -> Iterator[StatusLine]:
+    """A spinner with `text` on a terminal; elsewhere a logged line now and on updates (see the module)."""
+    if console.is_terminal:
+        with console.status(text) as spinner:
+            yield StatusLine(lambda new: spinner.update(new))
+        return
+    log = _Throttled(console, interval)
+    log(text, force=True)
+    shown = [text]
+
+    def show(new: str) -> None:
+        if new != shown[0]:
+            shown[0] = new
+            log(new)
+
+    yield StatusLine(show)
+
+
+class LoggedProgress(Progress):
+    """rich's Progress, which off a terminal also logs each task's count (see the module)."""
+
+    def __init__(self, *columns: Any, console: Console, interval: float = LOG_INTERVAL_S, **kwargs: Any) -> None:
+        # off a terminal rich's live display prints only a blank line when it stops: the log lines replace it
+        self._log_only = not console.is_terminal and not kwargs.get("disable", False)
+        super().__init__(*columns, console=console, **{**kwargs, "disable": kwargs.get("disable", False)
+                                                       or self._log_only})
+        self._logs: dict[Any, _Throttled] = {}
+        self._interval = interval
+
+    def _log(self, task_id: Any) -> None:
+        if not self._log_only:
+            return
+        task = self._tasks.get(task_id)
+        if task is None:
+            return
+        log = self._logs.setdefault(task_id, _Throttled(self.console, self._interval))
+        count = f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}"
+        extra = "  ".join(str(v) for k, v in task.fields.items() if v not in ("", None))
+        log(f"{task.description}: {count}" + (f"  {extra}" if extra else ""),
+            force=task.total is not None and task.completed >= task.total)
+
+    def update(self, task_id: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+
+def progress_bar(*columns: Any, console: Console, **kwargs: Any) -> LoggedProgress:
+    """A rich Progress with these columns that also shows in logs: every bar of edgekit's verbs is made here."""
+    return LoggedProgress(*columns, console=console, **kwargs)
 
 
 class EpochBar:
@@ -69,7 +162,7 @@ class Reporter:
         if not self.enabled:
             yield
             return
-        with self.console.status(text):
+        with status_line(self.console, text):
             yield
 
     def header(self, spec: Any, params: int, prep: Any, world: int, start_epoch: int, epochs: int) -> None:
@@ -87,5 +180,5 @@ class Reporter:
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=True) as progress:
+        with progress_bar(*columns, console=self.console, transient=True) as progress:
             yield EpochBar(progress, self.console, epochs, steps)

@@ -1,0 +1,65 @@
+"""Progress that shows where no terminal redraws it: a CI log, `nohup`, `| tee`."""
+
+import io
+import re
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+
+from edgekit.core.ui import progress_bar, status_line
+
+STAMP = r"\[\d+:\d\d:\d\d\] "
+
+
+def _log_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=False, width=200), out
+
+
+def test_a_status_off_a_terminal_logs_each_new_state_with_the_time():
+    console, out = _log_console()
+    with status_line(console, "calibrating", interval=0) as status:
+        status.update("calibrating: model 1/2")
+        status.update("calibrating: model 1/2")  # unchanged: not repeated
+        status.update("calibrating: model 2/2")
+    lines = out.getvalue().splitlines()
+    assert [re.sub(STAMP, "", line) for line in lines] == [
+        "calibrating", "calibrating: model 1/2", "calibrating: model 2/2"]
+    assert all(re.match(STAMP, line) for line in lines)
+
+
+def test_a_status_off_a_terminal_logs_at_most_one_line_per_interval():
+    console, out = _log_console()
+    with status_line(console, "exporting", interval=3600) as status:
+        for i in range(100):
+            status.update(f"layer {i}")
+    assert out.getvalue().splitlines() == ["[0:00:00] exporting"]
+
+
+def test_a_progress_bar_off_a_terminal_logs_its_count_and_its_end():
+    console, out = _log_console()
+    with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                      transient=True, interval=3600) as bar:
+        task = bar.add_task("evaluating", total=3, item="")
+        for item in ("a", "b", "c"):
+            bar.update(task, item=item)
+            bar.advance(task)
+    lines = [re.sub(STAMP, "", line) for line in out.getvalue().splitlines()]
+    # the first update at once, then nothing within the interval, and the end always
+    assert lines == ["evaluating: 0/3  a", "evaluating: 3/3  c"]
+
+
+def test_a_progress_bar_on_a_terminal_logs_nothing_of_its_own():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80)
+    with progress_bar(TextColumn("{task.description}"), console=console, transient=True, interval=0) as bar:
+        task = bar.add_task("evaluating", total=2)
+        bar.advance(task)
+    assert "evaluating: 1/2" not in out.getvalue()
+
+
+def test_export_in_a_log_shows_its_stages(edgekit_cli, tmp_path):
+    done = edgekit_cli("export", "mobilenet_v1", "--width", "0.25", "--resolution", "32", "--format", "onnx",
+                       "--out", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^\[0:00:\d\d\] exporting$", done.stderr, re.M), done.stderr
