@@ -2,6 +2,7 @@
 
 import io
 import re
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
@@ -34,6 +35,15 @@ def test_a_status_off_a_terminal_logs_at_most_one_line_per_interval():
         for i in range(100):
             status.update(f"layer {i}")
     assert out.getvalue().splitlines() == ["[0:00:00] exporting"]
+
+
+def test_a_status_that_stalls_is_logged_again_so_a_log_is_never_quiet_for_long():
+    console, out = _log_console()
+    with status_line(console, "int8 export tflite", interval=0.05, heartbeat_s=0.2):
+        time.sleep(0.7)  # one long conversion: no update
+    lines = [re.sub(STAMP, "", line) for line in out.getvalue().splitlines()]
+    assert lines[0] == "int8 export tflite"
+    assert 2 <= len(lines) <= 4 and set(lines[1:]) == {"int8 export tflite (still working)"}, lines
 
 
 def test_a_progress_bar_off_a_terminal_logs_its_count_and_its_end():

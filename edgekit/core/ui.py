@@ -9,6 +9,7 @@ text or count changes, at most one every LOG_INTERVAL_S seconds per bar, so an h
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +26,9 @@ from rich.progress import (
 )
 
 LOG_INTERVAL_S = 15.0
+# A stage that reports nothing new for this long (one big conversion) is logged again, so that a log is never
+# quiet for a minute and CI systems that stop silent jobs leave it running.
+HEARTBEAT_S = 50.0
 
 
 def _elapsed(seconds: float) -> str:
@@ -59,8 +63,10 @@ class StatusLine:
 
 
 @contextlib.contextmanager
-def status_line(console: Console, text: str, interval: float = LOG_INTERVAL_S) -> Iterator[StatusLine]:
-    """A spinner with `text` on a terminal; elsewhere a logged line now and on updates (see the module)."""
+def status_line(console: Console, text: str, interval: float = LOG_INTERVAL_S,
+                heartbeat_s: float = HEARTBEAT_S) -> Iterator[StatusLine]:
+    """A spinner with `text` on a terminal; elsewhere a logged line now and on updates (see the module), and the
+    current one again after `heartbeat_s` without a line."""
     if console.is_terminal:
         with console.status(text) as spinner:
             yield StatusLine(lambda new: spinner.update(new))
@@ -74,7 +80,20 @@ def status_line(console: Console, text: str, interval: float = LOG_INTERVAL_S) -
             shown[0] = new
             log(new)
 
-    yield StatusLine(show)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(min(heartbeat_s, interval) if interval > 0 else heartbeat_s):
+            if log.last is not None and time.monotonic() - log.last >= heartbeat_s:
+                log(f"{shown[0]} (still working)", force=True)
+
+    beat = threading.Thread(target=heartbeat, name="edgekit-heartbeat", daemon=True)
+    beat.start()
+    try:
+        yield StatusLine(show)
+    finally:
+        stop.set()
+        beat.join()
 
 
 class LoggedProgress(Progress):
