@@ -1,6 +1,9 @@
 """INT8: full-integer graphs for every family, ReLU6 fused with its range kept, formats that agree, bad input."""
 
+import functools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from edgekit.exporting.verify import ort_fused_histogram
 from edgekit.inspect import inspect_file
 from edgekit.models import batchnorm_statistics_from_noise, create
 from edgekit.quantization.annotator import QuantSettings
-from edgekit.quantization.ptq import quantize_ptq
+from edgekit.quantization.ptq import QuantizedModel, quantize_ptq
 from edgekit.runtime import harness
 from edgekit.runtime.parity import compare
 from edgekit.runtime.runners import OnnxRunner, TFLiteRunner
@@ -37,19 +40,46 @@ def _calibration(n: int = 32) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((n, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
 
 
-def _export_both(name: str, tmp_path: Path, **tflite_options: bool) -> tuple[Path, Path, dict]:
-    quantized = quantize_ptq(_model_with_statistics(name), _calibration(), QuantSettings())
-    onnx_path, tflite_path = tmp_path / "m.onnx", tmp_path / "m.tflite"
-    export_int8_onnx(quantized, (3, RESOLUTION, RESOLUTION), onnx_path)
-    export_int8_tflite(quantized, (3, RESOLUTION, RESOLUTION), tflite_path, **tflite_options)
-    return onnx_path, tflite_path, tflite_int8_report(tflite_path, tflite_options.get("int8_io", False))
+@functools.cache
+def _quantized(name: str) -> QuantizedModel:
+    return quantize_ptq(_model_with_statistics(name), _calibration(), QuantSettings())
+
+
+@dataclass(frozen=True)
+class Exported:
+    onnx: Path | None  # written for the default TFLite options only: ONNX takes none of them
+    tflite: Path
+    report: dict
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Exported]:
+    """One INT8 export per family and TFLite options, shared by this file's tests, which only read the files: a
+    family's conversion takes up to two minutes on a 2-core machine."""
+    made: dict[tuple, Exported] = {}
+
+    def export(name: str, **tflite_options: bool) -> Exported:
+        key = (name, tuple(sorted(tflite_options.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp(name)
+            onnx_path = None
+            if not tflite_options:
+                onnx_path = out / "m.onnx"
+                export_int8_onnx(_quantized(name), (3, RESOLUTION, RESOLUTION), onnx_path)
+            export_int8_tflite(_quantized(name), (3, RESOLUTION, RESOLUTION), out / "m.tflite", **tflite_options)
+            made[key] = Exported(onnx_path, out / "m.tflite",
+                                 tflite_int8_report(out / "m.tflite", tflite_options.get("int8_io", False)))
+        return made[key]
+
+    return export
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FULL_INTEGER)
-def test_every_family_exports_full_integer_graphs(name: str, tmp_path: Path, monkeypatch) -> None:
-    onnx_path, tflite_path, report = _export_both(name, tmp_path)
-    info = inspect_file(tflite_path)
+def test_every_family_exports_full_integer_graphs(name: str, int8_export, monkeypatch) -> None:
+    exported = int8_export(name)
+    onnx_path, report = exported.onnx, exported.report
+    info = inspect_file(exported.tflite)
     ops = info["ops"]
     assert info["layout_transposes"] <= 1  # the input's only, channel shuffles included
     assert report["full_integer"], report
@@ -85,7 +115,7 @@ def test_onnx_and_tflite_compute_the_torch_int8_block(kind: str, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_relu6_is_fused_and_calibrated_after_the_clamp(tmp_path: Path) -> None:
+def test_relu6_is_fused_and_calibrated_after_the_clamp(tmp_path: Path, int8_export) -> None:
     """Ours keeps the whole int8 range for [0, 6]; litert-torch's own quantizer observes before the clamp and
     wastes part of it: the measurement tells the two apart."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -93,7 +123,7 @@ def test_relu6_is_fused_and_calibrated_after_the_clamp(tmp_path: Path) -> None:
 
     from edgekit.quantization.ptq import QuantizedModel, capture
 
-    _, _, ours = _export_both("mobilenet_v2", tmp_path)
+    ours = int8_export("mobilenet_v2").report
     assert ours["fused_activations"]["RELU6"] == 35 and ours["relu6_range_wasted_max"] == 0.0
 
     model = _model_with_statistics("mobilenet_v2")
@@ -107,11 +137,10 @@ def test_relu6_is_fused_and_calibrated_after_the_clamp(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_int8_io_has_no_quantize_ops_and_matches_float_io(tmp_path: Path) -> None:
-    (tmp_path / "f").mkdir()
-    (tmp_path / "i").mkdir()
-    _, float_io, _ = _export_both("mobilenet_v2", tmp_path / "f")
-    _, int8_io, report = _export_both("mobilenet_v2", tmp_path / "i", int8_io=True)
+def test_int8_io_has_no_quantize_ops_and_matches_float_io(int8_export) -> None:
+    float_io = int8_export("mobilenet_v2").tflite
+    exported = int8_export("mobilenet_v2", int8_io=True)
+    int8_io, report = exported.tflite, exported.report
     info = inspect_file(int8_io)
     assert "QUANTIZE" not in info["ops"] and "DEQUANTIZE" not in info["ops"]
     assert info["inputs"][0]["dtype"] == "int8" and "quantization" in info["inputs"][0]
@@ -123,13 +152,10 @@ def test_int8_io_has_no_quantize_ops_and_matches_float_io(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v2", "shufflenet_v2_x0_5"])
-def test_int8_nhwc_has_no_layout_transpose_and_matches_nchw(name: str, tmp_path: Path) -> None:
+def test_int8_nhwc_has_no_layout_transpose_and_matches_nchw(name: str, int8_export) -> None:
     # one quantized model, two TFLite layouts (the ONNX file does not depend on --nhwc)
-    quantized = quantize_ptq(_model_with_statistics(name), _calibration(), QuantSettings())
-    nchw, nhwc = tmp_path / "nchw.tflite", tmp_path / "nhwc.tflite"
-    export_int8_tflite(quantized, (3, RESOLUTION, RESOLUTION), nchw)
-    export_int8_tflite(quantized, (3, RESOLUTION, RESOLUTION), nhwc, nhwc=True)
-    report = tflite_int8_report(nhwc, int8_io=False)
+    nchw, exported = int8_export(name).tflite, int8_export(name, nhwc=True)
+    nhwc, report = exported.tflite, exported.report
     info = inspect_file(nhwc)
     assert info["layout_transposes"] == 0 and report["full_integer"]
     assert info["inputs"][0]["shape"] == [1, RESOLUTION, RESOLUTION, 3]
