@@ -3,12 +3,15 @@
 Everything goes to stderr, so `--json` output on stdout stays clean; a disabled Reporter prints nothing.
 On a terminal, spinners and bars redraw in place. Elsewhere (a CI log, `nohup`, `| tee`) they cannot, and rich
 prints nothing for them: there `status_line` and `progress_bar` print a line with the time elapsed whenever the
-text or count changes, at most one every LOG_INTERVAL_S seconds per bar, so an hour-long stage is never silent.
+text or count changes, at most one every LOG_INTERVAL_S seconds per bar (EDGEKIT_LOG_INTERVAL sets another), so an
+hour-long stage is never silent. The first line comes after that interval too, so a command that fails at once on
+bad input still prints one line, its error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,25 +34,42 @@ LOG_INTERVAL_S = 15.0
 HEARTBEAT_S = 50.0
 
 
+def log_interval() -> float:
+    """Seconds between logged progress lines: EDGEKIT_LOG_INTERVAL where set to a number >= 0, else LOG_INTERVAL_S.
+    A command that ends (or fails on bad input) within it logs nothing: its error stays one line."""
+    with contextlib.suppress(ValueError):
+        value = float(os.environ.get("EDGEKIT_LOG_INTERVAL", ""))
+        if value >= 0:
+            return value
+    return LOG_INTERVAL_S
+
+
 def _elapsed(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes // 60:d}:{minutes % 60:02d}:{secs:02d}"
 
 
 class _Throttled:
-    """Prints a line when asked, at most one every `interval` seconds (the first at once)."""
+    """Prints a line when asked, at most one every `interval` seconds, the first `interval` seconds after the
+    start; `force` prints at once."""
 
-    def __init__(self, console: Console, interval: float) -> None:
+    def __init__(self, console: Console, interval: float, start: float | None = None) -> None:
         self.console, self.interval = console, interval
-        self.start = time.monotonic()
+        self.start = time.monotonic() if start is None else start
         self.last: float | None = None
+        self.lock = threading.Lock()
 
-    def __call__(self, text: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or self.last is None or now - self.last >= self.interval:
-            self.last = now
-            self.console.print(f"[{_elapsed(now - self.start)}] {text}", highlight=False, markup=False,
+    def due(self, after: float) -> bool:
+        return time.monotonic() - (self.last if self.last is not None else self.start) >= after
+
+    def __call__(self, text: str, force: bool = False) -> bool:
+        with self.lock:
+            if not (force or self.due(self.interval)):
+                return False
+            self.last = time.monotonic()
+            self.console.print(f"[{_elapsed(self.last - self.start)}] {text}", highlight=False, markup=False,
                                soft_wrap=True)
+            return True
 
 
 class StatusLine:
@@ -63,31 +83,36 @@ class StatusLine:
 
 
 @contextlib.contextmanager
-def status_line(console: Console, text: str, interval: float = LOG_INTERVAL_S,
+def status_line(console: Console, text: str, interval: float | None = None,
                 heartbeat_s: float = HEARTBEAT_S) -> Iterator[StatusLine]:
-    """A spinner with `text` on a terminal; elsewhere a logged line now and on updates (see the module), and the
-    current one again after `heartbeat_s` without a line."""
+    """A spinner with `text` on a terminal. Elsewhere the latest text as a logged line (see the module): once
+    the stage has run `interval` seconds (default log_interval()), then on changes at most one per interval, and
+    again after `heartbeat_s` without a line."""
     if console.is_terminal:
         with console.status(text) as spinner:
             yield StatusLine(lambda new: spinner.update(new))
         return
+    interval = log_interval() if interval is None else interval
     log = _Throttled(console, interval)
-    log(text, force=True)
-    shown = [text]
+    state = {"text": text, "shown": None}
 
-    def show(new: str) -> None:
-        if new != shown[0]:
-            shown[0] = new
-            log(new)
+    def show(new: str | None = None, tick: bool = False) -> None:
+        if new is not None:
+            state["text"] = new
+        if state["text"] != state["shown"]:
+            if log(state["text"]):
+                state["shown"] = state["text"]
+        elif tick and log.due(heartbeat_s):
+            log(f"{state['text']} (still working)", force=True)
 
     stop = threading.Event()
 
-    def heartbeat() -> None:
-        while not stop.wait(min(heartbeat_s, interval) if interval > 0 else heartbeat_s):
-            if log.last is not None and time.monotonic() - log.last >= heartbeat_s:
-                log(f"{shown[0]} (still working)", force=True)
+    def ticks() -> None:
+        while not stop.wait(max(0.05, min(interval, heartbeat_s) / 2)):
+            show(tick=True)
 
-    beat = threading.Thread(target=heartbeat, name="edgekit-heartbeat", daemon=True)
+    show()
+    beat = threading.Thread(target=ticks, name="edgekit-log-ticks", daemon=True)
     beat.start()
     try:
         yield StatusLine(show)
@@ -99,13 +124,15 @@ def status_line(console: Console, text: str, interval: float = LOG_INTERVAL_S,
 class LoggedProgress(Progress):
     """rich's Progress, which off a terminal also logs each task's count (see the module)."""
 
-    def __init__(self, *columns: Any, console: Console, interval: float = LOG_INTERVAL_S, **kwargs: Any) -> None:
+    def __init__(self, *columns: Any, console: Console, interval: float | None = None, **kwargs: Any) -> None:
         # off a terminal rich's live display prints only a blank line when it stops: the log lines replace it
         self._log_only = not console.is_terminal and not kwargs.get("disable", False)
         super().__init__(*columns, console=console, **{**kwargs, "disable": kwargs.get("disable", False)
                                                        or self._log_only})
         self._logs: dict[Any, _Throttled] = {}
-        self._interval = interval
+        self._finished: set[Any] = set()
+        self._start = time.monotonic()
+        self._interval = log_interval() if interval is None else interval
 
     def _log(self, task_id: Any) -> None:
         if not self._log_only:
@@ -113,11 +140,16 @@ class LoggedProgress(Progress):
         task = self._tasks.get(task_id)
         if task is None:
             return
-        log = self._logs.setdefault(task_id, _Throttled(self.console, self._interval))
+        log = self._logs.setdefault(task_id, _Throttled(self.console, self._interval, self._start))
         count = f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}"
         extra = "  ".join(str(v) for k, v in task.fields.items() if v not in ("", None))
-        log(f"{task.description}: {count}" + (f"  {extra}" if extra else ""),
-            force=task.total is not None and task.completed >= task.total)
+        finished = task.total is not None and task.completed >= task.total
+        if finished and log.last is None:
+            return  # done within the first interval: nothing was logged in progress, so no end line either
+        if not (finished and task_id in self._finished):
+            log(f"{task.description}: {count}" + (f"  {extra}" if extra else ""), force=finished)
+        if finished:
+            self._finished.add(task_id)
 
     def update(self, task_id: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super().update(task_id, **kwargs)
