@@ -141,7 +141,7 @@ def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | 
     path = _model_file(artifact, format)
     if data is None or isinstance(data, str):
         return evaluate_file(path, data, batch_size, threads)[0]
-    from edgekit.runtime.open import layout_of
+    from edgekit.manifest import layout_of
     from edgekit.runtime.runners import file_runner
 
     manifest = read_manifest(path.parent)

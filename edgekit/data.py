@@ -10,11 +10,10 @@ checkpoints and manifests, so a consumer never guesses how an artifact's inputs 
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from edgekit.imagefolder import (
     DEFAULT_CROP_RATIO,
     MEMORY_BUDGET,
     SHORTER_SIDE,
-    SQUASH,
     STREAM_TRAIN_FROM,
     FolderImages,
     Transform,
@@ -36,6 +34,7 @@ from edgekit.imagefolder import (
     list_split,
     readable,
 )
+from edgekit.preprocess import Preprocess
 
 FASHION_MNIST_ENV = "EDGEKIT_FASHION_MNIST"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -44,62 +43,6 @@ FASHION_MNIST_CLASSES = [
 ]
 BUILTIN = ("fashion-mnist", "digits", "synthetic")
 LOADERS = ("auto", "memory", "stream")  # how an image folder is read: chosen by size, or forced
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """uint8 image -> model input: resize (done when the image is read), scale to [0, 1], normalize, NCHW float32.
-
-    `resize` is the rule images are brought to `resolution` with: "shorter-side" (image folders: the shorter side
-    to round(resolution / crop_ratio), then a center crop) or "bilinear-antialias" (the whole image to a square;
-    records written before crop ratios existed, and the square built-in datasets)."""
-
-    resolution: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    resize: str = SQUASH
-    layout: str = "nchw"
-    range: tuple[float, float] = (0.0, 255.0)
-    crop_ratio: float = 1.0
-
-    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        """(N, C, H, W) uint8 at `resolution` -> (N, C, H, W) float32, normalized."""
-        return self.tensor(torch.as_tensor(images)).numpy()
-
-    def transform(self, train: bool = False, hflip: bool = True) -> Transform:
-        """How an image file becomes this preprocessing's uint8 input (the training variant with `train`)."""
-        return Transform(self.resolution, self.channels, self.crop_ratio, self.resize, train, hflip)
-
-    def tensor(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / self.range[1]
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> Preprocess:
-        """Read back a recorded preprocessing; ValueError/KeyError/TypeError when it is damaged."""
-        pre = cls(
-            resolution=int(record["resolution"]), channels=int(record["channels"]),
-            mean=tuple(float(v) for v in record["mean"]), std=tuple(float(v) for v in record["std"]),
-            resize=record.get("resize", SQUASH), layout=record.get("layout", "nchw"),
-            range=tuple(float(v) for v in record.get("range", (0.0, 255.0))),
-            crop_ratio=float(record.get("crop_ratio", 1.0)),
-        )
-        if pre.resize not in (SQUASH, SHORTER_SIDE):
-            raise ValueError(f"unknown resize rule {pre.resize!r}")
-        if not (math.isfinite(pre.crop_ratio) and 0 < pre.crop_ratio <= 1):
-            raise ValueError("crop_ratio must be in (0, 1]")
-        if len(pre.mean) != pre.channels or len(pre.std) != pre.channels:
-            raise ValueError(f"mean and std need {pre.channels} values each")
-        if not all(math.isfinite(v) for v in (*pre.mean, *pre.range)) or not all(
-                math.isfinite(v) and v > 0 for v in pre.std):
-            raise ValueError("mean must be finite and std finite and > 0")
-        return pre
 
 
 def require_same_classes(model: object, classes: list[str] | int | None, data: ImageSet, fix: str) -> None:
@@ -230,7 +173,7 @@ def load_split(source: DataSource, split: str, resolution: int, channels: int,
         if isinstance(preprocess, dict):  # a manifest's record, which opening the artifact has validated
             preprocess = Preprocess.from_dict(preprocess)
         pre = preprocess or preprocess_for(source, resolution, channels)
-        transform = replace(pre.transform(), size=resolution, channels=channels)
+        transform = replace(Transform.of(pre), size=resolution, channels=channels)
         assert source.path is not None
         files, labels, classes = list_split(source.path, split)
         data = _folder_set(files, labels, classes, f"{source.path.name}/{split}", transform, source.loader,
@@ -248,7 +191,7 @@ def load_images(folder: Path, preprocess: Preprocess, loader: str = "auto") -> I
     """Every image under `folder`, in any layout, without labels (calibration), with `preprocess`'s evaluation
     transform; labels are all 0 and there are no classes."""
     files = list_images(folder)
-    return _folder_set(files, [0] * len(files), [], folder.name or str(folder), preprocess.transform(), loader,
+    return _folder_set(files, [0] * len(files), [], folder.name or str(folder), Transform.of(preprocess), loader,
                        None)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgekit.core.errors import EdgekitError
+from edgekit.preprocess import SHORTER_SIDE, SQUASH, Preprocess
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 STREAM_TRAIN_FROM = 128  # px: a training split this large streams (random-resized crops of the whole photo)
@@ -33,8 +34,6 @@ MEMORY_BUDGET = 1 << 30  # decoded uint8 bytes one split may hold in memory befo
 DEFAULT_CROP_RATIO = 0.875  # torchvision's ImageNet evaluation: resize to 256, center-crop 224
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
-SHORTER_SIDE = "shorter-side"  # resize rule: shorter side to round(size / crop_ratio), then center crop
-SQUASH = "bilinear-antialias"  # the rule before crop ratios: the whole image resized to a square
 
 
 def _visible_dirs(folder: Path) -> list[str]:
@@ -106,6 +105,11 @@ class Transform:
     resize: str = SHORTER_SIDE
     train: bool = False
     hflip: bool = True
+
+    @classmethod
+    def of(cls, preprocess: Preprocess, train: bool = False, hflip: bool = True) -> Transform:
+        """How an image file becomes `preprocess`'s uint8 input (the training variant with `train`)."""
+        return cls(preprocess.resolution, preprocess.channels, preprocess.crop_ratio, preprocess.resize, train, hflip)
 
     def __call__(self, path: Path, rng: np.random.Generator | None = None) -> torch.Tensor:
         """Decode and transform; OSError/ValueError (and Pillow's errors) when the file cannot be read."""

@@ -19,6 +19,7 @@ from typing import Any
 from edgekit.core.errors import EdgekitError, first_line
 from edgekit.core.files import sha256_file, waiting_lock, write_json_atomic
 from edgekit.models import ModelSpec, spec_from_record
+from edgekit.runtime.formats import format_of
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -76,8 +77,8 @@ class InputRecord:
         return made
 
     def preprocessing(self) -> Any:
-        """The recorded edgekit.data.Preprocess, or None for a file exported without one."""
-        from edgekit.data import Preprocess
+        """The recorded edgekit.preprocess.Preprocess, or None for a file exported without one."""
+        from edgekit.preprocess import Preprocess
 
         return None if self.preprocess is None else Preprocess.from_dict(self.preprocess)
 
@@ -148,6 +149,11 @@ class Manifest:
 # the order sections are written in: what was built first, then what later verbs appended
 _ORDER = ("created", "spec", "input", "source", "complexity", "files", "parity", "ops", "accuracy", "int8", "export",
           "tools", "run", "bench", "check")
+
+
+def layout_of(path: Path, manifest: Manifest | None) -> str | None:
+    """The layout ("nchw", "nhwc") the manifest records for a model file's format; None where it records none."""
+    return None if manifest is None else manifest.input.layout.get(format_of(path).name)
 
 
 def read_manifest(directory: Path) -> Manifest:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,6 +109,40 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
     bench = json.loads((work / "manifest.json").read_text())["bench"]
     assert len(bench) == 9 and bench[-1]["clock"] == "cpu" and bench[-1]["settings"]["clock"] == "cpu"
     assert all(e["settings"]["clock"] == "wall" and e["clock"] == "wall" for e in bench[:8])
+
+
+# A lean install, without torch: the interpreter is told that torch does not exist, as it would be without the package.
+WITHOUT_TORCH = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["edgekit", *sys.argv[1:]]
+from edgekit.cli.main import main
+try:
+    main()
+finally:
+    print("torch imported:", any(m == "torch" or m.startswith("torch.") for m in sys.modules), file=sys.stderr)
+"""
+
+
+def test_bench_of_exported_files_needs_no_torch(artifact: Path, tmp_path: Path):
+    """An edgekit artifact (its manifest names a dataset) and a bare .onnx with no manifest, benchmarked where torch
+    is not installed."""
+    bare = tmp_path / "bare" / "model.onnx"
+    bare.parent.mkdir()
+    shutil.copy(artifact / "model.onnx", bare)
+    for target in (artifact, bare):
+        done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "bench", str(target), "--runtime", "onnxruntime",
+                               *FAST, "--json"], capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "torch imported: False" in done.stderr
+        results = json.loads(done.stdout)["runs"][0]["results"]
+        assert results and all(r["steady"]["p50_ms"] > 0 for r in results)
 
 
 def test_bench_op_profile_sums_onnx_nodes_by_type(artifact: Path, edgekit_cli, tmp_path: Path):

@@ -48,7 +48,7 @@ def test_eval_transform_is_torchvisions_resize_and_center_crop(photos: Path) -> 
     pre = preprocess_for(DataSource.parse(f"imagefolder:{photos}"), 224, 3)
     assert pre.resize == "shorter-side" and pre.crop_ratio == 0.875
     for name, photo in sample_photos().items():
-        ours = pre(pre.transform()(photos / f"{name}.png")[None])
+        ours = pre(Transform.of(pre)(photos / f"{name}.png")[None])
         reference = imagenet_preprocess(photo, 224)
         # Pillow resizes in uint8, the reference in float: they differ by at most a grey level or so
         assert ours.shape == reference.shape == (1, 3, 224, 224)
@@ -66,7 +66,7 @@ def test_crop_ratio_round_trips_and_old_records_keep_squashing(photos: Path) -> 
     assert legacy.crop_ratio == 1.0 and legacy.resize == "bilinear-antialias"
     # the record decides how the image is brought to size: a tighter crop magnifies, squashing keeps everything
     image = photos / "chelsea.png"  # 451 x 300
-    tight, loose, squashed = (p.transform()(image) for p in (pre, preprocess_for(DataSource(
+    tight, loose, squashed = (Transform.of(p)(image) for p in (pre, preprocess_for(DataSource(
         "imagefolder", photos, options={"crop_ratio": 1.0}), 96, 3), legacy))
     assert tight.shape == loose.shape == squashed.shape == (3, 96, 96)
     assert not torch.equal(tight, loose) and not torch.equal(loose, squashed)

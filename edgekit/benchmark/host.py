@@ -23,12 +23,12 @@ from edgekit.benchmark import benchmark_model
 from edgekit.benchmark.repeat import repeat_warning, repeatability
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
+from edgekit.core.optional import installed
 from edgekit.devices.probe import adb_properties, device_json, probe_device, remote_argv
 from edgekit.devices.profiles import DeviceProfile
 from edgekit.devices.transports import DeviceError, Transport, connect
-from edgekit.manifest import MANIFEST, Manifest, read_manifest, update_manifest
+from edgekit.manifest import MANIFEST, Manifest, layout_of, read_manifest, update_manifest
 from edgekit.runtime.formats import RUNTIMES, SUFFIXES, TFLITE, for_runtime, format_of, is_model_file
-from edgekit.runtime.open import layout_of
 from edgekit.runtime.runners import file_runner
 
 
@@ -124,7 +124,7 @@ def _input_for(path: Path, manifest: Manifest | None, shape: tuple[int, ...]) ->
     nhwc = layout_of(path, manifest) == "nhwc" or (
         record is None and len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
     preprocess = record.preprocess if record is not None else None
-    if preprocess and record is not None and record.data:
+    if preprocess and record is not None and record.data and installed("torch"):  # datasets load with torch
         from edgekit.data import DataSource, load_split
 
         pre = record.preprocessing()

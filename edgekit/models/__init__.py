@@ -1,10 +1,14 @@
-"""The model zoo: `create(name, width=..., resolution=...)` and the registry behind it."""
+"""The model zoo: `create(name, width=..., resolution=...)` and the registry behind it.
 
-import importlib
+The family modules (and torch) load when a model is first looked up, not on import: reading a spec's record or
+benchmarking an exported file needs no torch.
+"""
 
-from edgekit.models._layers import batchnorm_statistics_from_noise, make_divisible
+from typing import Any
+
 from edgekit.models._registry import (
     CUSTOM_FAMILY,
+    FAMILY_MODULES,
     ModelEntry,
     ModelSpec,
     build,
@@ -16,14 +20,15 @@ from edgekit.models._registry import (
     spec_from_record,
 )
 
-# Importing a family module registers its models; this order is the order `edgekit models` lists them in.
-FAMILY_MODULES = (
-    "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "shufflenet_v1", "shufflenet_v2", "efficientnet", "regnet",
-)
-for _module in FAMILY_MODULES:
-    importlib.import_module(f"edgekit.models.{_module}")
-
 __all__ = [
-    "CUSTOM_FAMILY", "ModelEntry", "ModelSpec", "batchnorm_statistics_from_noise", "build", "create", "custom_spec",
-    "get_entry", "list_models", "make_divisible", "resolve_spec", "spec_from_record",
+    "CUSTOM_FAMILY", "FAMILY_MODULES", "ModelEntry", "ModelSpec", "batchnorm_statistics_from_noise", "build",
+    "create", "custom_spec", "get_entry", "list_models", "make_divisible", "resolve_spec", "spec_from_record",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("batchnorm_statistics_from_noise", "make_divisible"):  # torch layers
+        from edgekit.models import _layers
+
+        return getattr(_layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from edgekit.core.errors import EdgekitError, close_names
+from edgekit.core.optional import installed
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 2048  # beyond it one activation of a large model outgrows any device's memory
@@ -81,6 +84,28 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# Importing a family module registers its models; this order is the order `edgekit models` lists them in.
+FAMILY_MODULES = (
+    "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "shufflenet_v1", "shufflenet_v2", "efficientnet", "regnet",
+)
+_families_loaded = False
+
+
+def _load_families() -> None:
+    """Import the family modules, and torch with them, when a model is first looked up: a command that never
+    looks one up (benchmarking an exported file) never imports torch."""
+    global _families_loaded
+    if _families_loaded:
+        return
+    _families_loaded = True
+    for module in FAMILY_MODULES:
+        importlib.import_module(f"edgekit.models.{module}")
+    # in FAMILY_MODULES order, whichever family module was imported first
+    rank = {f"edgekit.models.{m}": i for i, m in enumerate(FAMILY_MODULES)}
+    ordered = sorted(_REGISTRY.values(),
+                     key=lambda e: rank.get(getattr(e.builder, "func", e.builder).__module__, len(rank)))
+    _REGISTRY.clear()
+    _REGISTRY.update((e.name, e) for e in ordered)
 
 
 def register(
@@ -106,6 +131,7 @@ def register(
 
 def list_models(family: str | None = None) -> list[str]:
     """Registered names, in registration order (grouped by family)."""
+    _load_families()
     return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
 
 
@@ -122,6 +148,8 @@ def spec_from_record(record: Any, origin: str, fix: str) -> ModelSpec:
             options = record.get("options", {})
             return custom_spec(record["name"], options.get("input_shape"), record["num_classes"],
                                str(options.get("source", "")))
+        if not installed("torch"):  # a lean install: the zoo is made of torch modules
+            return _spec_without_zoo(record)
         return resolve_spec(record["name"], width=record["width"], resolution=record["resolution"],
                             num_classes=record["num_classes"], in_channels=record["in_channels"],
                             **record.get("options", {}))
@@ -130,6 +158,7 @@ def spec_from_record(record: Any, origin: str, fix: str) -> ModelSpec:
 
 
 def get_entry(name: str) -> ModelEntry:
+    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -182,8 +211,6 @@ def resolve_spec(
         check_option(name, key, value, accepted[key])
     options = {**accepted, **options}
     default_resolution = entry.default_resolution_for(options)
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH:
-        raise EdgekitError(f"width {width!r} is out of range: use a multiplier in (0, {MAX_WIDTH:g}], e.g. 0.75.")
     if resolution is not None and res_mult is not None:
         raise EdgekitError("both a resolution and a resolution multiplier were given: give one of them.")
     if res_mult is not None:
@@ -192,6 +219,22 @@ def resolve_spec(
         resolution = round(default_resolution * res_mult)
     if resolution is None:
         resolution = default_resolution
+    _check_sizes(width, resolution, num_classes, in_channels)
+    return ModelSpec(
+        name=name,
+        family=entry.family,
+        width=float(width),
+        resolution=resolution,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        options=options,
+    )
+
+
+def _check_sizes(width: Any, resolution: Any, num_classes: Any, in_channels: Any) -> None:
+    """The ranges every zoo spec keeps, whichever family it is of."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH:
+        raise EdgekitError(f"width {width!r} is out of range: use a multiplier in (0, {MAX_WIDTH:g}], e.g. 0.75.")
     if (isinstance(resolution, bool) or not isinstance(resolution, int)
             or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
         raise EdgekitError(
@@ -202,15 +245,17 @@ def resolve_spec(
                               (in_channels, "number of input channels", MAX_IN_CHANNELS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
             raise EdgekitError(f"{what} {value!r} is out of range: give an integer from 1 to {most:,}.")
-    return ModelSpec(
-        name=name,
-        family=entry.family,
-        width=float(width),
-        resolution=resolution,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        options=options,
-    )
+
+
+def _spec_without_zoo(record: dict[str, Any]) -> ModelSpec:
+    """A zoo spec's record checked for its shape and ranges only, where the zoo itself is not installed: enough
+    to describe the model; building one needs torch anyway."""
+    if not isinstance(record.get("family"), str):
+        raise EdgekitError("its model family is missing")
+    _check_sizes(record["width"], record["resolution"], record["num_classes"], record["in_channels"])
+    return ModelSpec(name=record["name"], family=record["family"], width=float(record["width"]),
+                     resolution=record["resolution"], num_classes=record["num_classes"],
+                     in_channels=record["in_channels"], options=dict(record.get("options", {})))
 
 
 def custom_spec(name: str, input_shape: Any, num_classes: Any, source: str) -> ModelSpec:

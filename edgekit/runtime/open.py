@@ -9,7 +9,7 @@ from edgekit.artifact import verify_files
 from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
 from edgekit.data import Preprocess
-from edgekit.manifest import Manifest, read_manifest
+from edgekit.manifest import layout_of, read_manifest
 from edgekit.models import ModelSpec
 from edgekit.runtime.formats import format_of
 from edgekit.runtime.runners import Runner, TorchRunner, file_runner
@@ -24,11 +24,6 @@ class Opened:
     preprocess: Preprocess
     data: str | None
     classes: list[str] | None
-
-
-def layout_of(path: Path, manifest: Manifest | None) -> str | None:
-    """The layout ("nchw", "nhwc") the manifest records for a model file's format; None where it records none."""
-    return None if manifest is None else manifest.input.layout.get(format_of(path).name)
 
 
 def open_model(path: Path, threads: int | None = None, verify: bool = True) -> Opened:

@@ -1,0 +1,13 @@
+"""Which optional parts are installed, asked without importing them."""
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (a lean install has no torch, for instance)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
