@@ -21,8 +21,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from edgekit.inspect import inspect_file  # noqa: E402
-from edgekit.manifest import Manifest, read_manifest  # noqa: E402
-from edgekit.runtime.open import layout_of  # noqa: E402
+from edgekit.manifest import (  # noqa: E402
+    Manifest,
+    layout_of,  # noqa: E402
+    read_manifest,
+)
 from edgekit.runtime.runners import file_runner  # noqa: E402
 
 

@@ -108,7 +108,7 @@ def status_line(console: Console, text: str, interval: float | None = None,
     stop = threading.Event()
 
     def ticks() -> None:
-        while not stop.wait(max(0.05, min(interval, heartbeat_s) / 2)):
+        while not stop.wait(max(0.05, min(1.0, interval / 2, heartbeat_s / 2))):
             show(tick=True)
 
     show()
