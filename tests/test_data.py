@@ -115,6 +115,14 @@ def test_preprocess_record_round_trips_and_normalizes():
     np.testing.assert_allclose(x[0, :, 0, 0], [(1 - 0.5) / 0.2, (1 - 0.4) / 0.2, (1 - 0.3) / 0.2], rtol=1e-6)
 
 
+def test_preprocess_in_numpy_is_bit_for_bit_its_torch_form():
+    """Exported files are judged with the numpy form (no torch needed), training and torch evaluation with the
+    tensor form: both must give the same float32 inputs, or FP32 and INT8 accuracies would not compare."""
+    pre = Preprocess(resolution=32, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    np.testing.assert_array_equal(pre(images), pre.tensor(torch.from_numpy(images)).numpy())
+
+
 def test_resize_is_antialiased_bilinear_and_keeps_uint8():
     images = torch.zeros((1, 1, 28, 28), dtype=torch.uint8)
     images[..., ::2] = 255  # a stripe pattern finer than the output grid

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 
+@functools.cache  # asked on every manifest read; an install does not change while edgekit runs
 def installed(module: str) -> bool:
     """Whether `module` can be imported, without importing it (a lean install has no torch, for instance)."""
     try:

@@ -142,7 +142,7 @@ class LoggedProgress(Progress):
             return
         log = self._logs.setdefault(task_id, _Throttled(self.console, self._interval, self._start))
         count = f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}"
-        extra = "  ".join(str(v) for k, v in task.fields.items() if v not in ("", None))
+        extra = "  ".join(str(v) for v in task.fields.values() if v not in ("", None))
         finished = task.total is not None and task.completed >= task.total
         if finished and log.last is None:
             return  # done within the first interval: nothing was logged in progress, so no end line either
