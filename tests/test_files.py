@@ -51,3 +51,58 @@ def test_an_exported_directory_and_its_files_get_the_umask_mode(tmp_path):
     files = [p for p in out.iterdir() if p.is_file()]
     assert files and all(mode(p) == 0o644 for p in files), {p.name: oct(mode(p)) for p in files}
     assert (out / "manifest.json").is_file()
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from edgekit.core.files import output_lock
+with output_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_an_output_held_by_another_process_is_refused_with_its_pid_and_the_lock_file_goes(tmp_path):
+    import subprocess
+    import sys
+
+    from edgekit.core.errors import EdgekitError
+    from edgekit.core.files import output_lock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = rf"being written by another edgekit process \(pid {holder.pid}\)"
+        with pytest.raises(EdgekitError, match=refused), output_lock(out):
+            pass
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    assert not (tmp_path / ".run.lock").exists()
+    with output_lock(out):  # free again once its holder let go
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+
+
+_COUNT = """
+import sys
+from pathlib import Path
+from edgekit.core.files import waiting_lock
+counter = Path(sys.argv[1])
+for _ in range(200):
+    with waiting_lock(counter.with_suffix(".lock")):
+        counter.write_text(str(int(counter.read_text()) + 1))
+"""
+
+
+def test_a_waiting_lock_serializes_read_modify_write_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    counter = tmp_path / "count"
+    counter.write_text("0")
+    workers = [subprocess.Popen([sys.executable, "-c", _COUNT, str(counter)]) for _ in range(3)]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0, 0]
+    assert counter.read_text() == "600"  # an unlocked read-modify-write loses some increments

@@ -16,16 +16,22 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from edgekit.core.errors import EdgekitError
 
-try:  # POSIX (Linux, macOS); Windows has no fcntl: output_lock says so when it is needed, not at import
+try:  # POSIX (Linux, macOS): advisory flock
     import fcntl
-except ImportError:  # pragma: no cover - exercised only off POSIX
+    msvcrt = None
+except ImportError:  # pragma: no cover - Windows: msvcrt's byte-range locks (tested on Linux only)
     fcntl = None  # type: ignore[assignment]
+    import msvcrt  # type: ignore[no-redef]
+
+# Windows locks a byte range, and a locked byte cannot be read by others: lock one far past the pid the file holds.
+_WINDOWS_LOCK_OFFSET = 1 << 30
 
 _TAIL = r"\.(?P<pid>\d+)\.(?:.*\.)?(?:tmp|partial|old)$"
 _held: dict[Path, int] = {}  # locks this process holds, with their depth: a nested stage takes its own lock again
@@ -80,6 +86,17 @@ def atomic_file(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # pragma: no cover - os.kill would terminate the process there; ask the kernel instead
+        synchronize, still_active = 0x00100000 | 0x0400, 259  # SYNCHRONIZE | PROCESS_QUERY_INFORMATION
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(synchronize, False, pid)
+        if not handle:
+            return ctypes.get_last_error() == 5  # access denied: it exists
+        code = ctypes.c_ulong()
+        try:
+            return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == still_active
+        finally:
+            kernel32.CloseHandle(handle)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,6 +133,38 @@ def clean_stale(directory: Path, name: str | None = None) -> list[Path]:
     return removed
 
 
+def _lock(fd: int, wait: bool) -> bool:
+    """Take the exclusive lock on the open file `fd`; False when another process holds it and `wait` is False."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+    while True:  # pragma: no cover - Windows
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            if not wait:
+                return False
+            time.sleep(0.05)
+
+
+def _unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    else:  # pragma: no cover - Windows
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _read_head(fd: int, size: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, size)
+
+
 @contextlib.contextmanager
 def output_lock(path: Path) -> Iterator[None]:
     """Hold the one-writer lock for the output `path` (a run directory, an artifact directory, a file).
@@ -132,19 +181,14 @@ def output_lock(path: Path) -> Iterator[None]:
             _held[path] -= 1
         return
     lock_path = path.parent / f".{path.name}.lock"
-    if fcntl is None:
-        raise EdgekitError("writing outputs needs POSIX file locks (fcntl), which this platform lacks: run edgekit "
-                           "on Linux or macOS (on Windows, inside WSL).")
     while True:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # /proc, /sys, a read-only or missing place: no file can be written there
             raise EdgekitError(f"cannot write to {path.parent} ({exc.strerror}): choose another --out.") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        if not _lock(fd, wait=False):
+            holder = _read_head(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise EdgekitError(
                 f"{path} is being written by another edgekit process (pid {holder}): wait for it to finish, "
@@ -160,30 +204,36 @@ def output_lock(path: Path) -> Iterator[None]:
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
         _held[path] = 1
         clean_stale(path.parent, path.name)
         yield
     finally:
         _held.pop(path, None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
-        os.close(fd)
+        if fcntl is not None:  # unlink while holding it: whoever opened it meanwhile sees it gone once locked, retries
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+            os.close(fd)
+        else:  # pragma: no cover - Windows cannot unlink an open file; a waiting opener keeps it, which is harmless
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
 
 
 @contextlib.contextmanager
 def waiting_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on the file `path` that waits for its holder (read-modify-write of a shared file, such as
     a manifest that bench and check both update); released on exit."""
-    if fcntl is None:
-        raise EdgekitError("updating a shared file needs POSIX file locks (fcntl), which this platform lacks: run "
-                           "edgekit on Linux or macOS (on Windows, inside WSL).")
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _lock(fd, wait=True)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            _unlock(fd)
+    finally:
+        os.close(fd)
 
 
 def _renameat2_exchange(a: Path, b: Path) -> bool:

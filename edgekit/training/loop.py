@@ -30,7 +30,7 @@ from edgekit.evaluation import Evaluation
 from edgekit.imagefolder import FolderImages
 from edgekit.models import build
 from edgekit.models._registry import ModelSpec
-from edgekit.models.depthwise_grad import use_fast_depthwise_backward
+from edgekit.models.training_kernels import use_fast_training_kernels
 from edgekit.recipe import Recipe
 from edgekit.training.distributed import (
     Distributed,
@@ -208,8 +208,8 @@ def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
     if recipe.model.weights:
         pretrained = load_pretrained(model, Path(recipe.model.weights).expanduser(), spec.num_classes)
     model = model.to(ctx.device, memory_format=torch.channels_last)
-    if ctx.device.type == "cpu":  # oneDNN's depthwise weight gradient on 2x2 maps and smaller is 20-40x slow
-        use_fast_depthwise_backward(model)
+    if ctx.device.type == "cpu":  # oneDNN is slow on small maps: depthwise weight gradients, 1x1 convolutions
+        use_fast_training_kernels(model)
     optimizer = make_optimizer(model, cfg)
     sampler = DistributedSampler(Batches(prep.train), num_replicas=ctx.world, rank=ctx.rank, shuffle=True,
                                  seed=cfg.seed)
