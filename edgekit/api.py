@@ -130,15 +130,27 @@ quantize.__signature__ = _quantize_signature()  # type: ignore[attr-defined]
 
 
 def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | None = None,
-             batch_size: int = 256, threads: int | None = None) -> Evaluation:
+             batch_size: int = 256, threads: int | None = None,
+             preprocess: str | Path | dict[str, Any] | None = None) -> Evaluation:
     """Top-1, top-5, per-class accuracy and confusion matrix of one file of an artifact (`format`: onnx, tflite,
     onnx_int8, tflite_int8; default the INT8 TFLite, else the first there is) or of a model file, as `edgekit eval`.
 
     `data` None uses the data recorded with the model; a data source string is evaluated with the recorded
     preprocessing; a Dataset, DataLoader or iterable yields (inputs, labels) already preprocessed. `threads`:
     ONNX Runtime's or TFLite's (default 1); a checkpoint's torch threads default to the cores other processes
-    leave free."""
+    leave free. `preprocess`: for an .onnx or .tflite file made elsewhere (no manifest), a YAML file's path or
+    a dict of its keys (resolution, resize, crop_ratio, mean, std, input_range, layout, labels), as
+    `edgekit eval --preprocess`."""
     path = _model_file(artifact, format)
+    if preprocess is not None:
+        from edgekit.preprocess import GivenPreprocess
+
+        given = GivenPreprocess.load(None, preprocess) if isinstance(preprocess, dict) \
+            else GivenPreprocess.load(Path(preprocess))
+        if data is not None and not isinstance(data, str):
+            raise EdgekitError("preprocess= applies to a data source (data='imagefolder:PATH'): data that yields "
+                               "inputs is preprocessed already; drop one of them.")
+        return evaluate_file(path, data, batch_size, threads, given=given)[0]
     if data is None or isinstance(data, str):
         return evaluate_file(path, data, batch_size, threads)[0]
     from edgekit.manifest import layout_of

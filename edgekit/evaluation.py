@@ -11,6 +11,7 @@ import numpy as np
 
 from edgekit.core.errors import EdgekitError
 from edgekit.data import ImageSet, Preprocess
+from edgekit.preprocess import GivenPreprocess
 from edgekit.runtime.runners import Runner
 
 
@@ -47,9 +48,20 @@ class Evaluation:
 
 
 def evaluate(runner: Runner, data: ImageSet, preprocess: Preprocess, batch_size: int = 256,
-             progress: Callable[[int], None] | None = None) -> Evaluation:
-    batches = ((preprocess(images), labels.numpy()) for images, labels in data.batches(batch_size))
-    return evaluate_batches(runner, batches, list(data.classes), data.name, progress)
+             progress: Callable[[int], None] | None = None, classes: list[str] | None = None) -> Evaluation:
+    """Accuracy on `data`. `classes`: the model's output names (a labels file), when they are not the data's
+    own: each of the data's classes is scored as the output of the same name."""
+    if classes is None or list(classes) == list(data.classes):
+        batches = ((preprocess(images), labels.numpy()) for images, labels in data.batches(batch_size))
+        return evaluate_batches(runner, batches, list(data.classes), data.name, progress)
+    index = {name: i for i, name in enumerate(classes)}
+    missing = [name for name in data.classes if name not in index]
+    if missing:
+        raise EdgekitError(f"{data.name} has class {missing[0]!r}, which the labels file does not name: name the "
+                           "class folders as the labels file names the model's outputs.")
+    to_output = np.array([index[name] for name in data.classes], dtype=np.int64)
+    batches = ((preprocess(images), to_output[labels.numpy()]) for images, labels in data.batches(batch_size))
+    return evaluate_batches(runner, batches, list(classes), data.name, progress)
 
 
 def evaluate_batches(runner: Runner, batches: Iterable[tuple[np.ndarray, np.ndarray]], classes: list[str] | None,
@@ -91,25 +103,30 @@ def close_runner(runner: object) -> None:
 
 def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, threads: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  on_loading: Callable[[str], None] = lambda label: None) -> tuple[Evaluation, str, str, str]:
+                  on_loading: Callable[[str], None] = lambda label: None,
+                  given: GivenPreprocess | None = None) -> tuple[Evaluation, str, str, str]:
     """`edgekit eval` and `edgekit.evaluate()`: a checkpoint, .onnx or .tflite file on the validation split of
-    `data` (default: the data it was trained on), with the preprocessing recorded with it. `threads` as
+    `data` (default: the data it was trained on), with the preprocessing recorded with it, or `given` (any model
+    file, made elsewhere; its labels file maps the data's class folders to outputs by name). `threads` as
     runtime.open.open_model takes them (None: a checkpoint's torch threads follow the free cores; a file's 1).
     Returns the evaluation, the runner's name, the data's label and the split's name."""
     from edgekit.data import DataSource, load_split, require_same_classes
     from edgekit.runtime.open import open_model
 
-    opened = open_model(path, threads=threads)
+    opened = open_model(path, threads=threads, given=given)
     label = data or opened.data
     if label is None:
-        raise EdgekitError(f"{path} records no dataset: pass --data.")
+        raise EdgekitError(f"{path} records no dataset: pass --data (imagefolder:PATH for your own images).")
     source = DataSource.parse(label)
     spec = opened.spec
     on_loading(source.label)
     dataset = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=opened.preprocess)
-    require_same_classes(path, opened.classes or None, dataset, "evaluate on the data the model was trained for")
+    named_outputs = given is not None and given.labels is not None
+    if not named_outputs:
+        require_same_classes(path, opened.classes or None, dataset, "evaluate on the data the model was trained for")
     try:
-        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress)
+        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress,
+                          classes=opened.classes if named_outputs else None)
     finally:
         close_runner(opened.runner)
     return result, opened.runner.name, source.label, dataset.name

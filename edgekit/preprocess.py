@@ -77,3 +77,172 @@ class Preprocess:
                 math.isfinite(v) and v > 0 for v in pre.std):
             raise ValueError("mean must be finite and std finite and > 0")
         return pre
+
+
+# What a user may say about a model file's preprocessing (a YAML file or flags), and what each key means.
+GIVEN_KEYS = {
+    "resolution": "input size in px (default: the file's input shape)",
+    "resize": "shorter-side (the shorter side to resolution / crop_ratio, then a center crop) or squash (the "
+              "whole image to a square)",
+    "crop_ratio": "the center crop's share of the resized image, in (0, 1] (e.g. 0.875)",
+    "mean": "per-channel mean, in the units of input_range (one value, or one per channel)",
+    "std": "per-channel standard deviation, in the units of input_range (one value, or one per channel)",
+    "input_range": "the pixel range the model takes before mean and std: [0, 1] (default), [0, 255], [-1, 1]",
+    "layout": "nchw or nhwc (default: read from the file's input shape)",
+    "labels": "a text file with one class name per line, line k naming output k",
+}
+_RESIZE_RULES = {"shorter-side": SHORTER_SIDE, "squash": SQUASH}
+
+
+@dataclass(frozen=True)
+class GivenPreprocess:
+    """Preprocessing given by the user for a model file that does not record it (one made elsewhere: Keras, a
+    plain torch.onnx.export), from `--preprocess FILE.yaml` and flags. `resolve` checks it against the file."""
+
+    resolution: int | None = None
+    resize: str = SHORTER_SIDE
+    crop_ratio: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    input_range: tuple[float, float] = (0.0, 1.0)
+    layout: str | None = None
+    labels: str | None = None  # the labels file's path
+    origin: str = "--preprocess"
+
+    @classmethod
+    def parse(cls, record: dict[str, Any], origin: str, base: Any = None) -> GivenPreprocess:
+        """Validate a user's keys (a YAML file's mapping, or flags); `base` is the folder relative label paths
+        are read from. One EdgekitError naming the key and the fix for anything unknown or impossible."""
+        from pathlib import Path
+
+        from edgekit.core.errors import EdgekitError
+
+        def fail(key: str, problem: str) -> EdgekitError:
+            return EdgekitError(f"{origin}: {key} {problem}: {key} is {GIVEN_KEYS[key]}.")
+
+        unknown = sorted(set(record) - set(GIVEN_KEYS))
+        if unknown:
+            raise EdgekitError(f"{origin}: unknown key {unknown[0]!r}: the keys are {', '.join(GIVEN_KEYS)} "
+                               "(docs/eval.md, Any model file).")
+        fields: dict[str, Any] = {"origin": origin}
+        for key, value in record.items():
+            if value is None:
+                continue
+            if key == "resolution":
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8192:
+                    raise fail(key, f"{value!r} is not a whole number of pixels from 1 to 8192")
+                fields[key] = value
+            elif key == "resize":
+                if value not in _RESIZE_RULES:
+                    raise fail(key, f"{value!r} is not a rule edgekit knows")
+                fields[key] = _RESIZE_RULES[value]
+            elif key == "crop_ratio":
+                ratio = _number(value)
+                if ratio is None or not 0 < ratio <= 1:
+                    raise fail(key, f"{value!r} is not a number in (0, 1]")
+                fields[key] = ratio
+            elif key in ("mean", "std", "input_range"):
+                values = _numbers(value)
+                if values is None or not values or not all(math.isfinite(v) for v in values):
+                    raise fail(key, f"{value!r} is not a list of finite numbers")
+                if key == "std" and not all(v > 0 for v in values):
+                    raise fail(key, f"{value!r} has a value that is not above 0")
+                if key == "input_range" and (len(values) != 2 or not values[0] < values[1]):
+                    raise fail(key, f"{value!r} is not two numbers, low then high")
+                fields[key] = values
+            elif key == "layout":
+                if value not in ("nchw", "nhwc"):
+                    raise fail(key, f"{value!r} is neither nchw nor nhwc")
+                fields[key] = value
+            elif key == "labels":
+                path = Path(str(value)).expanduser()
+                if base is not None and not path.is_absolute():
+                    path = Path(base) / path
+                if not path.is_file():
+                    raise fail(key, f"file {path} does not exist")
+                fields[key] = str(path)
+        return cls(**fields)
+
+    @classmethod
+    def load(cls, path: Any, flags: dict[str, Any] | None = None) -> GivenPreprocess:
+        """`--preprocess FILE.yaml` (None: no file), with flags given beside it taking precedence."""
+        from pathlib import Path
+
+        record: dict[str, Any] = {}
+        origin = "preprocessing flags"
+        base = None
+        if path is not None:
+            from edgekit.core.safe_yaml import read_yaml_mapping
+
+            path = Path(path)
+            record = read_yaml_mapping(path, "preprocessing file", "give keys such as resolution: 224, mean: "
+                                       "[0.485, 0.456, 0.406] (docs/eval.md, Any model file).")
+            origin, base = str(path), path.parent
+        given = cls.parse(record, origin, base)
+        extra = {k: v for k, v in (flags or {}).items() if v is not None}
+        if not extra:
+            return given
+        from dataclasses import replace
+
+        from_flags = cls.parse(extra, "preprocessing flags")
+        return replace(given, **{k: getattr(from_flags, k) for k in extra})
+
+    def resolve(self, file: Any, channels: int, resolution: int) -> Preprocess:
+        """The Preprocess for a file that takes `channels` x `resolution` px: refused when they disagree."""
+        from edgekit.core.errors import EdgekitError
+
+        if self.resolution is not None and self.resolution != resolution:
+            raise EdgekitError(f"{self.origin}: resolution {self.resolution} but {file} takes {resolution} px "
+                               f"inputs: give resolution {resolution}, or the file made for {self.resolution} px.")
+        lo, hi = self.input_range
+        per_channel = []
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise EdgekitError(f"{self.origin}: {key} has {len(values)} values but {file} takes {channels} "
+                                   f"channel(s): give one value, or {channels}.")
+            per_channel.append(values * channels if len(values) == 1 else values)
+        mean, std = per_channel
+        return Preprocess(
+            resolution=resolution, channels=channels, resize=self.resize, crop_ratio=self.crop_ratio,
+            layout=self.layout or "nchw", range=(0.0, 255.0),
+            # the model takes lo + (hi - lo) * pixel / 255, then (x - mean) / std: in the units of pixel / 255
+            mean=tuple((m - lo) / (hi - lo) for m in mean), std=tuple(s / (hi - lo) for s in std))
+
+    def classes(self) -> list[str] | None:
+        """The labels file's class names, line k naming output k; None without one."""
+        if self.labels is None:
+            return None
+        from pathlib import Path
+
+        from edgekit.core.errors import EdgekitError
+
+        try:
+            names = [line.strip() for line in Path(self.labels).read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgekitError(f"labels file {self.labels} is unreadable ({exc}): give a UTF-8 text file.") from None
+        while names and not names[-1]:
+            names.pop()
+        if not names or any(not n for n in names):
+            raise EdgekitError(f"labels file {self.labels} has an empty line among its names: give one class name "
+                               "per line, line k naming output k.")
+        return names
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _numbers(value: Any) -> tuple[float, ...] | None:
+    """A list of numbers from YAML ([0.5, 0.5]), one number, or a flag's "0.485,0.456,0.406"."""
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    numbers = [_number(v) for v in value]
+    return None if any(n is None for n in numbers) else tuple(n for n in numbers if n is not None)

@@ -133,6 +133,16 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path, 
     _write(root, "truncated.tflite", tflite[: len(tflite) // 2])
     _write(root, "empty.onnx", b"")
     _write(root, "model.bin", b"\x00" * 64)
+    # Issue 43: a model file made elsewhere (no manifest) and the preprocessing a user gives for it.
+    _write(root, "bare/model.onnx", onnx)
+    _write(root, "labels-letters.txt", "".join(f"{k}\n" for k in "abcdefghij"))
+    _write(root, "pre-unknown-key.yaml", "mean: [0.5]\nstd: [0.5]\nnormalise: true\n")
+    _write(root, "pre-crop-ratio.yaml", "crop_ratio: 2\n")
+    _write(root, "pre-input-range.yaml", "input_range: [1, 0]\n")
+    _write(root, "pre-resolution.yaml", "resolution: 224\n")
+    _write(root, "pre-labels-missing.yaml", "labels: nowhere.txt\n")
+    _write(root, "pre-nan-mean.yaml", "mean: [.nan]\n")
+    _write(root, "pre-resize.yaml", "resize: bicubic\n")
 
     def artifact(name: str, change: Callable[[Path], None]) -> None:
         shutil.copytree(root / "art", root / name)
@@ -387,6 +397,19 @@ CASES: list[tuple[str, list[str]]] = [
                          ("check", ["check"]), ("report", ["report"]))],
     ("eval-binary-manifest-file", ["eval", "art-binary-manifest/model.onnx"]),
     ("export-text-checkpoint", ["export", "text.pt", "--out", "out"]),
+    # Issue 43: any model file, with the preprocessing the user gives (a YAML file or flags).
+    ("eval-file-without-manifest-or-preprocessing", ["eval", "bare/model.onnx", "--data", "digits"]),
+    *[(f"eval-preprocess-{name}", ["eval", "bare/model.onnx", "--data", "digits", "--preprocess", f"{name}.yaml"])
+      for name in ("pre-unknown-key", "pre-crop-ratio", "pre-input-range", "pre-resolution", "pre-labels-missing",
+                   "pre-nan-mean", "pre-resize", "list", "broken", "binary", "nowhere")],
+    ("eval-preprocess-zero-std", ["eval", "bare/model.onnx", "--data", "digits", "--std", "0"]),
+    ("eval-preprocess-mean-per-channel-count", ["eval", "bare/model.onnx", "--data", "digits", "--mean", "0.1,0.2"]),
+    ("eval-preprocess-text-mean", ["eval", "bare/model.onnx", "--data", "digits", "--mean", "grey"]),
+    ("eval-preprocess-layout", ["eval", "bare/model.onnx", "--data", "digits", "--mean", "0.5", "--layout", "hwc"]),
+    ("eval-preprocess-labels-count", ["eval", "bare/model.onnx", "--data", "digits", "--labels", "recipe.yaml"]),
+    ("eval-preprocess-labels-miss-a-class", ["eval", "bare/model.onnx", "--data", "digits", "--labels",
+                                             "labels-letters.txt"]),
+    ("eval-preprocess-for-a-checkpoint", ["eval", "good.pt", "--mean", "0.5"]),
     ("export-weights-text", ["export", "mobilenet_v2", "--weights", "text.pt", "--out", "out"]),
     # Family options: NaN, huge and wrong-typed values are refused at once (a depth of ten million used to hang).
     ("profile-nan-phi", ["profile", "efficientnet", "-o", "phi=nan"]),

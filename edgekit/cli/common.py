@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -21,6 +21,7 @@ from rich.table import Table
 
 from edgekit.core.errors import DEBUG, INTERNAL_ERROR, EdgekitError, classify_error, first_line
 from edgekit.core.ui import progress_bar
+from edgekit.preprocess import GivenPreprocess
 from edgekit.runtime import formats
 
 # Tables are wide: when the output is a file or pipe, don't squeeze them into 80 columns.
@@ -200,3 +201,36 @@ def show_flags_as_flags() -> None:
 def _keeps_breaks(paragraph: str) -> bool:
     return paragraph.startswith("\b") or any(line.lstrip().startswith(("- ", "* ")) or line.startswith(" ")
                                              for line in paragraph.split("\n")[1:])
+
+
+# Preprocessing for model files made elsewhere (no manifest): a YAML file and flags over it (`GivenPreprocess`).
+_PRE = "Preprocessing (model files made elsewhere)"
+PreprocessFile = Annotated[Path | None, typer.Option(
+    "--preprocess", rich_help_panel=_PRE, metavar="FILE.yaml",
+    help="A YAML file of resolution, resize, crop_ratio, mean, std, input_range, layout, labels: the "
+         "preprocessing of an .onnx or .tflite file without a manifest (docs/eval.md). Flags below override it.")]
+PreResize = Annotated[str | None, typer.Option(
+    "--resize", rich_help_panel=_PRE, help="shorter-side (then a center crop; the default) or squash.")]
+PreCropRatio = Annotated[float | None, typer.Option(
+    "--crop-ratio", rich_help_panel=_PRE, help="The center crop's share, e.g. 0.875 (default 1).")]
+PreMean = Annotated[str | None, typer.Option(
+    "--mean", rich_help_panel=_PRE, help="Per-channel mean in input-range units, e.g. 0.485,0.456,0.406.")]
+PreStd = Annotated[str | None, typer.Option(
+    "--std", rich_help_panel=_PRE, help="Per-channel std in input-range units, e.g. 0.229,0.224,0.225.")]
+PreInputRange = Annotated[str | None, typer.Option(
+    "--input-range", rich_help_panel=_PRE, help="Pixel range before mean/std: 0,1 (default), 0,255 or -1,1.")]
+PreLayout = Annotated[str | None, typer.Option(
+    "--layout", rich_help_panel=_PRE, help="nchw or nhwc (default: read from the file's input shape).")]
+PreLabels = Annotated[Path | None, typer.Option(
+    "--labels", rich_help_panel=_PRE, help="Class names, one per line, line k naming output k.")]
+
+
+def given_preprocess(preprocess: Path | None, resize: str | None = None, crop_ratio: float | None = None,
+                     mean: str | None = None, std: str | None = None, input_range: str | None = None,
+                     layout: str | None = None, labels: Path | None = None) -> GivenPreprocess | None:
+    """The preprocessing options' one parse; None when none was given (the model's own record applies)."""
+    flags = {"resize": resize, "crop_ratio": crop_ratio, "mean": mean, "std": std, "input_range": input_range,
+             "layout": layout, "labels": str(labels) if labels is not None else None}
+    if preprocess is None and all(v is None for v in flags.values()):
+        return None
+    return GivenPreprocess.load(preprocess, flags)

@@ -13,8 +13,17 @@ from rich.table import Table
 
 from edgekit.cli.common import (
     RECIPE_HELP,
+    PreCropRatio,
+    PreInputRange,
+    PreLabels,
+    PreLayout,
+    PreMean,
+    PreprocessFile,
+    PreResize,
+    PreStd,
     console,
     err_console,
+    given_preprocess,
     interrupted,
     key_value_table,
     print_json,
@@ -102,19 +111,32 @@ def eval_cmd(
         "Threads. A checkpoint (torch): default the cores other processes leave free, re-checked as it goes, as "
         "training does. ONNX Runtime / TFLite: default 1."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (top-1, top-5, per-class, confusion).")] = False,
+    preprocess: PreprocessFile = None,
+    resize: PreResize = None,
+    crop_ratio: PreCropRatio = None,
+    mean: PreMean = None,
+    std: PreStd = None,
+    input_range: PreInputRange = None,
+    layout: PreLayout = None,
+    labels: PreLabels = None,
 ) -> None:
     """Top-1, top-5, per-class accuracy and confusion matrix of a checkpoint, ONNX or TFLite model.
 
-    All three formats see exactly the preprocessing recorded with the model.
+    All three formats see exactly the preprocessing recorded with the model. A file made elsewhere (Keras, a plain
+    torch.onnx.export), without a manifest, takes its preprocessing from --preprocess FILE.yaml or the flags:
+    edgekit eval model.tflite --data imagefolder:photos --mean 0.5 --std 0.5 --labels labels.txt
     """
     from edgekit.evaluation import evaluate_file
+
+    given = given_preprocess(preprocess, resize, crop_ratio, mean, std, input_range, layout, labels)
 
     with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=as_json) as progress:
         task = progress.add_task("evaluating", total=None)
         result, runner, label, split = evaluate_file(
             target, data, batch_size, threads, progress=lambda n: progress.advance(task, n),
-            on_loading=lambda what: progress.update(task, description=f"loading {what}, then evaluating"))
+            on_loading=lambda what: progress.update(task, description=f"loading {what}, then evaluating"),
+            given=given)
     if as_json:
         print_json({"model": str(target), "runtime": runner, "data": label, **result.to_dict()})
         return

@@ -61,9 +61,8 @@ class OnnxRunner:
     name = ONNX.runtime
 
     def __init__(self, path: Path, threads: int = 1, layout: str = "nchw") -> None:
-        if layout != "nchw":
-            raise ValueError(f"ONNX files take NCHW input, not {layout}")
         self.path = Path(path)
+        self.nhwc = layout == "nhwc"  # edgekit exports NCHW ONNX; a file converted from Keras may take NHWC
         self.model = harness.OnnxModel(str(path), threads)
         self.session = self.model.session
         self.input_name = self.model.input.name
@@ -89,6 +88,8 @@ class OnnxRunner:
         return self.model.output_value()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.nhwc:
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
         if self.fixed_batch:
             return np.concatenate([self.run(x[None]) for x in batch])
         return self.run(batch)
