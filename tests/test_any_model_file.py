@@ -64,8 +64,8 @@ def test_a_keras_int8_tflite_without_manifest(tmp_path: Path) -> None:
 
 
 def _digits_folder(root: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits at `size` px (8: as they come): every 5th image in ROOT/val/DIGIT/*.png (one per class in train/);
-    returns the other images and labels, for training."""
+    """scikit-learn's digits at `size` px (8: as they come): every 5th image in ROOT/val/DIGIT/*.png (one per
+    class in train/); returns the other images and labels, for training."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -121,6 +121,29 @@ def test_an_onnx_file_from_a_plain_torch_onnx_export(tmp_path: Path) -> None:
     api = edgekit.evaluate(model, f"imagefolder:{tmp_path / 'digits'}",
                            preprocess={"mean": [mean], "std": [std], "resize": "squash"})
     assert (api.count, api.top1) == (total, correct / total)
+
+    # An INT8 file made elsewhere too (ONNX Runtime's own static quantization), checked against the FP32 file.
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{name: x[i:i + 1].numpy()} for i in range(0, 256, 2)])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    int8 = tmp_path / "mine" / "net_int8.onnx"
+    quantize_static(str(model), str(int8), Calibration(), quant_format=QuantFormat.QDQ)
+    done = run_edgekit("check", "--pair", str(model), str(int8), "--data", f"imagefolder:{tmp_path / 'digits'}",
+                       "--preprocess", str(pre), "--max-drop", "100", "--json")
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["top1"]["onnx"] == correct / total and result["images"] == total
+    assert result["top1"]["onnx_int8"] > 0.8
+    assert [(c["format"], c["metric"]) for c in result["cases"]] == [("onnx_int8", "accuracy drop")]
+    assert result["cases"][0]["value"] == pytest.approx((result["top1"]["onnx"] - result["top1"]["onnx_int8"]) * 100,
+                                                        abs=1e-3)
+    assert not (model.parent / "manifest.json").exists()  # nothing recorded beside files made elsewhere
 
 
 @pytest.mark.parametrize("as_flags", [False, True])

@@ -410,6 +410,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("eval-preprocess-labels-miss-a-class", ["eval", "bare/model.onnx", "--data", "digits", "--labels",
                                              "labels-letters.txt"]),
     ("eval-preprocess-for-a-checkpoint", ["eval", "good.pt", "--mean", "0.5"]),
+    ("check-nothing-to-check", ["check"]),
+    ("check-artifact-and-pair", ["check", "art", "--pair", "art/model.onnx", "art/model_int8.tflite"]),
+    ("check-artifact-with-preprocessing", ["check", "art", "--mean", "0.5"]),
+    ("check-pair-without-preprocessing", ["check", "--pair", "bare/model.onnx", "art/model_int8.tflite"]),
+    ("check-pair-missing-file", ["check", "--pair", "art/model.onnx", "nowhere.tflite"]),
+    ("check-pair-bad-preprocessing", ["check", "--pair", "bare/model.onnx", "art/model_int8.tflite", "--data",
+                                      "digits", "--preprocess", "pre-unknown-key.yaml"]),
     ("export-weights-text", ["export", "mobilenet_v2", "--weights", "text.pt", "--out", "out"]),
     # Family options: NaN, huge and wrong-typed values are refused at once (a depth of ten million used to hang).
     ("profile-nan-phi", ["profile", "efficientnet", "-o", "phi=nan"]),

@@ -11,7 +11,24 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
-from edgekit.cli.common import JSON_HELP, console, err_console, print_json, user_errors, warn
+from edgekit.cli.common import (
+    JSON_HELP,
+    PreCropRatio,
+    PreInputRange,
+    PreLabels,
+    PreLayout,
+    PreMean,
+    PreprocessFile,
+    PreResize,
+    PreStd,
+    console,
+    err_console,
+    given_preprocess,
+    print_json,
+    user_errors,
+    warn,
+)
+from edgekit.core.errors import EdgekitError
 from edgekit.core.ui import progress_bar
 from edgekit.gate.rules import NOISY_FIX, verdict
 
@@ -25,8 +42,8 @@ class Reference(str, Enum):
 
 @user_errors
 def check(
-    artifacts: Annotated[list[Path], typer.Argument(
-        metavar="ARTIFACT_DIR...", help="Artifact directories (edgekit export --int8) or run directories.")],
+    artifacts: Annotated[list[Path] | None, typer.Argument(
+        metavar="ARTIFACT_DIR...", help="Artifact directories (edgekit export --int8) or run directories.")] = None,
     data: Annotated[str | None, typer.Option(
         help="fashion-mnist, digits or imagefolder:PATH (default: the data recorded in the manifest).")] = None,
     samples: Annotated[int | None, typer.Option(
@@ -55,6 +72,17 @@ def check(
     markdown: Annotated[Path | None, typer.Option(
         help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    pair: Annotated[tuple[Path, Path] | None, typer.Option(
+        metavar="FP32 INT8", help="Instead of artifacts: two model files, the FP32 reference then the INT8 file, "
+        "with a manifest or made elsewhere (then give --preprocess or its flags, and --data).")] = None,
+    preprocess: PreprocessFile = None,
+    resize: PreResize = None,
+    crop_ratio: PreCropRatio = None,
+    mean: PreMean = None,
+    std: PreStd = None,
+    input_range: PreInputRange = None,
+    layout: PreLayout = None,
+    labels: PreLabels = None,
 ) -> None:
     """Gate CI on INT8 accuracy: evaluate the FP32 reference and every INT8 file on the same data.
 
@@ -64,14 +92,21 @@ def check(
     """
     from edgekit.core.files import check_writable, write_output
     from edgekit.gate.baseline import load_baseline
-    from edgekit.gate.checks import CheckOptions, check_artifacts, record_results
+    from edgekit.gate.checks import CheckOptions, check_artifacts, check_pair, record_results
     from edgekit.gate.outputs import append_step_summary, junit_xml
     from edgekit.gate.outputs import markdown as markdown_text
 
-    for given, option in ((junit, "--junit"), (markdown, "--markdown"),
+    if bool(pair) == bool(artifacts):
+        raise EdgekitError("give artifact directories, or --pair FP32_FILE INT8_FILE: "
+                           + ("not both." if pair else "nothing to check."))
+    given = given_preprocess(preprocess, resize, crop_ratio, mean, std, input_range, layout, labels)
+    if given is not None and not pair:
+        raise EdgekitError("--preprocess and its flags apply to --pair files made elsewhere: an artifact's "
+                           "manifest records its preprocessing.")
+    for given_path, option in ((junit, "--junit"), (markdown, "--markdown"),
                           (baseline if update_baseline else None, "--baseline")):
-        if given is not None:
-            check_writable(given, option)
+        if given_path is not None:
+            check_writable(given_path, option)
     options = CheckOptions(
         data=data, samples=samples, max_drop=max_drop, relative=relative, reference=reference.value,
         baseline=load_baseline(baseline, create=update_baseline) if baseline else None, tolerance=tolerance,
@@ -86,14 +121,16 @@ def check(
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
-        results = check_artifacts(artifacts, options, progress=advance, record=False)
+        results = [check_pair(pair[0], pair[1], options, given, progress=advance)] if pair else \
+            check_artifacts(artifacts or [], options, progress=advance, record=False)
 
     summary = markdown_text(results)
     if junit:
         write_output(junit, junit_xml(results))
     if markdown:
         write_output(markdown, summary)
-    record_results(results)  # last: a failed output leaves the manifests as they were
+    if not pair:  # two files have no manifest to record in
+        record_results(results)  # last: a failed output leaves the manifests as they were
     try:
         append_step_summary(summary)
     except OSError as exc:

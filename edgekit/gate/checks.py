@@ -34,6 +34,7 @@ from edgekit.gate.rules import (
     verdict,
 )
 from edgekit.manifest import Manifest, read_manifest, update_manifest
+from edgekit.preprocess import GivenPreprocess
 from edgekit.runtime import formats
 from edgekit.runtime.open import open_model
 
@@ -140,11 +141,69 @@ def load_data(label: str, manifest: Manifest, samples: int | None, where: Path) 
                       preprocess=manifest.input.preprocess)
     require_same_classes(where, manifest.input.classes or None, data,
                          "check it on the data it was trained for (--data)")
+    return _seeded_subset(data, samples)
+
+
+def _seeded_subset(data: ImageSet, samples: int | None) -> ImageSet:
     if samples is not None and samples < len(data):
         generator = torch.Generator().manual_seed(SUBSET_SEED)
         indices = torch.randperm(len(data), generator=generator)[:samples].sort().values
         data = data.subset(indices, f"{data.name} ({samples} seeded samples)")
     return data
+
+
+def check_pair(fp32: Path, int8: Path, options: CheckOptions, given: GivenPreprocess | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> ArtifactCheck:
+    """`edgekit check --pair FP32 INT8`: two model files, from one artifact or made elsewhere (with `given`
+    preprocessing), judged on the same images; the INT8 file's top-1 drop against the FP32 file's. Nothing is
+    recorded: the files need no manifest. A baseline applies by the FP32 file's name."""
+    start = dt.datetime.now(dt.timezone.utc)
+    opened = [open_model(path, given=given) for path in (fp32, int8)]
+    try:
+        label = options.data or opened[0].data or opened[1].data
+        if label is None:
+            raise EdgekitError(f"{fp32} records no dataset: pass --data (imagefolder:PATH for your own images).")
+        keys = [formats.format_of(fp32).name, f"{formats.format_of(int8).name}_int8"]
+        if keys[1] == f"{keys[0]}_int8" and fp32.resolve() == int8.resolve():
+            raise EdgekitError(f"--pair names {fp32} twice: give the FP32 file, then the INT8 file.")
+        spec = opened[0].spec
+        if (spec.in_channels, spec.resolution) != (opened[1].spec.in_channels, opened[1].spec.resolution):
+            raise EdgekitError(f"{fp32} takes {spec.in_channels}x{spec.resolution} px inputs but {int8} takes "
+                               f"{opened[1].spec.in_channels}x{opened[1].spec.resolution}: pair two files of one "
+                               "model.")
+        data = load_split(DataSource.parse(label), "val", spec.resolution, spec.in_channels,
+                          preprocess=opened[0].preprocess)
+        named = given is not None and given.labels is not None
+        if not named:
+            for path, one in zip((fp32, int8), opened, strict=True):
+                require_same_classes(path, one.classes or None, data, "check it on the data it was trained for")
+        data = _seeded_subset(data, options.samples)
+        top1: dict[str, float] = {}
+        for key, one in zip(keys, opened, strict=True):
+            done = 0
+
+            def advance(n: int, key: str = key) -> None:
+                nonlocal done
+                done += n
+                if progress:
+                    progress(key, done, len(data))
+
+            top1[key] = evaluate(one.runner, data, one.preprocess, options.batch_size, progress=advance,
+                                 classes=one.classes if named else None).top1
+    finally:
+        for one in opened:
+            close_runner(one.runner)
+    result = ArtifactCheck(fp32.parent, f"{fp32.stem}@{label}", data.name, len(data), options.samples, keys[0],
+                           top1)
+    result.cases += _accuracy_cases(result, keys[1:], options)
+    if options.baseline is not None and options.update_baseline:
+        options.baseline.set(result.model, BaselineEntry(dict(top1), {}, options.samples, result.data))
+        options.baseline.save()
+    elif options.baseline is not None:
+        result.cases += _baseline_cases(result, options.baseline.entry(result.model), options)
+    result.seconds = (dt.datetime.now(dt.timezone.utc) - start).total_seconds()
+    result.started = start.isoformat(timespec="seconds")
+    return result
 
 
 @dataclass
