@@ -121,12 +121,11 @@ def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, th
     spec = opened.spec
     on_loading(source.label)
     dataset = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=opened.preprocess)
-    named_outputs = given is not None and given.labels is not None
-    if not named_outputs:
+    if not opened.by_name:
         require_same_classes(path, opened.classes or None, dataset, "evaluate on the data the model was trained for")
     try:
         result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress,
-                          classes=opened.classes if named_outputs else None)
+                          classes=opened.classes if opened.by_name else None)
     finally:
         close_runner(opened.runner)
     return result, opened.runner.name, source.label, dataset.name

@@ -67,8 +67,15 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 perm = [int(v) for v in interpreter.get_tensor(op["inputs"][1])]
                 layout += perm in ([0, 2, 3, 1], [0, 3, 1, 2])
+    from edgekit.exporting.tflite_metadata import read_metadata
+
+    try:
+        metadata = read_metadata(path)
+    except Exception:  # noqa: BLE001 - damaged metadata leaves the model itself usable; say there is none
+        metadata = None
     return {
         "layout_transposes": layout,
+        "metadata": metadata.to_dict() if metadata is not None else None,
         "inputs": [tensor(d) for d in interpreter.get_input_details()],
         "outputs": [tensor(d) for d in interpreter.get_output_details()],
         "ops": dict(ops.most_common()),

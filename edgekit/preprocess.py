@@ -108,6 +108,7 @@ class GivenPreprocess:
     layout: str | None = None
     labels: str | None = None  # the labels file's path
     origin: str = "--preprocess"
+    packed_labels: tuple[str, ...] | None = None  # labels read from the model file itself (TFLite metadata)
 
     @classmethod
     def parse(cls, record: dict[str, Any], origin: str, base: Any = None) -> GivenPreprocess:
@@ -210,6 +211,8 @@ class GivenPreprocess:
 
     def classes(self) -> list[str] | None:
         """The labels file's class names, line k naming output k; None without one."""
+        if self.packed_labels is not None:
+            return list(self.packed_labels)
         if self.labels is None:
             return None
         from pathlib import Path

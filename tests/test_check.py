@@ -279,6 +279,35 @@ def test_check_bad_input_exits_2_and_writes_nothing(case, artifact, tmp_path, ed
 # --- edgekit report -----------------------------------------------------------------------------------------------
 
 
+def test_an_exported_tflite_carries_its_labels_and_normalization(artifact, tmp_path, edgekit_cli):
+    """TFLite Support metadata (issue 43): inspect reads it back, and the file alone, without its manifest,
+    evaluates as it does beside it; the pair check of the two files needs no preprocessing flags either."""
+    import edgekit
+    from edgekit.inspect import inspect_file
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    pre, spec = manifest["input"]["preprocess"], manifest["spec"]
+    for name in ("model.tflite", "model_int8.tflite"):
+        meta = inspect_file(artifact / name)["metadata"]
+        assert meta["labels"] == manifest["input"]["classes"]
+        assert meta["mean"] == pytest.approx([m * 255 for m in pre["mean"]], rel=1e-6)
+        assert meta["std"] == pytest.approx([s * 255 for s in pre["std"]], rel=1e-6)
+        assert (meta["resolution"], meta["channels"]) == (spec["resolution"], spec["in_channels"])
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("model.tflite", "model_int8.tflite"):
+        shutil.copy(artifact / name, alone / name)
+    beside = edgekit.evaluate(artifact / "model_int8.tflite")
+    apart = edgekit.evaluate(alone / "model_int8.tflite", "digits")
+    assert apart.count == beside.count > 300
+    assert apart.top1 == beside.top1
+    done = edgekit_cli("check", "--pair", str(alone / "model.tflite"), str(alone / "model_int8.tflite"),
+                       "--data", "digits", *LOOSE, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"][0]["top1"]["tflite_int8"] == beside.top1
+    assert sorted(p.name for p in alone.iterdir()) == ["model.tflite", "model_int8.tflite"]
+
+
 def test_pareto_front_keeps_the_points_nothing_beats():
     points = [(1.0, 0.70), (2.0, 0.80), (2.5, 0.75), (3.0, 0.80), (4.0, 0.90), (0.5, 0.60)]
     assert pareto_front(points) == [5, 0, 1, 4]

@@ -218,6 +218,14 @@ def inspect_cmd(
             io_table.add_row(kind[:-1], t["name"], "x".join(map(str, t["shape"])), t["dtype"],
                              f"scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else "")
     console.print(io_table)
+    meta = info.get("metadata")
+    if meta:
+        labels = meta["labels"]
+        shown = "none" if not labels else ", ".join(labels[:5]) + (f", ... ({len(labels)})" if len(labels) > 5
+                                                                    else "")
+        console.print(f"TFLite metadata: {meta['name']} {meta['version']}, input {meta['resolution']} px x "
+                      f"{meta['channels']}, normalization (x - {list(meta['mean'])}) / {list(meta['std'])} on "
+                      f"[0, 255], labels: {shown}", highlight=False)
     ops = Table(title="ops")
     ops.add_column("op")
     ops.add_column("count", justify="right")

@@ -145,6 +145,8 @@ def export_model(
                 train_data=calibration_data, on_progress=on_stage,
             ))
             files.update(int8_files)
+        if preprocess is not None:
+            files = _with_tflite_metadata(staging, files, spec, preprocess, data.classes if data is not None else None)
         manifest = Manifest(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             spec=spec,
@@ -310,6 +312,29 @@ def _write_fp32(job: _Fp32Job, model: torch.nn.Module, staging: Path, inputs: np
         parity[fmt] = result.to_dict()
         ops[fmt] = _op_report(fmt, inspect_file(path), job.nhwc)
     return files, parity, ops
+
+
+def _with_tflite_metadata(staging: Path, files: dict[str, FileRecord], spec: ModelSpec, preprocess: Preprocess,
+                          classes: list[str] | None) -> dict[str, FileRecord]:
+    """Every .tflite gets TFLite Support metadata (normalization in pixel units, the class names as its labels
+    file), so Android tooling needs no manifest; the file records are taken again."""
+    from edgekit import __version__
+    from edgekit.exporting.tflite_metadata import TFLiteMetadata, with_metadata
+
+    scale = preprocess.range[1]
+    meta = TFLiteMetadata(
+        name=artifact_name(spec), version=__version__,
+        description=f"{spec.name} at {spec.resolution} px, exported by edgekit",
+        resolution=spec.resolution, channels=spec.in_channels,
+        mean=tuple(m * scale for m in preprocess.mean), std=tuple(s * scale for s in preprocess.std),
+        labels=list(map(str, classes)) if classes else None)
+    out = dict(files)
+    for key, record in files.items():
+        if formats.base_format(key).name == "tflite":
+            path = staging / record.file
+            path.write_bytes(with_metadata(path.read_bytes(), meta))  # in the staging directory, not yet visible
+            out[key] = FileRecord.of(path)
+    return out
 
 
 def _layout(job: _Fp32Job, fmt: str) -> str:

@@ -173,9 +173,8 @@ def check_pair(fp32: Path, int8: Path, options: CheckOptions, given: GivenPrepro
                                "model.")
         data = load_split(DataSource.parse(label), "val", spec.resolution, spec.in_channels,
                           preprocess=opened[0].preprocess)
-        named = given is not None and given.labels is not None
-        if not named:
-            for path, one in zip((fp32, int8), opened, strict=True):
+        for path, one in zip((fp32, int8), opened, strict=True):
+            if not one.by_name:
                 require_same_classes(path, one.classes or None, data, "check it on the data it was trained for")
         data = _seeded_subset(data, options.samples)
         top1: dict[str, float] = {}
@@ -189,7 +188,7 @@ def check_pair(fp32: Path, int8: Path, options: CheckOptions, given: GivenPrepro
                     progress(key, done, len(data))
 
             top1[key] = evaluate(one.runner, data, one.preprocess, options.batch_size, progress=advance,
-                                 classes=one.classes if named else None).top1
+                                 classes=one.classes if one.by_name else None).top1
     finally:
         for one in opened:
             close_runner(one.runner)

@@ -28,6 +28,8 @@ class Opened:
     preprocess: Preprocess
     data: str | None
     classes: list[str] | None
+    # the classes name the outputs (a labels file, TFLite metadata): data is scored by class name, not position
+    by_name: bool = False
 
 
 def open_model(path: Path, threads: int | None = None, verify: bool = True,
@@ -52,6 +54,8 @@ def open_model(path: Path, threads: int | None = None, verify: bool = True,
     format_of(path, also=CHECKPOINT_SUFFIXES[:1])  # an unknown suffix is refused before the manifest is read
     if not (path.parent / MANIFEST).is_file():
         if given is None:
+            given = preprocess_from_metadata(path)
+        if given is None:
             raise EdgekitError(f"{path} has no {MANIFEST} beside it, so its preprocessing is unknown: give it with "
                                f"--preprocess FILE.yaml or flags such as --mean/--std (docs/eval.md, Any model file).")
         return _open_bare(path, threads or 1, given)
@@ -62,8 +66,9 @@ def open_model(path: Path, threads: int | None = None, verify: bool = True,
     if given is not None:
         preprocess = given.resolve(path, manifest.spec.in_channels, manifest.spec.resolution)
         runner = file_runner(path, threads=threads or 1, layout=given.layout or layout)
-        return Opened(runner, manifest.spec, preprocess, manifest.input.data,
-                      _labels(given, manifest.spec.num_classes) or manifest.input.classes)
+        labels = _labels(given, manifest.spec.num_classes)
+        return Opened(runner, manifest.spec, preprocess, manifest.input.data, labels or manifest.input.classes,
+                      by_name=labels is not None)
     preprocess = manifest.input.preprocessing()
     if preprocess is None:
         raise EdgekitError(
@@ -73,6 +78,24 @@ def open_model(path: Path, threads: int | None = None, verify: bool = True,
         )
     runner = file_runner(path, threads=threads or 1, layout=layout)
     return Opened(runner, manifest.spec, preprocess, manifest.input.data, manifest.input.classes)
+
+
+def preprocess_from_metadata(path: Path) -> GivenPreprocess | None:
+    """A .tflite's TFLite Support metadata (normalization, labels) as given preprocessing; None without it."""
+    if format_of(path).name != "tflite":
+        return None
+    from edgekit.exporting.tflite_metadata import LABELS_FILE, read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - unreadable metadata is no metadata: the user gives the preprocessing
+        return None
+    if meta is None or not meta.mean or not meta.std:
+        return None
+    given = GivenPreprocess.parse({"mean": list(meta.mean), "std": list(meta.std), "input_range": [0, 255]},
+                                  f"{path}'s TFLite metadata")
+    return replace(given, packed_labels=tuple(meta.labels) if meta.labels else None,
+                   labels=f"{path.name}:{LABELS_FILE}" if meta.labels else None)
 
 
 def input_layout(shape: list, given: str | None) -> tuple[str, int, int]:
@@ -99,7 +122,8 @@ def _open_bare(path: Path, threads: int, given: GivenPreprocess) -> Opened:
     preprocess = given.resolve(path, channels, resolution)
     outputs = runner.predict(np.zeros((1, channels, resolution, resolution), np.float32)).shape[-1]
     spec = custom_spec(_plain_name(path.stem), [channels, resolution, resolution], outputs, f"file {path.name}")
-    return Opened(runner, spec, replace(preprocess, layout=layout), None, _labels(given, outputs))
+    labels = _labels(given, outputs)
+    return Opened(runner, spec, replace(preprocess, layout=layout), None, labels, by_name=labels is not None)
 
 
 def _labels(given: GivenPreprocess, outputs: int) -> list[str] | None:
