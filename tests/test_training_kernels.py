@@ -13,6 +13,22 @@ from edgekit.models.pointwise_matmul import is_plain_pointwise, use_matmul_point
 from edgekit.models.training_kernels import use_fast_training_kernels
 
 
+def _assert_same_outputs_and_gradients(reference: nn.Conv2d, fast: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """One forward and backward through each; outputs and the input, weight and bias gradients agree. Returns the
+    fast layer's output."""
+    outs, grads = [], []
+    for conv in (reference, fast):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        outs.append(out.detach())
+        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if conv.bias is not None else []))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    return outs[1]
+
+
 @pytest.mark.parametrize("size,kernel,stride,bias", [
     (1, 3, 1, False), (2, 3, 1, False), (2, 3, 2, True), (2, 5, 1, False), (1, 5, 2, True), (3, 3, 2, False),
 ])
@@ -22,17 +38,8 @@ def test_gradients_match_pytorch(size: int, kernel: int, stride: int, bias: bool
     fast = nn.Conv2d(24, 24, kernel, stride, kernel // 2, groups=24, bias=bias)
     fast.load_state_dict(reference.state_dict())
     assert use_fast_depthwise_backward(fast) == 1
-    x = torch.randn(16, 24, size, size).to(memory_format=torch.channels_last)
-    outs, grads = [], []
-    for conv in (reference, fast):
-        xi = x.clone().requires_grad_()
-        out = conv(xi)
-        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
-        outs.append(out.detach())
-        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
-    torch.testing.assert_close(outs[1], outs[0])
-    for got, want in zip(grads[1], grads[0], strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    _assert_same_outputs_and_gradients(reference, fast, torch.randn(16, 24, size, size).to(
+        memory_format=torch.channels_last))
 
 
 def test_a_patched_model_computes_the_same_gradients_and_keeps_its_state_dict() -> None:
@@ -81,19 +88,9 @@ def test_pointwise_matches_pytorch(size: int, bias: bool, channels_last: bool) -
     fast.load_state_dict(reference.state_dict())
     assert use_matmul_pointwise(fast) == 1
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(16, 24, size, size).to(memory_format=fmt)
-    outs, grads = [], []
-    for conv in (reference, fast):
-        xi = x.clone().requires_grad_()
-        out = conv(xi)
-        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
-        outs.append(out.detach())
-        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    out = _assert_same_outputs_and_gradients(reference, fast, torch.randn(16, 24, size, size).to(memory_format=fmt))
     if channels_last:
-        assert outs[1].is_contiguous(memory_format=torch.channels_last)  # the layout training keeps
-    for got, want in zip(grads[1], grads[0], strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)  # the layout training keeps
 
 
 def test_only_plain_pointwise_convolutions_are_patched() -> None:

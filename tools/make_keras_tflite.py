@@ -25,7 +25,11 @@ DATA = Path(os.environ.get("EDGEKIT_FASHION_MNIST", "/usr/share/datasets/fashion
 
 
 def read_idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path) as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
     dims = raw[3]
     shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
@@ -52,7 +56,8 @@ def main() -> None:
         layers.Input((32, 32, 1)),
         layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False), layers.BatchNormalization(momentum=0.9),
         layers.ReLU(6.0),
-        layers.DepthwiseConv2D(3, padding="same", use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU(6.0),
+        layers.DepthwiseConv2D(3, padding="same", use_bias=False), layers.BatchNormalization(momentum=0.9),
+        layers.ReLU(6.0),
         layers.Conv2D(32, 1, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU(6.0),
         layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False), layers.BatchNormalization(momentum=0.9),
         layers.ReLU(6.0),
