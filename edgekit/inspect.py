@@ -67,7 +67,7 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 perm = [int(v) for v in interpreter.get_tensor(op["inputs"][1])]
                 layout += perm in ([0, 2, 3, 1], [0, 3, 1, 2])
-    from edgekit.exporting.tflite_metadata import read_metadata
+    from edgekit.runtime.tflite_metadata import read_metadata
 
     try:
         metadata = read_metadata(path)

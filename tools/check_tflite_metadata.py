@@ -2,8 +2,8 @@
 
 TFLite Support pins protobuf below 4, which edgekit's ONNX stack cannot share, so this runs in two environments:
 
-    python -m venv /tmp/tfs && /tmp/tfs/bin/pip install tflite-support==0.4.4
-    python tools/check_tflite_metadata.py --support-python /tmp/tfs/bin/python
+    python -m venv tfs-env && tfs-env/bin/pip install tflite-support==0.4.4
+    python tools/check_tflite_metadata.py --support-python tfs-env/bin/python
 
 It writes edgekit's metadata into tests/data/keras_fashion_int8.tflite and has TFLite Support's MetadataDisplayer
 print it back; then it has TFLite Support's ImageClassifierWriter write its own metadata and edgekit read that.
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgekit.exporting.tflite_metadata import TFLiteMetadata, read_metadata, with_metadata
+from edgekit.runtime.tflite_metadata import TFLiteMetadata, read_metadata, with_metadata
 
 MODEL = Path(__file__).resolve().parents[1] / "tests" / "data" / "keras_fashion_int8.tflite"
 

@@ -2,8 +2,8 @@
 TensorFlow's own converter to full-integer INT8 (int8 input and output, NHWC), the kind of file users bring from
 Keras. edgekit never needs TensorFlow; this script does, so it runs in a throwaway environment:
 
-    python -m venv /tmp/tf && /tmp/tf/bin/pip install tensorflow-cpu numpy
-    /tmp/tf/bin/python tools/make_keras_tflite.py            # writes tests/data/keras_fashion_int8.tflite
+    python -m venv tf-env && tf-env/bin/pip install tensorflow-cpu numpy
+    tf-env/bin/python tools/make_keras_tflite.py            # writes tests/data/keras_fashion_int8.tflite
 
 The model takes 32x32 grayscale images as (1, 32, 32, 1), pixels scaled to [-1, 1] (mean 0.5, std 0.5 on [0, 1]);
 its ten outputs are Fashion-MNIST's classes in the dataset's order. Training images are the 28 px originals

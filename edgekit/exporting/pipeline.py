@@ -319,7 +319,7 @@ def _with_tflite_metadata(staging: Path, files: dict[str, FileRecord], spec: Mod
     """Every .tflite gets TFLite Support metadata (normalization in pixel units, the class names as its labels
     file), so Android tooling needs no manifest; the file records are taken again."""
     from edgekit import __version__
-    from edgekit.exporting.tflite_metadata import TFLiteMetadata, with_metadata
+    from edgekit.runtime.tflite_metadata import TFLiteMetadata, with_metadata
 
     scale = preprocess.range[1]
     meta = TFLiteMetadata(

@@ -84,7 +84,7 @@ def preprocess_from_metadata(path: Path) -> GivenPreprocess | None:
     """A .tflite's TFLite Support metadata (normalization, labels) as given preprocessing; None without it."""
     if format_of(path).name != "tflite":
         return None
-    from edgekit.exporting.tflite_metadata import LABELS_FILE, read_metadata
+    from edgekit.runtime.tflite_metadata import LABELS_FILE, read_metadata
 
     try:
         meta = read_metadata(path)
