@@ -145,8 +145,7 @@ def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | 
     if preprocess is not None:
         from edgekit.preprocess import GivenPreprocess
 
-        given = GivenPreprocess.load(None, preprocess) if isinstance(preprocess, dict) \
-            else GivenPreprocess.load(Path(preprocess))
+        given = GivenPreprocess.of(preprocess)
         if data is not None and not isinstance(data, str):
             raise EdgekitError("preprocess= applies to a data source (data='imagefolder:PATH'): data that yields "
                                "inputs is preprocessed already; drop one of them.")
@@ -183,22 +182,27 @@ def bench(artifact: ArtifactLike, device: str | Sequence[str] = "local", *, runt
     return runs_done
 
 
-def check(artifact: ArtifactLike, data: str | None = None, *, samples: int | None = None, max_drop: float = 1.0,
-          relative: bool = False, reference: str = "auto", baseline: str | Path | None = None,
+def check(artifact: ArtifactLike | None = None, data: str | None = None, *, samples: int | None = None,
+          max_drop: float = 1.0, relative: bool = False, reference: str = "auto", baseline: str | Path | None = None,
           tolerance: float = 0.2, latency_tolerance: float = 10.0, max_latency_ratio: float | None = None,
-          update_baseline: bool = False) -> ArtifactCheck:
+          update_baseline: bool = False, pair: tuple[str | Path, str | Path] | None = None,
+          preprocess: str | Path | dict[str, Any] | None = None) -> ArtifactCheck:
     """Gate on INT8 accuracy, as `edgekit check`, keyword for flag: the FP32 reference and every INT8 file evaluated
     on the same data (a data source; default the one recorded), against `baseline` (a JSON of reference figures)
     when given. The result (`.passed`, `.verdict`, `.cases`, `.top1`) is also recorded in the manifest; it does not
-    raise when a case fails."""
+    raise when a case fails. Instead of an artifact, `pair=(fp32_file, int8_file)` checks two model files, with
+    `preprocess` (a YAML file's path or a dict of its keys, as `edgekit.evaluate`) where they record none."""
     from edgekit.gate.baseline import load_baseline
-    from edgekit.gate.checks import check_artifacts
+    from edgekit.gate.checks import run_checks
+    from edgekit.preprocess import GivenPreprocess
 
     options = CheckOptions(data=data, samples=samples, max_drop=max_drop, relative=relative, reference=reference,
                            baseline=load_baseline(Path(baseline), create=update_baseline) if baseline else None,
                            tolerance=tolerance, latency_tolerance=latency_tolerance,
                            max_latency_ratio=max_latency_ratio, update_baseline=update_baseline)
-    return check_artifacts([_target(artifact)], options)[0]
+    files = (Path(pair[0]), Path(pair[1])) if pair is not None else None
+    return run_checks([_target(artifact)] if artifact is not None else [], options, files,
+                      GivenPreprocess.of(preprocess))[0]
 
 
 def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *, epochs: int | None = None,

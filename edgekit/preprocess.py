@@ -188,6 +188,15 @@ class GivenPreprocess:
         from_flags = cls.parse(extra, "preprocessing flags")
         return replace(given, **{k: getattr(from_flags, k) for k in extra})
 
+    @classmethod
+    def of(cls, value: Any) -> GivenPreprocess | None:
+        """The API's `preprocess=`: a YAML file's path, a dict of its keys, a GivenPreprocess, or None."""
+        from pathlib import Path
+
+        if value is None or isinstance(value, GivenPreprocess):
+            return value
+        return cls.load(None, value) if isinstance(value, dict) else cls.load(Path(value))
+
     def resolve(self, file: Any, channels: int, resolution: int) -> Preprocess:
         """The Preprocess for a file that takes `channels` x `resolution` px: refused when they disagree."""
         from edgekit.core.errors import EdgekitError

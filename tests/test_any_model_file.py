@@ -144,6 +144,9 @@ def test_an_onnx_file_from_a_plain_torch_onnx_export(tmp_path: Path) -> None:
     assert result["cases"][0]["value"] == pytest.approx((result["top1"]["onnx"] - result["top1"]["onnx_int8"]) * 100,
                                                         abs=1e-3)
     assert not (model.parent / "manifest.json").exists()  # nothing recorded beside files made elsewhere
+    api_check = edgekit.check(pair=(model, int8), data=f"imagefolder:{tmp_path / 'digits'}", max_drop=100,
+                              preprocess={"mean": [mean], "std": [std], "resize": "squash"})
+    assert api_check.top1 == result["top1"] and api_check.passed
 
 
 @pytest.mark.parametrize("as_flags", [False, True])

@@ -77,7 +77,10 @@ CLI_TO_API = {
     "export": {"target": "model", "format": "formats", "option": "options", "calib": "calibration",
                "eval_data": "evaluate_on", "as_json": None},
     "bench": {"target": "artifact", "warmup": "warmup_runs", "as_json": None},
-    "check": {"artifacts": "artifact", "junit": None, "markdown": None, "as_json": None},
+    "check": {"artifacts": "artifact", "junit": None, "markdown": None, "as_json": None,
+              # the preprocessing flags are keys of the API's one preprocess= (a YAML path or a dict)
+              **dict.fromkeys(("resize", "crop_ratio", "mean", "std", "input_range", "layout", "labels"),
+                              "preprocess")},
     "train": {"recipe_path": "recipe", "as_json": None},
 }
 

@@ -28,7 +28,6 @@ from edgekit.cli.common import (
     user_errors,
     warn,
 )
-from edgekit.core.errors import EdgekitError
 from edgekit.core.ui import progress_bar
 from edgekit.gate.rules import NOISY_FIX, verdict
 
@@ -92,17 +91,11 @@ def check(
     """
     from edgekit.core.files import check_writable, write_output
     from edgekit.gate.baseline import load_baseline
-    from edgekit.gate.checks import CheckOptions, check_artifacts, check_pair, record_results
+    from edgekit.gate.checks import CheckOptions, record_results, run_checks
     from edgekit.gate.outputs import append_step_summary, junit_xml
     from edgekit.gate.outputs import markdown as markdown_text
 
-    if bool(pair) == bool(artifacts):
-        raise EdgekitError("give artifact directories, or --pair FP32_FILE INT8_FILE: "
-                           + ("not both." if pair else "nothing to check."))
     given = given_preprocess(preprocess, resize, crop_ratio, mean, std, input_range, layout, labels)
-    if given is not None and not pair:
-        raise EdgekitError("--preprocess and its flags apply to --pair files made elsewhere: an artifact's "
-                           "manifest records its preprocessing.")
     for given_path, option in ((junit, "--junit"), (markdown, "--markdown"),
                           (baseline if update_baseline else None, "--baseline")):
         if given_path is not None:
@@ -121,8 +114,7 @@ def check(
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
-        results = [check_pair(pair[0], pair[1], options, given, progress=advance)] if pair else \
-            check_artifacts(artifacts or [], options, progress=advance, record=False)
+        results = run_checks(artifacts or [], options, pair, given, progress=advance, record=False)
 
     summary = markdown_text(results)
     if junit:

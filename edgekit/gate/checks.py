@@ -152,6 +152,22 @@ def _seeded_subset(data: ImageSet, samples: int | None) -> ImageSet:
     return data
 
 
+def run_checks(artifacts: list[Path], options: CheckOptions, pair: tuple[Path, Path] | None = None,
+               given: GivenPreprocess | None = None, progress: Callable[[str, int, int], None] | None = None,
+               record: bool = True) -> list[ArtifactCheck]:
+    """`edgekit check` and `edgekit.check()`: artifact directories, or one `pair` of model files (FP32, INT8) with
+    `given` preprocessing where they record none. Refused: both or neither, and preprocessing for artifacts."""
+    if bool(pair) == bool(artifacts):
+        raise EdgekitError("give artifact directories, or --pair FP32_FILE INT8_FILE: "
+                           + ("not both." if pair else "nothing to check."))
+    if given is not None and not pair:
+        raise EdgekitError("--preprocess and its flags apply to --pair files made elsewhere: an artifact's "
+                           "manifest records its preprocessing.")
+    if pair:
+        return [check_pair(Path(pair[0]), Path(pair[1]), options, given, progress)]
+    return check_artifacts(artifacts, options, progress, record=record)
+
+
 def check_pair(fp32: Path, int8: Path, options: CheckOptions, given: GivenPreprocess | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> ArtifactCheck:
     """`edgekit check --pair FP32 INT8`: two model files, from one artifact or made elsewhere (with `given`
