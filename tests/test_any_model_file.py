@@ -149,6 +149,39 @@ def test_an_onnx_file_from_a_plain_torch_onnx_export(tmp_path: Path) -> None:
     assert api_check.top1 == result["top1"] and api_check.passed
 
 
+def test_an_onnx_file_with_channels_last_input(tmp_path: Path) -> None:
+    """An ONNX file taking NHWC input (as Keras converts to ONNX): the layout is read from its input shape, and it
+    scores exactly as the same weights exported with NCHW input."""
+    import edgekit
+
+    images, targets = _digits_folder(tmp_path / "digits", size=8)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 10))
+    x, y = (torch.from_numpy(images).float()[:, None] / 255 - 0.25) / 0.35, torch.from_numpy(targets)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(40):  # trained a little: the layouts must agree on varied predictions, not one constant class
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    net.eval()
+
+    class ChannelsLast(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return net(x.permute(0, 3, 1, 2))
+
+    files = {"nchw": tmp_path / "nchw" / "net.onnx", "nhwc": tmp_path / "nhwc" / "net.onnx"}
+    for layout, module, example in (("nchw", net, torch.zeros(1, 1, 8, 8)),
+                                    ("nhwc", ChannelsLast(), torch.zeros(1, 8, 8, 1))):
+        files[layout].parent.mkdir()
+        torch.onnx.export(module, (example,), str(files[layout]))
+    scores = {layout: edgekit.evaluate(path, f"imagefolder:{tmp_path / 'digits'}",
+                                       preprocess={"mean": [0.25], "std": [0.35]}) for layout, path in files.items()}
+    assert scores["nhwc"].count == scores["nchw"].count > 300
+    assert np.array_equal(scores["nhwc"].confusion, scores["nchw"].confusion)
+    assert len(set(scores["nchw"].confusion.argmax(1))) > 1  # not a constant prediction, which any layout gives
+
+
 @pytest.mark.parametrize("as_flags", [False, True])
 def test_given_preprocessing_means_what_it_says(tmp_path: Path, as_flags: bool) -> None:
     """input_range, mean and std in the model's units become the one Preprocess every runtime applies."""

@@ -84,7 +84,7 @@ def preprocess_from_metadata(path: Path) -> GivenPreprocess | None:
     """A .tflite's TFLite Support metadata (normalization, labels) as given preprocessing; None without it."""
     if format_of(path).name != "tflite":
         return None
-    from edgekit.runtime.tflite_metadata import LABELS_FILE, read_metadata
+    from edgekit.runtime.tflite_metadata import read_metadata
 
     try:
         meta = read_metadata(path)
@@ -94,8 +94,7 @@ def preprocess_from_metadata(path: Path) -> GivenPreprocess | None:
         return None
     given = GivenPreprocess.parse({"mean": list(meta.mean), "std": list(meta.std), "input_range": [0, 255]},
                                   f"{path}'s TFLite metadata")
-    return replace(given, packed_labels=tuple(meta.labels) if meta.labels else None,
-                   labels=f"{path.name}:{LABELS_FILE}" if meta.labels else None)
+    return replace(given, packed_labels=tuple(meta.labels) if meta.labels else None)
 
 
 def input_layout(shape: list, given: str | None) -> tuple[str, int, int]:
@@ -129,7 +128,7 @@ def _open_bare(path: Path, threads: int, given: GivenPreprocess) -> Opened:
 def _labels(given: GivenPreprocess, outputs: int) -> list[str] | None:
     names = given.classes()
     if names is not None and len(names) != outputs:
-        raise EdgekitError(f"labels file {given.labels} names {len(names)} classes but the model has {outputs} "
+        raise EdgekitError(f"{given.labels or given.origin} names {len(names)} classes but the model has {outputs} "
                            "outputs: give one name per output, line k naming output k.")
     return names
 
