@@ -1,8 +1,8 @@
 """1x1 convolutions on small feature maps as matrix products, for training on the CPU.
 
 A stride-1 1x1 convolution is a matrix product: on a channels-last tensor, (N*H*W, C_in) @ (C_in, C_out). On maps
-of 4x4 and smaller oneDNN's convolution (forward and both gradients) is the slower way to compute it, by about 2x
-on a 2-core AMD EPYC VM with AVX2 and no AVX-512; on 8x8 and larger maps the two are even or the convolution wins.
+of 4x4 and smaller oneDNN's convolution (forward and both gradients) is the slower way to compute it on a 2-core
+AMD EPYC VM with AVX2 and no AVX-512; on 8x8 and larger maps the convolution is as fast or faster.
 A net trained at 32 px spends much of each step on such maps. `python tools/bench_train.py --throughput-only`
 prints training images/s with edgekit's kernels and with PyTorch's (docs/training.md).
 
