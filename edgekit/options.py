@@ -75,6 +75,15 @@ class Int8Options:
                 if getattr(self, f.name) != f.default]
 
 
+def known_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The format names without repeats, each one edgekit exports (at least one); else one EdgekitError."""
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from {', '.join(FORMATS)}.")
+    return formats
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """The files an export writes: formats, layout, batch axis, and INT8 (None: FP32 only)."""
@@ -87,11 +96,9 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if isinstance(self.formats, str):
             object.__setattr__(self, "formats", tuple(f.strip() for f in self.formats.split(",") if f.strip()))
-        object.__setattr__(self, "formats", tuple(dict.fromkeys(self.formats)))
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown or not self.formats:
-            raise EdgekitError(f"unknown format {', '.join(unknown) or '(none)'}: choose from "
-                               f"{', '.join(FORMATS)}.")
+        object.__setattr__(self, "formats", known_formats(self.formats))
+        for name in self.formats:
+            FORMATS[name].require_exporter()
         if self.int8 is not None and not isinstance(self.int8, Int8Options):
             raise EdgekitError(f"int8= takes an Int8Options or True, not {type(self.int8).__name__}.")
 

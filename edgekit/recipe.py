@@ -23,7 +23,7 @@ import yaml
 from edgekit import builtin
 from edgekit.core.errors import EdgekitError, close_names
 from edgekit.core.safe_yaml import MAX_NESTING, yaml_depth
-from edgekit.options import Int8Options
+from edgekit.options import Int8Options, known_formats
 
 
 def _choice(*values: str) -> dict[str, Any]:
@@ -193,6 +193,7 @@ def parse_recipe(text: str, origin: str = "<recipe>") -> Recipe:
     recipe = _build(Recipe, data, "", lines, origin)
     recipe.source = origin
     _check_model(recipe, lines, origin)
+    _check_export(recipe, lines, origin)
     return recipe
 
 
@@ -207,6 +208,15 @@ def _check_model(recipe: Recipe, lines: dict[str, int], origin: str) -> None:
                      in_channels=m.in_channels, **m.options)
     except EdgekitError as exc:
         _fail(origin, lines, "model", str(exc).rstrip("."))
+
+
+def _check_export(recipe: Recipe, lines: dict[str, int], origin: str) -> None:
+    """The formats are ones edgekit exports (whether their converters are installed, `edgekit run` asks: a
+    recipe trains without them)."""
+    try:
+        known_formats(recipe.export.formats)
+    except EdgekitError as exc:
+        _fail(origin, lines, "export.formats", str(exc).rstrip("."))
 
 
 def _line_map(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:

@@ -197,3 +197,39 @@ def test_a_builtin_recipe_trains_by_name_from_the_installed_package(installed):
     assert (work / "runs" / "smoke" / "best.pt").is_file()
     assert summary["epochs"] == 1, summary
     assert "mobilenet_v2" in json.dumps(summary)  # the built-in recipe's model
+
+
+@pytest.mark.slow
+def test_the_base_install_exports_onnx_and_names_the_extra_for_tflite_and_plots(installed):
+    """The wheel without extras (no litert-torch, no matplotlib): TFLite export is refused up front with the extra
+    to install and nothing written; ONNX export, bench and a tables-only report work."""
+    venv, venv_bin, work, env = installed
+    missing = subprocess.run([str(venv_bin / "python"), "-c", "import importlib.util as u; "
+                              "print(u.find_spec('litert_torch'), u.find_spec('matplotlib'))"],
+                             env=env, capture_output=True, text=True, check=True)
+    assert missing.stdout.split() == ["None", "None"]  # the base install really lacks both
+
+    out = work / "lean-export"
+    done = run(venv_bin, env, work, "export", "mobilenet_v2", "--width", "0.35", "--resolution", "32",
+               "--num-classes", "10", "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    message = done.stderr.strip()
+    assert "TFLite export needs the tflite extra" in message and "pip install 'edgekit-ml[tflite]'" in message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert not out.exists()
+
+    done = run(venv_bin, env, work, "export", "mobilenet_v2", "--width", "0.35", "--resolution", "32",
+               "--num-classes", "10", "--format", "onnx", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "model.onnx").is_file() and not list(out.glob("*.tflite"))
+
+    done = run(venv_bin, env, work, "bench", str(out), "--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0",
+               "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["runs"][0]["results"][0]["steady"]["p50_ms"] > 0
+
+    done = run(venv_bin, env, work, "report", str(out), "--out", str(work / "lean-report"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = {Path(p).name for p in json.loads(done.stdout)["written"]}
+    assert written == {"report.md", "report.html", "report.json"}
+    assert "pip install 'edgekit-ml[report]'" in (work / "lean-report" / "report.md").read_text()

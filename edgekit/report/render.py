@@ -9,11 +9,13 @@ from typing import Any
 
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import staged_directory, write_json_atomic, write_text_atomic
+from edgekit.core.optional import has_extra, install_command
 from edgekit.report.collect import Row, read_rows, settings
 from edgekit.report.plots import scatter_plot
 
 LATENCY_PNG = "accuracy_vs_latency.png"
 MACS_PNG = "accuracy_vs_macs.png"
+PLOTS_NEED_EXTRA = f"plots need the report extra: {install_command('report')}"
 
 
 @dataclass
@@ -24,6 +26,12 @@ class Report:
     header: list[str]
     cells: list[list[str]]
     written: list[Path]
+    plots: bool = True  # False where the report extra (matplotlib) is not installed: tables only
+
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about what was left out."""
+        return [] if self.plots else [PLOTS_NEED_EXTRA]
 
 
 def _mb(n: int | None) -> str:
@@ -57,6 +65,8 @@ def markdown(report: Report) -> str:
              "INT8 where present, else ONNX INT8). Latency: p50 of `edgekit bench`, device/runtime/threads.", "",
              "| " + " | ".join(report.header) + " |", "|" + "---|" * len(report.header)]
     lines += ["| " + " | ".join(row) + " |" for row in report.cells]
+    if not report.plots:
+        return "\n".join([*lines, "", f"({PLOTS_NEED_EXTRA})"]) + "\n"
     lines += ["", f"![accuracy vs MACs]({MACS_PNG})"]
     if report.plotted_setting:
         lines += ["", f"![accuracy vs latency on {report.plotted_setting}]({LATENCY_PNG})"]
@@ -66,8 +76,9 @@ def markdown(report: Report) -> str:
 def html_page(report: Report) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in report.header)
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in report.cells)
-    images = [f'<img src="{MACS_PNG}" alt="accuracy vs MACs">']
-    if report.plotted_setting:
+    images = [f'<img src="{MACS_PNG}" alt="accuracy vs MACs">'] if report.plots else [
+        f"<p>({html.escape(PLOTS_NEED_EXTRA)})</p>"]
+    if report.plotted_setting and report.plots:
         images.append(f'<img src="{LATENCY_PNG}" alt="accuracy vs latency on {html.escape(report.plotted_setting)}">')
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgekit report</title>
@@ -97,15 +108,18 @@ def write_report(paths: list[Path], out: Path, latency: str | None = None) -> Re
     plotted = latency or (all_settings[0] if all_settings else None)
     header, cells = table(rows, all_settings)
     _check_out(out)
-    report = Report(rows, all_settings, plotted, header, cells, [])
+    report = Report(rows, all_settings, plotted, header, cells, [], plots=has_extra("report"))
     int8_or_fp32 = _accuracy_of(rows)
     kind = "INT8" if int8_or_fp32 == "int8" else "FP32"
-    names = [MACS_PNG, *([LATENCY_PNG] if plotted else []), "report.md", "report.html", "report.json"]
+    plots = [MACS_PNG, *([LATENCY_PNG] if plotted else [])] if report.plots else []
+    names = [*plots, "report.md", "report.html", "report.json"]
     # The report appears whole or not at all: written into a staging directory beside `out`, then swapped in.
     with staged_directory(out, force=True) as stage:
-        scatter_plot(rows, lambda r: r.macs / 1e6, lambda r: r.accuracy(int8_or_fp32), "MACs (millions, log scale)",
-                     f"{kind} top-1 accuracy (%)", f"{kind} accuracy vs MACs", stage / MACS_PNG, log_x=True)
-        if plotted:
+        if report.plots:
+            scatter_plot(rows, lambda r: r.macs / 1e6, lambda r: r.accuracy(int8_or_fp32),
+                         "MACs (millions, log scale)", f"{kind} top-1 accuracy (%)", f"{kind} accuracy vs MACs",
+                         stage / MACS_PNG, log_x=True)
+        if plotted and report.plots:
             scatter_plot(rows, lambda r: r.latency(plotted, int8_or_fp32), lambda r: r.accuracy(int8_or_fp32),
                          f"{kind} p50 latency (ms) on {plotted}", f"{kind} top-1 accuracy (%)",
                          f"{kind} accuracy vs latency ({plotted})", stage / LATENCY_PNG)

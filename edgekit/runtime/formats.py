@@ -5,7 +5,7 @@ describes a file (inputs, outputs, quantization, ops).
 
 Everything in edgekit that maps a file to its runtime, exports a format, opens a file or names an INT8 twin asks
 here. The behaviour is named as "module:attribute" and imported on first use, so this table stays at the bottom of
-the layers (it imports nothing of edgekit's but errors) while the converters and runtimes it points to sit above.
+the layers (it imports nothing of edgekit's but core) while the converters and runtimes it points to sit above.
 
 Adding a format: write its exporter, runner and inspector beside the others (exporting/converters.py,
 runtime/runners.py, inspect.py, or a module of its own), add a row below, and teach the on-device harness
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.optional import require_extra
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Format:
     # quantized graph (exporting/int8_files.py)
     int8_writer: str
     channels_last: bool = False  # whether `--nhwc` applies: the file can take channels-last input
+    export_extra: str | None = None  # the distribution's extra the exporter needs (running the file needs none)
+    label: str = ""  # how messages name the format ("TFLite")
 
     @property
     def int8_name(self) -> str:
@@ -46,19 +49,29 @@ class Format:
         return f"{self.name}_int8"
 
     def behaviour(self, what: str) -> Callable[..., Any]:
-        """The exporter, runner, inspector or INT8 writer, imported on first use."""
+        """The exporter, runner, inspector or INT8 writer, imported on first use (a writer only where its
+        converter is installed: else one line naming the extra)."""
+        if what in ("exporter", "int8_writer"):
+            self.require_exporter()
         module, _, attribute = getattr(self, what).partition(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def require_exporter(self) -> None:
+        """Refuse, naming the extra to install, to export this format where its converter is not installed."""
+        if self.export_extra:
+            require_extra(self.export_extra, f"{self.label or self.name} export",
+                          instead="leave the format out (--format onnx)")
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", "onnxruntime", ("onnxruntime",), deploy_rank=2,
            exporter="edgekit.exporting.converters:export_onnx", runner="edgekit.runtime.runners:OnnxRunner",
-           inspector="edgekit.inspect:inspect_onnx", int8_writer="edgekit.exporting.int8_files:write_onnx_int8"),
+           inspector="edgekit.inspect:inspect_onnx", int8_writer="edgekit.exporting.int8_files:write_onnx_int8",
+           label="ONNX"),
     Format("tflite", ".tflite", "tflite", ("ai-edge-litert", "tflite-runtime", "tensorflow"), deploy_rank=1,
            exporter="edgekit.exporting.converters:export_tflite", runner="edgekit.runtime.runners:TFLiteRunner",
            inspector="edgekit.inspect:inspect_tflite", int8_writer="edgekit.exporting.int8_files:write_tflite_int8",
-           channels_last=True),
+           channels_last=True, export_extra="tflite", label="TFLite"),
 )}
 ONNX, TFLITE = FORMATS["onnx"], FORMATS["tflite"]
 RUNTIMES = tuple(f.runtime for f in FORMATS.values())  # ("onnxruntime", "tflite")
