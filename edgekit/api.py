@@ -94,7 +94,8 @@ def export(
     edgekit checkpoint (.pt), a `"pkg.module:callable"` or a torch.export program saved as .pt2. `calibration` is
     the INT8 calibration data (see the module's docstring); `evaluate_on` a data source whose validation split every
     file's top-1 is measured on (and a `max_drop` budget judged on). The INT8 settings are `int8=Int8Options(...)`
-    or the same names as keywords beside `int8=True`. `out` defaults to out/NAME-wW-rR.
+    or the same names as keywords beside `int8=True`. `out` defaults to out/NAME-wW-rR. `weights` is a file, or
+    "imagenet" for the weights torchvision publishes for a zoo model (downloaded once, checked; `edgekit weights`).
     """
     from edgekit.exporting.pipeline import export_source
     from edgekit.exporting.source import resolve_source

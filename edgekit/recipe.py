@@ -208,6 +208,13 @@ def _check_model(recipe: Recipe, lines: dict[str, int], origin: str) -> None:
                      in_channels=m.in_channels, **m.options)
     except EdgekitError as exc:
         _fail(origin, lines, "model", str(exc).rstrip("."))
+    from edgekit.weights import is_weights_name, published_for
+
+    if is_weights_name(m.weights):  # published weights that exist for this model and width
+        try:
+            published_for(str(m.weights), m.name, m.width)
+        except EdgekitError as exc:
+            _fail(origin, lines, "model.weights", str(exc).rstrip("."))
 
 
 def _check_export(recipe: Recipe, lines: dict[str, int], origin: str) -> None:
@@ -333,5 +340,9 @@ def with_overrides(recipe: Recipe, epochs: int | None = None, batch_size: int | 
     if data is not None:
         recipe.data.source = data
     if weights is not None:
+        from edgekit.weights import is_weights_name, published_for
+
+        if is_weights_name(weights):
+            published_for(weights, recipe.model.name, recipe.model.width)  # before any download or training
         recipe.model.weights = weights
     return recipe

@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if not p.stem.endswith("_finetune"))
-# Recipes whose weights and data paths the user replaces: tests/test_finetune.py runs them with --weights/--data.
+# Recipes whose data path the user replaces (their weights are published ones, by name): tests/test_finetune.py.
 FINETUNE_RECIPES = sorted((REPO / "recipes").glob("*_finetune.yaml"))
 
 

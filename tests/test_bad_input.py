@@ -448,6 +448,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("train-weights-do-not-fit", ["train", "recipe.yaml", "--weights", "good.pt", "--out", "runs/x"]),
     ("train-weights-missing", ["train", "recipe.yaml", "--weights", "nowhere.pt", "--out", "runs/x"]),
     ("train-weights-not-a-state-dict", ["train", "recipe.yaml", "--weights", "list.pt", "--out", "runs/x"]),
+    # Issue 43: weights by name, refused before any download (the recipe's model is width 0.35)
+    ("train-weights-name-other-width", ["train", "recipe.yaml", "--weights", "imagenet", "--out", "runs/x"]),
+    ("export-weights-name-unpublished", ["export", "mobilenet_v1", "--weights", "imagenet", "--out", "out"]),
+    ("export-weights-name-other-width", ["export", "mobilenet_v2", "--weights", "imagenet", "--width", "0.5",
+                                         "--out", "out"]),
+    ("weights-model-without-any", ["weights", "shufflenet_v1"]),
+    ("weights-unknown-model", ["weights", "mobilenet_v9"]),
     ("train-crop-ratio-out-of-range", ["train", "crop-ratio.yaml", "--out", "runs/x"]),
     ("train-negative-freeze-epochs", ["train", "freeze.yaml", "--out", "runs/x"]),
     ("export-calibration-folder-without-images", ["export", "good.pt", "--int8", "--calib", "no-images",

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FINETUNE_RECIPES, write_recipe
+from conftest import FINETUNE_RECIPES, REPO, write_recipe
 from fixtures.image_folders import fashion_mnist_folder
 from fixtures.imagenet_samples import torchvision_mobilenet_v2
+from fixtures.publisher import serving
 
 from edgekit.checkpoint import load_checkpoint
 from edgekit.models import build, resolve_spec
+from edgekit.models._registry import get_entry
 from edgekit.recipe import load_recipe, parse_recipe
 from edgekit.training.loop import train_recipe
+from edgekit.weights import REGISTRY
 
 CLASSES = ("pullover", "dress", "sneaker", "bag")
 
@@ -28,24 +32,32 @@ def clothes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fashion_mnist_folder(tmp_path_factory.mktemp("clothes"), 24, 16, size=224, classes=CLASSES, seed=0)
 
 
-def test_the_shipped_recipe_is_a_224px_fine_tune_with_paths_to_replace() -> None:
-    assert [p.stem for p in FINETUNE_RECIPES] == ["mobilenet_v2_finetune"]
-    recipe = load_recipe("mobilenet_v2_finetune")
-    assert recipe.model.name == "mobilenet_v2" and recipe.model.resolution == 224
-    assert recipe.model.weights == "mobilenet_v2-b0353104.pth" and "path/to/your" in recipe.data.source
-    assert recipe.train.lr < load_recipe("mobilenet_v2_fashion").train.lr and recipe.train.freeze_epochs == 1
+def test_every_family_with_published_weights_has_a_224px_fine_tune_recipe() -> None:
+    families = {get_entry(m).family for m, _ in REGISTRY}
+    recipes = [load_recipe(p.stem) for p in FINETUNE_RECIPES]
+    assert {get_entry(r.model.name).family for r in recipes} == families
+    for recipe in recipes:
+        assert (recipe.model.name, "imagenet") in REGISTRY and recipe.model.weights == "imagenet"
+        assert recipe.model.resolution == 224 and "path/to/your" in recipe.data.source
+        assert recipe.train.lr < load_recipe("mobilenet_v2_fashion").train.lr and recipe.train.freeze_epochs == 1
 
 
 @pytest.mark.slow
 def test_imagenet_weights_fine_tune_beats_random_weights_on_streamed_224px_photos(
         clothes: Path, tmp_path: Path, edgekit_cli) -> None:
     # the shipped recipe as it is (epoch 1 trains the classifier alone, epoch 2 everything), streamed
-    text = FINETUNE_RECIPES[0].read_text().replace("loader: auto", "loader: stream\n  workers: 1")
+    text = (REPO / "recipes" / "mobilenet_v2_finetune.yaml").read_text()
+    text = text.replace("loader: auto", "loader: stream\n  workers: 1")
     pretrained_recipe = write_recipe(tmp_path / "pretrained.yaml", text)
     random_recipe = write_recipe(tmp_path / "random.yaml", re.sub(r"\n  weights: .*", "", text))
     common = ["--data", f"imagefolder:{clothes}", "--epochs", "2", "--batch-size", "16", "--json"]
-    done = edgekit_cli("train", str(pretrained_recipe), "--weights", str(torchvision_mobilenet_v2()),
-                       "--out", str(tmp_path / "pretrained"), *common)
+    # `weights: imagenet`, fetched from a loopback stand-in for torchvision's site serving torchvision's own file
+    published = tmp_path / "published"
+    published.mkdir()
+    shutil.copy(torchvision_mobilenet_v2(), published / "mobilenet_v2-b0353104.pth")
+    with serving(published) as url:
+        done = edgekit_cli("train", str(pretrained_recipe), "--out", str(tmp_path / "pretrained"), *common,
+                           env={"EDGEKIT_WEIGHTS_MIRROR": url, "EDGEKIT_HOME": str(tmp_path / "home")})
     assert done.returncode == 0, done.stderr[-3000:]
     said = " ".join(done.stderr.split())  # the console wraps long lines
     assert "predicts 1000 classes, the data has 4: classifier (classifier.1) re-initialised" in said

@@ -47,6 +47,7 @@ def _main(
 
 app.command()(models.models)
 app.command()(models.profile)
+app.command()(models.weights)
 app.command()(train.train)
 app.command("eval")(train.eval_cmd)
 app.command()(export.export)

@@ -94,3 +94,31 @@ def profile(
     summary.add_row("largest layer in+out (fp32)", f"{prof.peak_layer_bytes_fp32 / 2**20:,.2f} MiB")
     summary.add_row("weights", f"{prof.params * 4 / 2**20:,.2f} MiB fp32 / {prof.params / 2**20:,.2f} MiB int8")
     console.print(summary)
+
+
+@user_errors
+def weights(
+    model: Annotated[str | None, typer.Argument(help="Only this model, e.g. mobilenet_v3_small.")] = None,
+    download: Annotated[bool, typer.Option(
+        "--download", help="Download the listed files into the cache now (checked), e.g. before going offline."
+    )] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Pretrained weights by name: the ImageNet files `--weights imagenet` (or imagenet-v2) loads, the top-1 their
+    authors report with the evaluation transform it was measured with, and whether each is in the cache
+    ($EDGEKIT_HOME/weights). EDGEKIT_OFFLINE=1 refuses downloads; EDGEKIT_WEIGHTS_MIRROR=URL fetches from a
+    mirror."""
+    from edgekit.weights import listed
+
+    rows = listed(model, download=download)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="published weights (ImageNet-1k top-1 as their authors report it)")
+    for col in ("model", "--weights", "top-1", "eval transform", "cached"):
+        table.add_column(col, justify="right" if col == "top-1" else "left")
+    for r in rows:
+        table.add_row(r["model"], r["weights"], f"{r['top1']:.1f}%",
+                      f"resize {r['resize']} {r['interpolation']}, crop {r['crop']}", "yes" if r["cached"] else "")
+    console.print(table)
+    console.print("Models without published weights train from scratch, or load yours: --weights FILE.")

@@ -329,3 +329,11 @@ def check_writable(path: Path, option: str) -> None:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise EdgekitError(f"{option} {path} cannot be written ({folder} is not a writable folder): choose another "
                            "path.")
+
+
+def edgekit_home() -> Path:
+    """The user's edgekit data directory (latency tables, downloaded weights): $EDGEKIT_HOME, else
+    $XDG_DATA_HOME/edgekit (~/.local/share/edgekit)."""
+    if os.environ.get("EDGEKIT_HOME"):
+        return Path(os.environ["EDGEKIT_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser() / "edgekit"

@@ -25,6 +25,7 @@ from edgekit.user_model import (
     load_program,
     parse_input_shape,
 )
+from edgekit.weights import is_weights_name, weights_file
 
 
 def is_checkpoint_path(text: str) -> bool:
@@ -74,6 +75,8 @@ def resolve_source(target: str | nn.Module, width: float | None = None, resoluti
         return Source(trained.spec, trained.path, trained)
     spec = resolve_spec(target, width=1.0 if width is None else width, resolution=resolution, res_mult=res_mult,
                         num_classes=num_classes, in_channels=in_channels, **(options or {}))
+    if is_weights_name(weights):
+        return Source(spec, weights_file(str(weights), spec.name, spec.width))
     if weights is not None and weights.is_file():
         try:
             trained = read_trained(weights)

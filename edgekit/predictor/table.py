@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.core.errors import EdgekitError
+from edgekit.core.files import edgekit_home
 from edgekit.predictor.units import KERNEL_FEATURES, OP_FEATURES, Unit
 from edgekit.runtime.formats import for_runtime
 
@@ -55,16 +55,9 @@ GROUP_WIDTH_WEIGHT = 2.0
 TEMPLATE_WEIGHT = 4.0
 
 
-def home() -> Path:
-    """The user's edgekit data directory: $EDGEKIT_HOME, else $XDG_DATA_HOME/edgekit (~/.local/share/edgekit)."""
-    if os.environ.get("EDGEKIT_HOME"):
-        return Path(os.environ["EDGEKIT_HOME"]).expanduser()
-    return Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser() / "edgekit"
-
-
 def table_path(device: str, runtime: str, threads: int, precision: str = "fp32") -> Path:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device)
-    return home() / "predictors" / f"{safe}-{runtime}-{precision}-t{threads}.json"
+    return edgekit_home() / "predictors" / f"{safe}-{runtime}-{precision}-t{threads}.json"
 
 
 def _activation_mb(d: dict[str, Any]) -> float:

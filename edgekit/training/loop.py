@@ -52,6 +52,7 @@ from edgekit.training.rundir import (
     read_metrics,
     resume_point,
 )
+from edgekit.weights import weights_file
 
 
 @contextlib.contextmanager
@@ -206,7 +207,8 @@ def _build_run(ctx: Distributed, recipe: Recipe, prep: Prepared) -> _Run:
     model = build(spec)
     pretrained = None
     if recipe.model.weights:
-        pretrained = load_pretrained(model, Path(recipe.model.weights).expanduser(), spec.num_classes)
+        weights = weights_file(recipe.model.weights, spec.name, spec.width)
+        pretrained = load_pretrained(model, weights, spec.num_classes)
     model = model.to(ctx.device, memory_format=torch.channels_last)
     if ctx.device.type == "cpu":  # oneDNN is slow on small maps: depthwise weight gradients, 1x1 convolutions
         use_fast_training_kernels(model)
