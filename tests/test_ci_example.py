@@ -40,7 +40,7 @@ def run_workflow(env: dict[str, str], cwd: Path, venv_bin: Path) -> dict[str, in
     if not (uv_dir / "uv").exists():
         (uv_dir / "uv").symlink_to(uv_binary())
     full = {**clean_env(venv_bin, cwd.parent / "home", [uv_dir]), **base, **uv_env(),
-            "EDGEKIT_SPEC": str(REPO), **env}
+            "EDGEKIT_SPEC": f"edgekit-ml[tflite] @ {REPO.as_uri()}", **env}
     full.pop("UV_TORCH_BACKEND", None)
     codes = {}
     for name, script in steps:
@@ -60,7 +60,7 @@ def test_the_workflow_runs_the_verbs_edgekit_has():
     install = steps[0][1]
     # the CPU build of torch, and edgekit under its distribution name (the name edgekit is another project's)
     assert env["UV_TORCH_BACKEND"] == "cpu" and '"torch==2.13.0"' in install and '"$EDGEKIT_SPEC"' in install
-    assert "'edgekit-ml'" in env["EDGEKIT_SPEC"] and "vars.EDGEKIT_SPEC" in env["EDGEKIT_SPEC"]
+    assert "'edgekit-ml[tflite]'" in env["EDGEKIT_SPEC"] and "vars.EDGEKIT_SPEC" in env["EDGEKIT_SPEC"]
     assert "pip install edgekit" not in install
 
 
