@@ -1,7 +1,7 @@
 """Datasets that work offline, and the one preprocessing every consumer applies.
 
 A dataset is uint8 images at the model's resolution (`ImageSet`): held in memory, or, for an image folder too
-large for memory, streamed from disk (`edgekit.imagefolder.FolderImages`). `Preprocess` turns those into the
+large for memory, streamed from disk (`edgekit.folder_images.FolderImages`). `Preprocess` turns those into the
 float32 NCHW batches that training, evaluation, calibration, parity checks and the device harness all see. Its
 `to_dict()` record (resolution, statistics, and for image folders the resize rule and crop ratio) travels in
 checkpoints and manifests, so a consumer never guesses how an artifact's inputs were prepared.
@@ -13,7 +13,7 @@ import gzip
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from edgekit.core.errors import EdgekitError
+from edgekit.datasource import BUILTIN as BUILTIN  # edgekit.data's names too
+from edgekit.datasource import DataSource as DataSource
+from edgekit.datasource import default_hflip as default_hflip
+from edgekit.datasource import preprocess_for as preprocess_for
+from edgekit.datasource import require_same_classes as require_same_classes
+from edgekit.folder_images import FolderImages
 from edgekit.imagefolder import (
-    DEFAULT_CROP_RATIO,
     MEMORY_BUDGET,
-    SHORTER_SIDE,
     STREAM_TRAIN_FROM,
-    FolderImages,
     Transform,
     decoded_bytes,
     list_images,
@@ -41,22 +44,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]
-BUILTIN = ("fashion-mnist", "digits", "synthetic")
 LOADERS = ("auto", "memory", "stream")  # how an image folder is read: chosen by size, or forced
-
-
-def require_same_classes(model: object, classes: list[str] | int | None, data: ImageSet, fix: str) -> None:
-    """Refuse data whose classes differ from the model's: by count, or by name when both are named."""
-    if classes is None:
-        return
-    count = classes if isinstance(classes, int) else len(classes)
-    if count != len(data.classes):
-        raise EdgekitError(f"{model} predicts {count} classes but {data.name} has {len(data.classes)}: {fix}.")
-    if isinstance(classes, list) and list(map(str, classes)) != list(map(str, data.classes)):
-        ours, theirs = ", ".join(map(str, classes[:3])), ", ".join(map(str, data.classes[:3]))
-        raise EdgekitError(
-            f"{model} was trained on classes {ours}, ... but {data.name} has {theirs}, ...: {fix}."
-        )
 
 
 @dataclass
@@ -91,72 +79,6 @@ class ImageSet:
             return
         for start in range(0, len(self), batch_size):
             yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """What a recipe's `data:` section or `--data` names, parsed: `fashion-mnist`, `digits`, `imagefolder:PATH`."""
-
-    kind: str
-    path: Path | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    hflip: bool | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"imagefolder:{self.path}" if self.kind == "imagefolder" else self.kind
-
-    @property
-    def crop_ratio(self) -> float:
-        return float(self.options.get("crop_ratio") or DEFAULT_CROP_RATIO)
-
-    @property
-    def loader(self) -> str:
-        return str(self.options.get("loader") or "auto")
-
-    @classmethod
-    def parse(cls, text: str) -> DataSource:
-        kind, _, rest = text.partition(":")
-        kind = kind.strip().lower()
-        if kind == "imagefolder":
-            if not rest:
-                raise EdgekitError("imagefolder needs a path: use --data imagefolder:PATH (with train/ and val/).")
-            return cls("imagefolder", Path(rest).expanduser())
-        if kind == "fashion-mnist" and rest:
-            return cls("fashion-mnist", Path(rest).expanduser())
-        if kind in BUILTIN and not rest:
-            return cls(kind)
-        raise EdgekitError(
-            f"unknown dataset {text!r}: use one of {', '.join(BUILTIN)} or imagefolder:PATH."
-        )
-
-
-# Per-source defaults: normalization statistics of the training split and whether mirroring keeps the label.
-_STATS = {
-    "fashion-mnist": ((0.2860,), (0.3530,), True),
-    "digits": ((0.3057,), (0.3860,), False),
-    "synthetic": ((0.5,), (0.25,), False),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True),
-}
-
-
-def preprocess_for(source: DataSource, resolution: int, channels: int) -> Preprocess:
-    """The preprocessing a model trained on `source` gets: its statistics, and for an image folder the
-    shorter-side resize and center crop at the source's crop ratio (default 0.875)."""
-    mean, std, _ = _STATS[source.kind]
-    mean, std = source.mean or mean, source.std or std
-    if len(mean) != channels:  # grayscale stats for a 3-channel model (replicated) or vice versa
-        mean, std = (float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels
-    if source.kind == "imagefolder":
-        return Preprocess(resolution=resolution, channels=channels, mean=tuple(mean), std=tuple(std),
-                          resize=SHORTER_SIDE, crop_ratio=source.crop_ratio)
-    return Preprocess(resolution=resolution, channels=channels, mean=tuple(mean), std=tuple(std))
-
-
-def default_hflip(source: DataSource) -> bool:
-    return source.hflip if source.hflip is not None else _STATS[source.kind][2]
 
 
 def load_split(source: DataSource, split: str, resolution: int, channels: int,

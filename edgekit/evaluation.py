@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekit.core.errors import EdgekitError
-from edgekit.data import ImageSet, Preprocess
-from edgekit.preprocess import GivenPreprocess
+from edgekit.core.optional import installed
+from edgekit.preprocess import GivenPreprocess, Preprocess
 from edgekit.runtime.runners import Runner
+
+if TYPE_CHECKING:
+    from edgekit.data import ImageSet
+    from edgekit.datasource import DataSource
 
 
 @dataclass
@@ -51,17 +55,24 @@ def evaluate(runner: Runner, data: ImageSet, preprocess: Preprocess, batch_size:
              progress: Callable[[int], None] | None = None, classes: list[str] | None = None) -> Evaluation:
     """Accuracy on `data`. `classes`: the model's output names (a labels file), when they are not the data's
     own: each of the data's classes is scored as the output of the same name."""
-    if classes is None or list(classes) == list(data.classes):
-        batches = ((preprocess(images), labels.numpy()) for images, labels in data.batches(batch_size))
-        return evaluate_batches(runner, batches, list(data.classes), data.name, progress)
-    index = {name: i for i, name in enumerate(classes)}
-    missing = [name for name in data.classes if name not in index]
+    batches = ((images.numpy(), labels.numpy()) for images, labels in data.batches(batch_size))
+    return evaluate_labelled(runner, batches, list(data.classes), data.name, preprocess, progress, classes)
+
+
+def evaluate_labelled(runner: Runner, batches: Iterable[tuple[np.ndarray, np.ndarray]], data_classes: list[str],
+                      name: str, preprocess: Preprocess, progress: Callable[[int], None] | None = None,
+                      classes: list[str] | None = None) -> Evaluation:
+    """`evaluate` on (uint8 images, labels) batches of a dataset with `data_classes`."""
+    if classes is None or list(classes) == data_classes:
+        return evaluate_batches(runner, ((preprocess(x), y) for x, y in batches), data_classes, name, progress)
+    index = {label: i for i, label in enumerate(classes)}
+    missing = [label for label in data_classes if label not in index]
     if missing:
-        raise EdgekitError(f"{data.name} has class {missing[0]!r}, which the labels file does not name: name the "
+        raise EdgekitError(f"{name} has class {missing[0]!r}, which the labels file does not name: name the "
                            "class folders as the labels file names the model's outputs.")
-    to_output = np.array([index[name] for name in data.classes], dtype=np.int64)
-    batches = ((preprocess(images), to_output[labels.numpy()]) for images, labels in data.batches(batch_size))
-    return evaluate_batches(runner, batches, list(classes), data.name, progress)
+    to_output = np.array([index[label] for label in data_classes], dtype=np.int64)
+    return evaluate_batches(runner, ((preprocess(x), to_output[y]) for x, y in batches), list(classes), name,
+                            progress)
 
 
 def evaluate_batches(runner: Runner, batches: Iterable[tuple[np.ndarray, np.ndarray]], classes: list[str] | None,
@@ -110,7 +121,7 @@ def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, th
     file, made elsewhere; its labels file maps the data's class folders to outputs by name). `threads` as
     runtime.open.open_model takes them (None: a checkpoint's torch threads follow the free cores; a file's 1).
     Returns the evaluation, the runner's name, the data's label and the split's name."""
-    from edgekit.data import DataSource, load_split, require_same_classes
+    from edgekit.datasource import DataSource, require_same_classes
     from edgekit.runtime.open import open_model
 
     opened = open_model(path, threads=threads, given=given)
@@ -120,12 +131,72 @@ def evaluate_file(path: Path, data: str | None = None, batch_size: int = 256, th
     source = DataSource.parse(label)
     spec = opened.spec
     on_loading(source.label)
-    dataset = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=opened.preprocess)
+    if installed("torch"):
+        from edgekit.data import load_split
+
+        dataset = load_split(source, "val", spec.resolution, spec.in_channels, preprocess=opened.preprocess)
+        batches: Iterable[tuple[np.ndarray, np.ndarray]] = (
+            (images.numpy(), labels.numpy()) for images, labels in dataset.batches(batch_size))
+        data_classes, name = list(dataset.classes), dataset.name
+    else:  # an exported file judged where torch is not installed: an image folder, decoded here
+        folder = FolderSplit.of(source, "val", replace(opened.preprocess, resolution=spec.resolution,
+                                                       channels=spec.in_channels))
+        batches, data_classes, name = folder.batches(batch_size), folder.classes, folder.name
     if not opened.by_name:
-        require_same_classes(path, opened.classes or None, dataset, "evaluate on the data the model was trained for")
+        require_same_classes(path, opened.classes or None, _Named(name, data_classes),
+                             "evaluate on the data the model was trained for")
     try:
-        result = evaluate(opened.runner, dataset, opened.preprocess, batch_size, progress=progress,
-                          classes=opened.classes if opened.by_name else None)
+        result = evaluate_labelled(opened.runner, batches, data_classes, name, opened.preprocess, progress,
+                                   classes=opened.classes if opened.by_name else None)
     finally:
         close_runner(opened.runner)
-    return result, opened.runner.name, source.label, dataset.name
+    return result, opened.runner.name, source.label, name
+
+
+@dataclass
+class _Named:
+    name: str
+    classes: list[str]
+
+
+@dataclass
+class FolderSplit:
+    """One split of an image folder, decoded in this process with numpy and Pillow only: how an exported file is
+    evaluated where torch is not installed (the same files, transform and pixels as edgekit.data's loader)."""
+
+    name: str
+    classes: list[str]
+    files: list[Path]
+    labels: list[int]
+    preprocess: Preprocess
+
+    @classmethod
+    def of(cls, source: DataSource, split: str, preprocess: Preprocess) -> FolderSplit:
+        from edgekit.imagefolder import list_split, readable
+
+        if source.kind != "imagefolder" or source.path is None:
+            raise EdgekitError(f"evaluating on {source.label} needs torch, which is not installed: give "
+                               "--data imagefolder:PATH, or install torch (pip install torch==2.13.0).")
+        files, labels, classes = list_split(source.path, split)
+        kept = [(f, y) for f, y, ok in zip(files, labels, readable(files), strict=True) if ok]
+        if not kept:
+            raise EdgekitError(f"none of the {len(files)} images in {source.path}/{split} could be read: check "
+                               "the files.")
+        return cls(f"{source.path.name}/{split}", classes, [f for f, _ in kept], [y for _, y in kept], preprocess)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(uint8 images, labels) batches; an image that fails to decode is dropped, as the torch loader drops it."""
+        from edgekit.imagefolder import Transform
+
+        transform = Transform.of(self.preprocess)
+        for start in range(0, len(self.files), batch_size):
+            images, labels = [], []
+            for path, label in zip(self.files[start:start + batch_size], self.labels[start:start + batch_size],
+                                   strict=True):
+                try:
+                    images.append(transform(path))
+                except Exception:  # noqa: BLE001 (Pillow raises many types on damaged files)
+                    continue
+                labels.append(label)
+            if labels:
+                yield np.stack(images), np.asarray(labels, dtype=np.int64)

@@ -16,14 +16,12 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgekit.core.errors import EdgekitError
 from edgekit.preprocess import SHORTER_SIDE, SQUASH, Preprocess
@@ -97,7 +95,7 @@ def readable(files: Sequence[Path]) -> list[bool]:
 
 @dataclass(frozen=True)
 class Transform:
-    """A file -> uint8 (channels, size, size) tensor: the evaluation transform, or the training one (`train`)."""
+    """A file -> uint8 (channels, size, size) array: the evaluation transform, or the training one (`train`)."""
 
     size: int
     channels: int = 3
@@ -111,8 +109,9 @@ class Transform:
         """How an image file becomes `preprocess`'s uint8 input (the training variant with `train`)."""
         return cls(preprocess.resolution, preprocess.channels, preprocess.crop_ratio, preprocess.resize, train, hflip)
 
-    def __call__(self, path: Path, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Decode and transform; OSError/ValueError (and Pillow's errors) when the file cannot be read."""
+    def __call__(self, path: Path, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Decode and transform into uint8 (C, H, W); OSError/ValueError (and Pillow's errors) when the file cannot
+        be read."""
         from PIL import Image
 
         with warnings.catch_warnings():
@@ -122,7 +121,7 @@ class Transform:
         array = np.asarray(out, dtype=np.uint8)
         if array.ndim == 2:
             array = array[..., None]
-        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def _mode(self) -> str:
         return "L" if self.channels == 1 else "RGB"
@@ -186,106 +185,6 @@ def default_workers() -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, min(8, cores // 2))
-
-
-class FolderImages:
-    """Images of a folder as a lazy uint8 (N, C, size, size) array: indexing decodes, nothing is held.
-
-    `images[i]` is one (C, size, size) tensor and `images[slice or index tensor]` a stacked batch, so code written
-    for an in-memory tensor (parity inputs, calibration samples) works unchanged; `select()` is the lazy subset.
-    An image that cannot be decoded is counted in `failed` and comes back black (in batches: dropped)."""
-
-    def __init__(self, files: Sequence[Path], labels: Sequence[int], transform: Transform, seed: int = 0,
-                 workers: int | None = None) -> None:
-        self.files = list(files)
-        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
-        self.transform = transform
-        self.seed = seed  # training transforms draw from (seed, index): any worker count gives the same images
-        self.workers = default_workers() if workers is None else workers
-        self.failed = 0
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        t = self.transform
-        return (len(self.files), t.channels, t.size, t.size)
-
-    dtype = torch.uint8
-
-    def decode(self, index: int) -> torch.Tensor | None:
-        rng = np.random.default_rng((self.seed, index)) if self.transform.train else None
-        try:
-            return self.transform(self.files[index], rng)
-        except Exception:  # noqa: BLE001 (Pillow raises many types on damaged files)
-            return None
-
-    def _positions(self, index: Any) -> list[int]:
-        if isinstance(index, slice):
-            return list(range(len(self)))[index]
-        return [int(i) for i in torch.as_tensor(index).reshape(-1).tolist()]
-
-    def __getitem__(self, index: Any) -> torch.Tensor:
-        if isinstance(index, int | np.integer) or (isinstance(index, torch.Tensor) and index.ndim == 0):
-            return self._decoded(int(index))
-        picked = self._positions(index)
-        if not picked:
-            return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
-        return torch.stack([self._decoded(i) for i in picked])
-
-    def _decoded(self, index: int) -> torch.Tensor:
-        image = self.decode(index)
-        if image is None:
-            self.failed += 1
-            return torch.zeros(self.shape[1:], dtype=torch.uint8)
-        return image
-
-    def select(self, index: Any) -> FolderImages:
-        picked = self._positions(index)
-        return self.with_(files=[self.files[i] for i in picked], labels=self.labels[picked].tolist())
-
-    def with_(self, files: Sequence[Path] | None = None, labels: Sequence[int] | None = None,
-              **transform: Any) -> FolderImages:
-        """A copy with other files/labels or transform fields (e.g. train=True, hflip=False)."""
-        return FolderImages(self.files if files is None else files,
-                            self.labels.tolist() if labels is None else labels,
-                            replace(self.transform, **transform), self.seed, self.workers)
-
-    def loader(self, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        """Batches of (uint8 images, labels) decoded in `workers` processes; unreadable images are dropped."""
-        return DataLoader(_Decoded(self), batch_size=batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.workers, collate_fn=_collate, worker_init_fn=_one_thread,
-                          persistent_workers=False, prefetch_factor=2 if self.workers else None)
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels, failed in self.loader(batch_size):
-            self.failed += failed
-            if len(labels):
-                yield images, labels
-
-
-class _Decoded(Dataset):
-    def __init__(self, images: FolderImages) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int]:
-        return self.images.decode(index), int(self.images.labels[index])
-
-
-def _collate(items: list[tuple[torch.Tensor | None, int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    kept = [(image, label) for image, label in items if image is not None]
-    if not kept:
-        return torch.zeros((0, 1, 1, 1), dtype=torch.uint8), torch.zeros(0, dtype=torch.long), len(items)
-    return (torch.stack([image for image, _ in kept]), torch.tensor([label for _, label in kept]),
-            len(items) - len(kept))
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)  # a decoding worker needs no intra-op threads; the trainer keeps the cores
 
 
 def decoded_bytes(count: int, channels: int, size: int) -> int:

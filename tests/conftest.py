@@ -43,6 +43,31 @@ def run_edgekit(*args: str, env: dict[str, str] | None = None, cwd: Path | None 
     )
 
 
+# The command line where torch is not installed: every import of torch fails, as in a lean environment.
+WITHOUT_TORCH = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["edgekit", *sys.argv[1:]]
+from edgekit.cli.main import main
+try:
+    main()
+finally:
+    print("torch imported:", any(m == "torch" or m.startswith("torch.") for m in sys.modules), file=sys.stderr)
+"""
+
+
+def run_edgekit_without_torch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`edgekit ARGS` in an interpreter that cannot import torch; stderr ends with "torch imported: False/True"."""
+    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
 @pytest.fixture
 def edgekit_cli():
     return run_edgekit

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_edgekit
+from conftest import run_edgekit, run_edgekit_without_torch
 from fixtures.image_folders import _slug, fashion_mnist_folder
 from PIL import Image
 from torch import nn
@@ -61,6 +61,12 @@ def test_a_keras_int8_tflite_without_manifest(tmp_path: Path) -> None:
     assert got["images"] == total == 200
     assert got["top1"] == correct / total
     assert got["top1"] > 0.5  # a trained model (chance is 0.1), so the equality means something
+
+    # where torch is not installed, the same evaluation, decoded without it, gives the same figures
+    done = run_edgekit_without_torch("eval", str(model), "--data", f"imagefolder:{folder}", "--mean", "0.5", "--std",
+                                     "0.5", "--labels", str(labels), "--json")
+    assert done.returncode == 0 and "torch imported: False" in done.stderr, done.stderr[-3000:]
+    assert json.loads(done.stdout) == got
 
 
 def _digits_folder(root: Path, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,12 +2,12 @@
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_edgekit_without_torch
 
 from edgekit.benchmark import benchmark_model
 from edgekit.core.errors import EdgekitError
@@ -112,22 +112,6 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
 
 
 # A lean install, without torch: the interpreter is told that torch does not exist, as it would be without the package.
-WITHOUT_TORCH = """
-import importlib.abc, sys
-
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.meta_path.insert(0, NoTorch())
-sys.argv = ["edgekit", *sys.argv[1:]]
-from edgekit.cli.main import main
-try:
-    main()
-finally:
-    print("torch imported:", any(m == "torch" or m.startswith("torch.") for m in sys.modules), file=sys.stderr)
-"""
 
 
 def test_bench_of_exported_files_needs_no_torch(artifact: Path, tmp_path: Path):
@@ -137,8 +121,7 @@ def test_bench_of_exported_files_needs_no_torch(artifact: Path, tmp_path: Path):
     bare.parent.mkdir()
     shutil.copy(artifact / "model.onnx", bare)
     for target in (artifact, bare):
-        done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "bench", str(target), "--runtime", "onnxruntime",
-                               *FAST, "--json"], capture_output=True, text=True, timeout=600, check=False)
+        done = run_edgekit_without_torch("bench", str(target), "--runtime", "onnxruntime", *FAST, "--json")
         assert done.returncode == 0, done.stderr[-3000:]
         assert "torch imported: False" in done.stderr
         results = json.loads(done.stdout)["runs"][0]["results"]

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgekit"
 LAYERS: list[tuple[str, ...]] = [
     ("edgekit.core", "edgekit.builtin", "edgekit.runtime.formats"),  # the format table is data
     ("edgekit.models",),
-    ("edgekit.data", "edgekit.imagefolder", "edgekit.preprocess", "edgekit.options", "edgekit.recipe"),
+    ("edgekit.data", "edgekit.datasource", "edgekit.imagefolder", "edgekit.folder_images", "edgekit.preprocess",
+     "edgekit.options", "edgekit.recipe", "edgekit.weights"),
     ("edgekit.artifact", "edgekit.manifest", "edgekit.checkpoint", "edgekit.user_model"),
     ("edgekit.runtime", "edgekit.evaluation", "edgekit.inspect"),
     ("edgekit.training",),

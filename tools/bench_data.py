@@ -8,7 +8,7 @@ torchvision cannot be installed here, so the reference is its pipeline written o
 makes on PIL images: `Image.open(f).convert("RGB")`, RandomResizedCrop (get_params, then a bilinear resize of the
 crop) + RandomHorizontalFlip, or Resize(256) + CenterCrop(224), then ToTensor and Normalize, in a map-style Dataset
 whose items the DataLoader's default collate stacks: what `ImageFolder(root, transform)` + `DataLoader` do.
-edgekit's loader (edgekit.imagefolder.FolderImages) yields uint8 batches; the time of normalising them in the
+edgekit's loader (edgekit.folder_images.FolderImages) yields uint8 batches; the time of normalising them in the
 training process (Preprocess.tensor) is included in its figure.
 
 The folders: Fashion-MNIST written as PNG files at 224 px (800 images), and the scikit-image / scikit-learn sample
@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' fixtures (photo folders)
 from fixtures.image_folders import fashion_mnist_folder, photo_folder  # noqa: E402
 
 from edgekit.data import DataSource, preprocess_for  # noqa: E402
-from edgekit.imagefolder import FolderImages, Transform, list_split, random_resized_crop_box  # noqa: E402
+from edgekit.folder_images import FolderImages  # noqa: E402
+from edgekit.imagefolder import Transform, list_split, random_resized_crop_box  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

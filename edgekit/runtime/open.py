@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.artifact import verify_files
-from edgekit.checkpoint import read_trained
 from edgekit.core.errors import EdgekitError
-from edgekit.data import Preprocess
 from edgekit.manifest import MANIFEST, layout_of, read_manifest
 from edgekit.models import ModelSpec, custom_spec
-from edgekit.preprocess import GivenPreprocess
+from edgekit.preprocess import GivenPreprocess, Preprocess
 from edgekit.runtime.formats import format_of
 from edgekit.runtime.runners import Runner, TorchRunner, file_runner
 
@@ -48,6 +46,8 @@ def open_model(path: Path, threads: int | None = None, verify: bool = True,
         if given is not None:
             raise EdgekitError(f"{path} is a checkpoint, which records its own preprocessing: give preprocessing "
                                "(--preprocess, --mean, ...) for .onnx and .tflite files only.")
+        from edgekit.checkpoint import read_trained  # torch: a file needs none
+
         trained = read_trained(path)
         return Opened(TorchRunner(trained.build(), ThreadGovernor(threads)), trained.spec, trained.preprocess,
                       trained.data, trained.classes)

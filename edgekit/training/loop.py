@@ -27,7 +27,7 @@ from edgekit.core.threads import ThreadGovernor, deterministic_threads
 from edgekit.core.ui import Reporter
 from edgekit.data import augment, default_hflip
 from edgekit.evaluation import Evaluation
-from edgekit.imagefolder import FolderImages
+from edgekit.folder_images import FolderImages
 from edgekit.models import build
 from edgekit.models._registry import ModelSpec
 from edgekit.models.training_kernels import use_fast_training_kernels

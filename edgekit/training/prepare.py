@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from edgekit.core.errors import EdgekitError
 from edgekit.data import DataSource, ImageSet, Preprocess, load_split, preprocess_for
-from edgekit.imagefolder import FolderImages
+from edgekit.folder_images import FolderImages
 from edgekit.models import resolve_spec
 from edgekit.models._registry import ModelSpec
 from edgekit.recipe import Recipe
