@@ -104,10 +104,11 @@ def weights(
     )] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Pretrained weights by name: the ImageNet files `--weights imagenet` (or imagenet-v2) loads, the top-1 their
-    authors report with the evaluation transform it was measured with, and whether each is in the cache
-    ($EDGEKIT_HOME/weights). EDGEKIT_OFFLINE=1 refuses downloads; EDGEKIT_WEIGHTS_MIRROR=URL fetches from a
-    mirror."""
+    """Pretrained weights by name: what `--weights imagenet` loads for each model, and whether it is cached.
+
+    Each row is a file torchvision publishes, with the top-1 it reports and the evaluation transform that top-1 was
+    measured with. Files are downloaded once into $EDGEKIT_HOME/weights and checked against their sha256.
+    EDGEKIT_OFFLINE=1 refuses downloads; EDGEKIT_WEIGHTS_MIRROR=URL fetches the same file names from a mirror."""
     from edgekit.weights import listed
 
     rows = listed(model, download=download)
