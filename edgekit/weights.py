@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.core.errors import EdgekitError, close_names
+from edgekit.preprocess import SHORTER_SIDE, Preprocess
 
 TORCHVISION = "https://download.pytorch.org/models/"
 TAGS = {"imagenet": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 CHUNK = 1 << 20
 TIMEOUT_S = 30  # per network operation: a stalled server ends the download instead of hanging
 
@@ -50,10 +53,17 @@ class Published:
         mirror = os.environ.get("EDGEKIT_WEIGHTS_MIRROR")
         return f"{(mirror.rstrip('/') + '/') if mirror else self.url_base}{self.file}"
 
+    def preprocess(self) -> Preprocess:
+        """The evaluation preprocessing the top-1 was measured with: ImageNet statistics, the shorter side resized
+        to `resize` and a `crop` px center crop (edgekit resizes bilinearly with antialiasing, as torchvision's
+        default transform does; the bicubic files see slightly other pixels)."""
+        return Preprocess(resolution=self.crop, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                          resize=SHORTER_SIDE, crop_ratio=self.crop / self.resize)
+
     def to_dict(self) -> dict[str, object]:
         return {"model": self.model, "weights": self.tag, "file": self.file, "url": self.url, "sha256": self.sha256,
                 "top1": self.top1, "crop": self.crop, "resize": self.resize, "interpolation": self.interpolation,
-                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 def _entries() -> dict[tuple[str, str], Published]:

@@ -75,8 +75,11 @@ def test_three_families_by_name_are_downloaded_checked_cached_and_loaded(publish
                        str(publisher.parent / "art"), "--json", env={k: os.environ[k] for k in (
                            "EDGEKIT_HOME", "EDGEKIT_WEIGHTS_MIRROR")})
     assert done.returncode == 0, done.stderr[-2000:]
-    source = json.loads((publisher.parent / "art" / "manifest.json").read_text())["source"]
-    assert source["sha256"] == published_weights.published("mobilenet_v2").sha256 and source["pretrained"]
+    manifest = json.loads((publisher.parent / "art" / "manifest.json").read_text())
+    assert manifest["source"]["sha256"] == published_weights.published("mobilenet_v2").sha256
+    # the preprocessing the weights were trained with is recorded, so the file evaluates without flags
+    pre = manifest["input"]["preprocess"]
+    assert pre["mean"] == [0.485, 0.456, 0.406] and pre["resize"] == "shorter-side" and pre["crop_ratio"] == 224 / 256
 
 
 def test_a_download_cut_midway_fails_with_one_line_and_the_next_run_resumes(publisher: Path,

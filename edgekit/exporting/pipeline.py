@@ -204,7 +204,7 @@ def export_source(
         raise EdgekitError(f"{spec.name} takes {spec.input_shape[1]}x{spec.input_shape[2]} images, and edgekit's "
                            "data sources give square ones: calibrate from Python with preprocessed arrays instead.")
     on_status("loading evaluation data")
-    data, preprocess = evaluation_data(eval_data, trained, spec)
+    data, preprocess = evaluation_data(eval_data, trained, spec, source.preprocess)
     calibration_images, calibration_set_ = None, None
     if int8 is not None:
         if calib is None and trained is None:

@@ -6,7 +6,7 @@ evaluated on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from edgekit.user_model import (
     load_program,
     parse_input_shape,
 )
-from edgekit.weights import is_weights_name, weights_file
+from edgekit.weights import is_weights_name, published_for, weights_file
 
 
 def is_checkpoint_path(text: str) -> bool:
@@ -41,6 +41,7 @@ class Source:
     weights: Path | None = None
     trained: TrainedModel | None = None
     model: nn.Module | None = None
+    preprocess: Preprocess | None = None  # what published weights were trained with (None: not known)
 
 
 def resolve_source(target: str | nn.Module, width: float | None = None, resolution: int | None = None,
@@ -76,7 +77,9 @@ def resolve_source(target: str | nn.Module, width: float | None = None, resoluti
     spec = resolve_spec(target, width=1.0 if width is None else width, resolution=resolution, res_mult=res_mult,
                         num_classes=num_classes, in_channels=in_channels, **(options or {}))
     if is_weights_name(weights):
-        return Source(spec, weights_file(str(weights), spec.name, spec.width))
+        entry = published_for(str(weights), spec.name, spec.width)
+        return Source(spec, weights_file(str(weights), spec.name, spec.width), preprocess=replace(
+            entry.preprocess(), resolution=spec.resolution, channels=spec.in_channels))
     if weights is not None and weights.is_file():
         try:
             trained = read_trained(weights)
@@ -141,17 +144,18 @@ def _same_as_trained(trained: TrainedModel, weights: Path, width: float | None, 
                            f"flags to export it as trained (`edgekit export {weights}`).")
 
 
-def evaluation_data(eval_data: str | None, trained: TrainedModel | None,
-                    spec: ModelSpec) -> tuple[ImageSet | None, Preprocess | None]:
+def evaluation_data(eval_data: str | None, trained: TrainedModel | None, spec: ModelSpec,
+                    known: Preprocess | None = None) -> tuple[ImageSet | None, Preprocess | None]:
     """The validation split a model is checked on, and the preprocessing to apply to it.
 
     `eval_data` is a data source, 'auto' (a checkpoint's own data) or None; with a checkpoint and no
-    `eval_data`, its own data is still loaded for parity on real images. Neither: (None, None).
+    `eval_data`, its own data is still loaded for parity on real images. Neither: (None, `known`). `known` is the
+    preprocessing the weights were trained with where it is known without a checkpoint (published weights).
     """
     if trained is None and eval_data in (None, "auto"):
         if eval_data == "auto":
             raise EdgekitError("--eval auto needs an edgekit checkpoint: name the data, e.g. --eval digits.")
-        return None, None
+        return None, known
     source = DataSource.parse(trained.data if eval_data in (None, "auto") else eval_data)  # type: ignore[union-attr]
-    preprocess = trained.preprocess if trained else preprocess_for(source, spec.resolution, spec.in_channels)
+    preprocess = trained.preprocess if trained else known or preprocess_for(source, spec.resolution, spec.in_channels)
     return load_split(source, "val", spec.resolution, spec.in_channels, preprocess=preprocess), preprocess
