@@ -11,7 +11,6 @@ to refuse any download. `EDGEKIT_WEIGHTS_MIRROR=URL` fetches the same file names
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import sys
@@ -28,7 +27,7 @@ TORCHVISION = "https://download.pytorch.org/models/"
 TAGS = {"imagenet": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read per network call
 TIMEOUT_S = 30  # per network operation: a stalled server ends the download instead of hanging
 
 
@@ -151,11 +150,9 @@ def cache_dir() -> Path:
 
 
 def _matches(path: Path, sha256: str) -> tuple[bool, str]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    actual = digest.hexdigest()
+    from edgekit.core.files import sha256_file
+
+    actual = sha256_file(path)
     return actual.startswith(sha256), actual
 
 
@@ -167,7 +164,7 @@ def _download(url: str, partial: Path, progress: Progress) -> None:
     have = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (http/https only)
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             resumed = have and response.status == 206
             size = response.headers.get("Content-Length")
             total = (int(size) + (have if resumed else 0)) if size else None
