@@ -121,7 +121,7 @@ class Transform:
         array = np.asarray(out, dtype=np.uint8)
         if array.ndim == 2:
             array = array[..., None]
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return array.transpose(2, 0, 1).copy()  # writable and contiguous (torch.from_numpy warns on read-only)
 
     def _mode(self) -> str:
         return "L" if self.channels == 1 else "RGB"
