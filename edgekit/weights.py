@@ -134,6 +134,9 @@ def published(model: str, tag: str = "imagenet") -> Published:
         raise EdgekitError(f"unknown weights name {tag!r}: use {' or '.join(TAGS)}, or give a weights file.")
     entry = REGISTRY.get((model, tag))
     if entry is None:
+        from edgekit.models import get_entry
+
+        get_entry(model)  # a name the zoo does not know is that error, with its suggestions
         have = sorted({m for m, t in REGISTRY if t == tag})
         close = close_names(model, have, n=2)
         hint = f"did you mean {' or '.join(close)}? " if close else ""

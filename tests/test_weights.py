@@ -124,6 +124,7 @@ def test_offline_uses_a_prefilled_cache_and_names_the_file_when_it_is_missing(
     (["export", "mobilenet_v1", "--weights", "imagenet"], "mobilenet_v1 has no published imagenet weights"),
     (["export", "mobilenet_v2", "--weights", "imagenet", "--width", "0.5"], "for width 1.0, not 0.5"),
     (["weights", "regnet_x_200mf"], "regnet_x_200mf has no published imagenet weights"),
+    (["weights", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
 ])
 def test_weights_names_without_published_files_are_refused(argv, message, tmp_path: Path, edgekit_cli) -> None:
     done = edgekit_cli(*argv, "--out", str(tmp_path / "out")) if argv[0] == "export" else edgekit_cli(*argv)
