@@ -11,12 +11,14 @@ to refuse any download. `EDGEKIT_WEIGHTS_MIRROR=URL` fetches the same file names
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +40,18 @@ class Published:
     model: str  # the zoo name it loads into (at width 1.0)
     tag: str  # "imagenet" (torchvision's IMAGENET1K_V1) or "imagenet-v2"
     file: str
-    # The whole sha256 where it is published, else the leading hex digits torchvision puts in the file name (what
-    # torch.hub checks).
-    sha256: str
     top1: float  # ImageNet-1k validation top-1 (%), as torchvision reports it
     crop: int  # the evaluation transform: resize the short side to `resize` (interpolation), center-crop `crop`
     resize: int
     interpolation: str
+    # The whole sha256 where known; by default the leading hex digits torchvision puts in the file name (what
+    # torch.hub checks).
+    sha256: str = ""
     url_base: str = TORCHVISION
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            object.__setattr__(self, "sha256", self.file.rsplit("-", 1)[1].removesuffix(".pth"))
 
     @property
     def url(self) -> str:
@@ -66,45 +72,26 @@ class Published:
 
 
 def _entries() -> dict[tuple[str, str], Published]:
-    # torchvision 0.29's Weights enums (file, top-1, crop, resize, interpolation). The hash is the file name's, as
-    # torch.hub checks it, but whole where the file was checked here (MobileNetV2, the tests' file) or its digest is
-    # published by several others (MobileNetV3-Small).
+    # torchvision 0.29's Weights enums: model, tag, file, top-1, crop, resize, interpolation.
     rows = [
-        ("mobilenet_v2", "imagenet", "mobilenet_v2-b0353104.pth",
-         "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", 71.878, 224, 256, "bilinear"),
-        ("mobilenet_v2", "imagenet-v2", "mobilenet_v2-7ebf99e0.pth",
-         "7ebf99e0", 72.154, 224, 232, "bilinear"),
-        ("mobilenet_v3_large", "imagenet", "mobilenet_v3_large-8738ca79.pth",
-         "8738ca79", 74.042, 224, 256, "bilinear"),
-        ("mobilenet_v3_large", "imagenet-v2", "mobilenet_v3_large-5c1a4163.pth", "5c1a4163", 75.274, 224, 232,
-         "bilinear"),
-        ("mobilenet_v3_small", "imagenet", "mobilenet_v3_small-047dcff4.pth",
-         "047dcff4addef86ea5bc2eff13c9614dc11f47ab1160d0a71a25e7db994f4e1f", 67.668, 224, 256, "bilinear"),
-        ("shufflenet_v2_x0_5", "imagenet", "shufflenetv2_x0.5-f707e7126e.pth", "f707e7126e", 60.552, 224, 256,
-         "bilinear"),
-        ("shufflenet_v2_x1_0", "imagenet", "shufflenetv2_x1-5666bf0f80.pth", "5666bf0f80", 69.362, 224, 256,
-         "bilinear"),
-        ("shufflenet_v2_x1_5", "imagenet", "shufflenetv2_x1_5-3c479a10.pth", "3c479a10", 72.996, 224, 232,
-         "bilinear"),
-        ("shufflenet_v2_x2_0", "imagenet", "shufflenetv2_x2_0-8be3c8ee.pth", "8be3c8ee", 76.230, 224, 232,
-         "bilinear"),
-        ("efficientnet_b0", "imagenet", "efficientnet_b0_rwightman-7f5810bc.pth",
-         "7f5810bc", 77.692, 224, 256, "bicubic"),
-        ("efficientnet_b1", "imagenet", "efficientnet_b1_rwightman-bac287d4.pth", "bac287d4", 78.642, 240, 256,
-         "bicubic"),
-        ("efficientnet_b1", "imagenet-v2", "efficientnet_b1-c27df63c.pth", "c27df63c", 79.838, 240, 255, "bilinear"),
-        ("efficientnet_b2", "imagenet", "efficientnet_b2_rwightman-c35c1473.pth", "c35c1473", 80.608, 288, 288,
-         "bicubic"),
-        ("efficientnet_b3", "imagenet", "efficientnet_b3_rwightman-b3899882.pth", "b3899882", 82.008, 300, 320,
-         "bicubic"),
-        ("efficientnet_b4", "imagenet", "efficientnet_b4_rwightman-23ab8bcd.pth", "23ab8bcd", 83.384, 380, 384,
-         "bicubic"),
-        ("efficientnet_b5", "imagenet", "efficientnet_b5_lukemelas-1a07897c.pth", "1a07897c", 83.444, 456, 456,
-         "bicubic"),
-        ("efficientnet_b6", "imagenet", "efficientnet_b6_lukemelas-24a108a5.pth", "24a108a5", 84.008, 528, 528,
-         "bicubic"),
-        ("efficientnet_b7", "imagenet", "efficientnet_b7_lukemelas-c5b4e57e.pth", "c5b4e57e", 84.122, 600, 600,
-         "bicubic"),
+        ("mobilenet_v2", "imagenet", "mobilenet_v2-b0353104.pth", 71.878, 224, 256, "bilinear"),
+        ("mobilenet_v2", "imagenet-v2", "mobilenet_v2-7ebf99e0.pth", 72.154, 224, 232, "bilinear"),
+        ("mobilenet_v3_large", "imagenet", "mobilenet_v3_large-8738ca79.pth", 74.042, 224, 256, "bilinear"),
+        ("mobilenet_v3_large", "imagenet-v2", "mobilenet_v3_large-5c1a4163.pth", 75.274, 224, 232, "bilinear"),
+        ("mobilenet_v3_small", "imagenet", "mobilenet_v3_small-047dcff4.pth", 67.668, 224, 256, "bilinear"),
+        ("shufflenet_v2_x0_5", "imagenet", "shufflenetv2_x0.5-f707e7126e.pth", 60.552, 224, 256, "bilinear"),
+        ("shufflenet_v2_x1_0", "imagenet", "shufflenetv2_x1-5666bf0f80.pth", 69.362, 224, 256, "bilinear"),
+        ("shufflenet_v2_x1_5", "imagenet", "shufflenetv2_x1_5-3c479a10.pth", 72.996, 224, 232, "bilinear"),
+        ("shufflenet_v2_x2_0", "imagenet", "shufflenetv2_x2_0-8be3c8ee.pth", 76.230, 224, 232, "bilinear"),
+        ("efficientnet_b0", "imagenet", "efficientnet_b0_rwightman-7f5810bc.pth", 77.692, 224, 256, "bicubic"),
+        ("efficientnet_b1", "imagenet", "efficientnet_b1_rwightman-bac287d4.pth", 78.642, 240, 256, "bicubic"),
+        ("efficientnet_b1", "imagenet-v2", "efficientnet_b1-c27df63c.pth", 79.838, 240, 255, "bilinear"),
+        ("efficientnet_b2", "imagenet", "efficientnet_b2_rwightman-c35c1473.pth", 80.608, 288, 288, "bicubic"),
+        ("efficientnet_b3", "imagenet", "efficientnet_b3_rwightman-b3899882.pth", 82.008, 300, 320, "bicubic"),
+        ("efficientnet_b4", "imagenet", "efficientnet_b4_rwightman-23ab8bcd.pth", 83.384, 380, 384, "bicubic"),
+        ("efficientnet_b5", "imagenet", "efficientnet_b5_lukemelas-1a07897c.pth", 83.444, 456, 456, "bicubic"),
+        ("efficientnet_b6", "imagenet", "efficientnet_b6_lukemelas-24a108a5.pth", 84.008, 528, 528, "bicubic"),
+        ("efficientnet_b7", "imagenet", "efficientnet_b7_lukemelas-c5b4e57e.pth", 84.122, 600, 600, "bicubic"),
     ]
     regnets = [("regnet_x_400mf", "adf1edd5", 72.834, "62229a5f", 74.864),
                ("regnet_y_400mf", "c65dace8", 74.046, "e6988f5f", 75.804),
@@ -115,11 +102,19 @@ def _entries() -> dict[tuple[str, str], Published]:
                ("regnet_x_3_2gf", "f342aeae", 78.364, "7071aa85", 81.196),
                ("regnet_y_3_2gf", "b5a9779c", 78.948, "9180c971", 81.982)]
     for name, v1, top1, v2, top1_v2 in regnets:
-        rows.append((name, "imagenet", f"{name}-{v1}.pth", v1, top1, 224, 256, "bilinear"))
-        rows.append((name, "imagenet-v2", f"{name}-{v2}.pth", v2, top1_v2, 224, 232, "bilinear"))
-    return {(row[0], row[1]): Published(*row) for row in rows}
+        rows.append((name, "imagenet", f"{name}-{v1}.pth", top1, 224, 256, "bilinear"))
+        rows.append((name, "imagenet-v2", f"{name}-{v2}.pth", top1_v2, 224, 232, "bilinear"))
+    entries = {(row[0], row[1]): Published(*row) for row in rows}
+    # Whole digests where the file was checked here (MobileNetV2's, the tests' file) or several sources publish the
+    # same one (MobileNetV3-Small's); the others are checked by the file name's digits, as torch.hub checks them.
+    for key, digest in ((("mobilenet_v2", "imagenet"), WHOLE_MOBILENET_V2),
+                        (("mobilenet_v3_small", "imagenet"), WHOLE_MOBILENET_V3_SMALL)):
+        entries[key] = dataclasses.replace(entries[key], sha256=digest)
+    return entries
 
 
+WHOLE_MOBILENET_V2 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+WHOLE_MOBILENET_V3_SMALL = "047dcff4addef86ea5bc2eff13c9614dc11f47ab1160d0a71a25e7db994f4e1f"
 REGISTRY = _entries()
 
 
@@ -220,7 +215,11 @@ def _fetch_locked(entry: Published, path: Path, progress: Progress | None) -> Pa
         raise EdgekitError(f"{entry.model} {entry.tag} weights are not in the cache and EDGEKIT_OFFLINE is "
                            f"set: put {entry.file} (from {entry.url}) in {folder}, or give --weights FILE.")
     partial = folder / f"{entry.file}.partial"
-    _download(entry.url, partial, progress or _stderr_progress(entry.file))
+    if progress is not None:
+        _download(entry.url, partial, progress)
+    else:
+        with _stderr_progress(entry.file) as bar:
+            _download(entry.url, partial, bar)
     ok, actual = _matches(partial, entry.sha256)
     if not ok:
         partial.unlink()
@@ -231,27 +230,19 @@ def _fetch_locked(entry: Published, path: Path, progress: Progress | None) -> Pa
     return path
 
 
-def _stderr_progress(name: str) -> Progress:
-    """A download bar on stderr (plain lines when stderr is not a terminal), as torch.hub shows one."""
+@contextmanager
+def _stderr_progress(name: str) -> Iterator[Progress]:
+    """A download bar on stderr (plain lines when stderr is not a terminal), as torch.hub shows one; stopped
+    however the download ends."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
 
     from edgekit.core.ui import progress_bar
 
-    bar = progress_bar(TextColumn(f"downloading {name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                       console=Console(file=sys.stderr), transient=True)
-    task = None
-
-    def update(done: int, total: int | None) -> None:
-        nonlocal task
-        if task is None:
-            bar.start()
-            task = bar.add_task(name, total=total)
-        bar.update(task, completed=done)
-        if total is not None and done >= total:
-            bar.stop()
-
-    return update
+    with progress_bar(TextColumn(f"downloading {name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(name, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def weights_file(value: str | Path, model: str, width: float, progress: Progress | None = None) -> Path:

@@ -44,8 +44,8 @@ def _serve_own(root: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> tuple
     state = create(model).state_dict()
     path = root / f"{model}-test.pth"
     torch.save(state, path)
-    entry = published_weights.Published(model, "imagenet", path.name, hashlib.sha256(path.read_bytes()).hexdigest(),
-                                        50.0, 224, 256, "bilinear")
+    entry = published_weights.Published(model, "imagenet", path.name, 50.0, 224, 256, "bilinear",
+                                        sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     monkeypatch.setitem(published_weights.REGISTRY, (model, "imagenet"), entry)
     return entry, state
 
