@@ -25,7 +25,7 @@ from edgekit.user_model import (
     load_program,
     parse_input_shape,
 )
-from edgekit.weights import is_weights_name, published_for, weights_file
+from edgekit.weights import fetch, is_weights_name, published_for
 
 
 def is_checkpoint_path(text: str) -> bool:
@@ -78,8 +78,8 @@ def resolve_source(target: str | nn.Module, width: float | None = None, resoluti
                         num_classes=num_classes, in_channels=in_channels, **(options or {}))
     if is_weights_name(weights):
         entry = published_for(str(weights), spec.name, spec.width)
-        return Source(spec, weights_file(str(weights), spec.name, spec.width), preprocess=replace(
-            entry.preprocess(), resolution=spec.resolution, channels=spec.in_channels))
+        return Source(spec, fetch(entry), preprocess=replace(entry.preprocess(), resolution=spec.resolution,
+                                                             channels=spec.in_channels))
     if weights is not None and weights.is_file():
         try:
             trained = read_trained(weights)
