@@ -6,7 +6,7 @@ The Python API (docs/api.md), loaded on first use so that `import edgekit` stays
     artifact = edgekit.export(my_model, input_shape=(1, 3, 224, 224), int8=True, calibration=my_dataset)
     edgekit.bench(artifact, device="local")
 
-Functions: export, quantize, evaluate, bench, check, train, sweep, create_model, profile.
+Functions: export, quantize, evaluate, bench, check, int8_report, train, sweep, create_model, profile.
 Options objects: ExportOptions, Int8Options, BenchOptions, CheckOptions. Records: Artifact. Errors: EdgekitError,
 EdgekitWarning.
 """
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Artifact", "BenchOptions", "CheckOptions", "EdgekitError", "EdgekitWarning", "ExportOptions", "Int8Options",
-    "bench", "check", "create_model", "evaluate", "export", "profile", "quantize", "sweep", "train",
+    "bench", "check", "create_model", "evaluate", "export", "int8_report", "profile", "quantize", "sweep", "train",
 ]
 
 TYPE_CHECKING = False  # typing's own constant, without importing typing (it costs more than the rest of this file)
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         create_model,
         evaluate,
         export,
+        int8_report,
         profile,
         quantize,
         sweep,

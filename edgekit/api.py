@@ -25,6 +25,7 @@ from torch import nn
 from edgekit.artifact import Artifact, verify_files
 from edgekit.benchmark.host import BenchOptions, DeviceRun
 from edgekit.core.errors import EdgekitError
+from edgekit.diagnose.report import Int8LayerReport
 from edgekit.evaluation import Evaluation, evaluate_batches, evaluate_file
 from edgekit.gate.checks import ArtifactCheck, CheckOptions
 from edgekit.manifest import read_manifest
@@ -204,6 +205,18 @@ def check(artifact: ArtifactLike | None = None, data: str | None = None, *, samp
     files = (Path(pair[0]), Path(pair[1])) if pair is not None else None
     return run_checks([_target(artifact)] if artifact is not None else [], options, files,
                       GivenPreprocess.of(preprocess))[0]
+
+
+def int8_report(artifact: ArtifactLike, data: str | None = None, *, images: int = 100,
+                formats: Sequence[str] | str | None = None, layer: str | None = None) -> Int8LayerReport:
+    """Where the artifact's INT8 files lose accuracy, as `edgekit int8 report`, keyword for flag: every quantized
+    layer's error against the FP32 file of the same format (SQNR median over channels, cosine, clipped share), of
+    the layer alone and accumulated up to it, on `images` images of `data` (default: the calibration data).
+    `.rows()` ranks the layers worst first; `.to_dict()` is the `--json` output. Reads the files, writes nothing."""
+    from edgekit.diagnose.report import int8_layer_report
+
+    chosen = formats.split(",") if isinstance(formats, str) else formats
+    return int8_layer_report(_target(artifact), data, images=images, formats=chosen, layer=layer)
 
 
 def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *, epochs: int | None = None,

@@ -158,6 +158,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, digits_mobilenet_v2: Path, 
     artifact("art-fp32-only", lambda a: [(a / f).unlink() for f in ("model_int8.onnx", "model_int8.tflite")]
              and _edit_manifest(a, lambda m: [m["files"].pop(k) for k in ("onnx_int8", "tflite_int8")]))
     (root / "art-empty").mkdir()
+    # Issue 41: an artifact calibrated on noise (a zoo model exported without --calib records no data)
+    artifact("art-noise-calibrated", lambda a: _edit_manifest(a, _set(["int8", "calibration"], {
+        "method": "minmax", "data": None, "images": 512, "note": "standard-normal noise: plumbing only"})))
 
     _write(root, "baseline-bad-json.json", "{")
     _write(root, "baseline-unknown.json", json.dumps({"edgekit_baseline": 1, "models": {}, "extra": 1}))
@@ -476,6 +479,18 @@ CASES: list[tuple[str, list[str]]] = [
         ("not-a-program", ["junk.pt2"]),
         ("program-missing", ["nowhere.pt2"]),
         ("zoo-model-with-input-shape", ["mobilenet_v2", "--input-shape", "1,3,32,32"]),
+    )],
+    # Issue 41: the per-layer INT8 report.
+    *[(f"int8-report-{tag}", ["int8", "report", *argv]) for tag, argv in (
+        ("no-int8-file", ["art-fp32-only"]),
+        ("unknown-layer", ["art", "--layer", "features.99.conv", "--images", "4"]),
+        ("no-calibration-data", ["art-noise-calibrated"]),
+        ("unknown-format", ["art", "--format", "coreml"]),
+        ("format-not-exported", ["art-missing-file", "--format", "tflite"]),
+        ("no-images", ["art", "--images", "0"]),
+        ("edited-file", ["art-edited"]),
+        ("missing-artifact", ["nowhere"]),
+        ("data-folder-without-images", ["art", "--data", "no-images"]),
     )],
 ]
 

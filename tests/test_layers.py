@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgekit.training",),
     ("edgekit.quantization",),
     ("edgekit.exporting",),
+    ("edgekit.diagnose",),
     ("edgekit.devices",),
     ("edgekit.benchmark",),
     ("edgekit.gate", "edgekit.report"),

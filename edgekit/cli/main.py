@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from edgekit import __version__
-from edgekit.cli import bench, check, export, guidelines, latency, models, pipeline, train
+from edgekit.cli import bench, check, export, guidelines, int8, latency, models, pipeline, train
 from edgekit.cli.common import err_console, reflow_help, show_flags_as_flags
 from edgekit.core.errors import DEBUG
 
@@ -52,6 +52,7 @@ app.command()(train.train)
 app.command("eval")(train.eval_cmd)
 app.command()(export.export)
 app.command("inspect")(export.inspect_cmd)
+app.add_typer(int8.int8_app, name="int8")
 app.command("run")(pipeline.run_cmd)
 app.command()(pipeline.sweep)
 app.command()(pipeline.recipes)

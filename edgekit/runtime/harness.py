@@ -216,11 +216,15 @@ def _tflite_module() -> tuple[str, str, object]:
         raise NoRuntime("no TFLite runtime on this machine: pip install ai-edge-litert (or tflite-runtime)") from None
 
 
-def load_tflite(path: str, threads: int, xnnpack: bool = True) -> tuple[str, str, object]:
+def load_tflite(path: str, threads: int, xnnpack: bool = True, keep_tensors: bool = False
+                ) -> tuple[str, str, object]:
     """(package, version, interpreter) for a .tflite file, from ai-edge-litert, else tflite-runtime, else
-    tensorflow; xnnpack=False keeps the default delegates out (TFLite's reference kernels)."""
+    tensorflow; xnnpack=False keeps the default delegates out (TFLite's built-in kernels). keep_tensors keeps
+    every intermediate tensor readable after invoke (only the built-in kernels keep them: give xnnpack=False)."""
     runtime, version, module = _tflite_module()
     kwargs = {"model_path": path, "num_threads": threads}
+    if keep_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     resolver = getattr(module, "OpResolverType", None)
     if resolver is not None:
         kwargs["experimental_op_resolver_type"] = (
