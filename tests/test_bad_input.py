@@ -491,6 +491,8 @@ CASES: list[tuple[str, list[str]]] = [
         ("edited-file", ["art-edited"]),
         ("missing-artifact", ["nowhere"]),
         ("data-folder-without-images", ["art", "--data", "no-images"]),
+        ("plot-folder-missing", ["art", "--plot", "nowhere/layers.png"]),
+        ("plot-not-png", ["art", "--plot", "layers.jpg"]),
     )],
 ]
 

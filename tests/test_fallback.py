@@ -106,6 +106,11 @@ def test_export_max_drop_keeps_the_budget_in_the_files(digits_mobilenet_v2: Path
     assert section["accuracy"]["drop_pp"]["onnx_int8"] <= 0.3 and section["accuracy"]["drop_pp"]["tflite_int8"] <= 0.3
     chosen = [layer for layer in aware["float_layers"] if layer["why"].startswith("chosen")]
     assert 1 <= len(chosen) == len(aware["trials"]) - 1
+    # the ranking the search went by is the user's to see: every weighted layer, most sensitive first
+    ranking = aware["ranking"]
+    assert [r["recovered_pp"] for r in ranking] == sorted((r["recovered_pp"] for r in ranking), reverse=True)
+    assert {r["module"] for r in ranking[:len(chosen)]} == {layer["module"] for layer in chosen}
+    assert len(ranking) >= 50  # MobileNetV2's convolutions and classifier
     assert section["float_layers"] == aware["float_layers"] and 0 < aware["float_macs_share"] < 0.5
     tflite = section["graph"]["tflite"]
     assert not tflite["full_integer"] and tflite["interior_quantize_dequantize"] > 0

@@ -134,12 +134,16 @@ def test_the_same_layer_is_fine_before_planting_and_after_equalization(artifacts
         assert rows["conv2"]["hint"] == "", (name, rows["conv2"])
 
 
-def test_the_api_reports_one_layer_and_the_table_names_it(artifacts: dict[str, Path]) -> None:
+def test_the_api_reports_one_layer_and_the_table_names_it(artifacts: dict[str, Path], tmp_path: Path) -> None:
     import edgekit
 
-    report = edgekit.int8_report(artifacts["planted"], layer="conv2", images=16, formats=["onnx"])
+    report = edgekit.int8_report(artifacts["planted"], layer="conv2", images=16, formats=["onnx"],
+                                 plot=tmp_path / "layers.png")
     rows = report.rows()
     assert [row["layer"] for row in rows] == ["conv2"] and report.images == 16
+    picture = (tmp_path / "layers.png").read_bytes()
+    assert picture.startswith(b"\x89PNG") and len(picture) > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.png"]  # no temporary left beside it
     table = run_edgekit("int8", "report", str(artifacts["planted"]), "--images", "16", "--top", "3")
     assert table.returncode == 0, table.stderr
     assert "conv2" in table.stdout and "3 of " in table.stdout

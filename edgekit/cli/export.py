@@ -187,6 +187,10 @@ def _print_int8(manifest: Any, timings: dict[str, float]) -> None:
                f"their producers, {aware['float_macs_share']:.1%} of MACs. See "
                "manifest.json int8.accuracy_aware." if layers else "full INT8 is within budget, no layer in float."),
             highlight=False)
+        if aware.get("ranking"):
+            top = ", ".join(f"{r['module']} {r['recovered_pp']:+.2f} pp" for r in aware["ranking"][:5])
+            console.print(f"sensitivity (top-1 recovered with the layer alone in float, on "
+                          f"{aware['ranking_images']:,} images at most): {top}", highlight=False)
 
 
 @user_errors

@@ -39,6 +39,8 @@ def report(
         "--format", help="Comma-separated: onnx, tflite (default: every INT8 file with its FP32 twin).")] = None,
     layer: Annotated[str | None, typer.Option(
         help="Show this layer only, by the module path the report names it with.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw SQNR along depth, per file, the worst layers circled, into this PNG.")] = None,
     top: Annotated[int, typer.Option(min=1, help="Rows shown, worst first (--json gives every layer).")] = 15,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
@@ -48,7 +50,7 @@ def report(
     (dB; the median over its channels, which a few wide channels cannot hide), cosine and share of clipped values,
     both of the layer alone (ONNX: every layer fed the FP32 file's inputs) and accumulated up to it, with the
     spread of its weights across output channels and the range its output can represent. Layers are named by
-    their PyTorch module path. Reads the files only: nothing is written.
+    their PyTorch module path. Reads the files only: nothing is written but the --plot picture.
     """
     from edgekit.diagnose.report import int8_layer_report
 
@@ -62,7 +64,8 @@ def report(
                 tasks[fmt] = bar.add_task(f"{fmt} layers", total=total)
             bar.update(tasks[fmt], completed=done)
 
-        result = int8_layer_report(artifact, data, images=images, formats=formats, layer=layer, progress=advance)
+        result = int8_layer_report(artifact, data, images=images, formats=formats, layer=layer, plot=plot,
+                                   progress=advance)
     if as_json:
         print_json(result.to_dict())
         return
@@ -90,6 +93,8 @@ def report(
     shown = min(top, len(rows))
     console.print(f"{shown} of {len(rows)} layers shown (--top N, --json for all). Kernels: "
                   + "; ".join(f"{fmt}: {kernels}" for fmt, kernels in result.kernels.items()), highlight=False)
+    if plot is not None:
+        console.print(f"wrote {plot}", highlight=False)
     missed = {fmt: n for fmt, n in result.unmatched.items() if n}
     if missed:
         console.print("quantized tensors without an FP32 twin (not reported): "

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit.artifact import locate_artifact, verify_files
 from edgekit.core.errors import EdgekitError
+from edgekit.core.optional import require_extra
 from edgekit.diagnose.errors import LayerErrors
 from edgekit.exporting.calibration import calibration_data, calibration_set
 from edgekit.manifest import Manifest, read_manifest
@@ -56,6 +57,14 @@ class Int8LayerReport:
             row["hint"] = _hint(row)
         return sorted(rows.values(), key=lambda r: (r["score_db"] is None, r["score_db"] or 0.0, r["depth"]))
 
+    def plot(self, path: str | Path) -> Path:
+        """The picture: SQNR along depth per file, the worst layers circled (a PNG, written whole or not at all)."""
+        from edgekit.diagnose.plot import depth_plot
+
+        target = _plot_path(path)
+        depth_plot(self.rows(), f"INT8 layers of {self.artifact.name} ({self.images} images of {self.data})", target)
+        return target
+
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": str(self.artifact), "data": self.data, "images": self.images, "kernels": self.kernels,
                 "unmatched": self.unmatched, "ranking": "own error (alone), median channel SQNR, worst first",
@@ -81,6 +90,18 @@ def _hint(row: dict[str, Any]) -> str:
     if tensor is not None and channel is not None and tensor - channel > OUTLIER_GAP_DB:
         return "a few wide channels set its scale: --equalize, or keep it in float (--max-drop)"
     return ""
+
+
+def _plot_path(path: str | Path) -> Path:
+    """Where the picture goes, refused before any work when it cannot be written there."""
+    require_extra("report", "the report's picture")
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise EdgekitError(f"--plot {path}: the picture is a PNG: give a path ending in .png.")
+    if not target.parent.is_dir():
+        raise EdgekitError(f"--plot {path}: no folder {target.parent}: create it, or give a path in a folder "
+                           "that exists.")
+    return target
 
 
 def _pairs(directory: Path, manifest: Manifest, formats: Sequence[str] | None) -> dict[str, tuple[Path, Path]]:
@@ -113,16 +134,19 @@ def _images(manifest: Manifest, data: str | None, count: int, directory: Path) -
 
 
 def int8_layer_report(artifact: Path, data: str | None = None, *, images: int = DEFAULT_IMAGES,
-                      formats: Sequence[str] | None = None, layer: str | None = None,
+                      formats: Sequence[str] | None = None, layer: str | None = None, plot: Path | None = None,
                       progress: Callable[[str, int, int], None] | None = None) -> Int8LayerReport:
     """Each quantized layer's error in the artifact's INT8 files against their FP32 twins, on `images` images
     drawn (seeded) from `data` (default: the data the artifact was calibrated on). `layer` keeps that layer only
-    (its module path, as the report names it). `progress(format, images done, images)` follows the work."""
+    (its module path, as the report names it); `plot` a PNG path for the picture (the only file written).
+    `progress(format, images done, images)` follows the work."""
     from edgekit.diagnose.onnx_layers import onnx_layer_errors
     from edgekit.diagnose.tflite_layers import tflite_layer_errors
 
     if images < 1:
         raise EdgekitError(f"--images {images}: give at least 1 image (100 is typical).")
+    if plot is not None:
+        _plot_path(plot)
     directory = locate_artifact(Path(artifact))
     manifest = read_manifest(directory)
     pairs = _pairs(directory, manifest, formats)
@@ -149,7 +173,10 @@ def int8_layer_report(artifact: Path, data: str | None = None, *, images: int = 
             raise EdgekitError(f"--layer {layer}: no quantized layer of that name; this artifact's include "
                                f"{', '.join(close)} (`edgekit int8 report {directory}` lists them all).")
         found = {fmt: [entry for entry in layers if entry.name == layer] for fmt, layers in found.items()}
-    return Int8LayerReport(directory, source, len(batch), found, unmatched)
+    result = Int8LayerReport(directory, source, len(batch), found, unmatched)
+    if plot is not None:
+        result.plot(plot)
+    return result
 
 
 def _share_names(found: dict[str, list[LayerErrors]]) -> None:

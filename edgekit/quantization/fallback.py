@@ -52,11 +52,12 @@ class FallbackResult:
     float_layers: list[dict[str, Any]] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     float_macs_share: float = 0.0
+    ranking: list[dict[str, Any]] = field(default_factory=list)  # every layer, most sensitive first
 
     def to_dict(self) -> dict[str, Any]:
         return {"budget_pp": self.budget_pp, "drop_pp": round(self.drop_pp, 3), "float_layers": self.float_layers,
                 "float_macs_share": round(self.float_macs_share, 4), "trials": self.trials,
-                "ranking_images": RANKING_IMAGES}
+                "ranking_images": RANKING_IMAGES, "ranking": self.ranking}
 
 
 def weighted_layers(graph: GraphModule) -> list[Layer]:
@@ -159,6 +160,8 @@ def quantize_within_budget(
     recovered = _recovery(layers, quantized, with_float, images[:RANKING_IMAGES], labels[:RANKING_IMAGES],
                           on_progress)
     ranked = sorted(layers, key=lambda layer: -recovered[layer.node])
+    result.ranking = [{"module": layer.module, "node": layer.node, "macs": layer.macs,
+                       "recovered_pp": round(recovered[layer.node], 3)} for layer in ranked]
 
     best = result
     for count in range(1, min(MAX_FLOAT_LAYERS, len(ranked)) + 1):
@@ -169,7 +172,7 @@ def quantize_within_budget(
         result.trials.append({"float_layers": count, "drop_pp": measured})
         floating = runtime_float_layers(quantized)
         candidate = FallbackResult(
-            quantized, max_drop_pp, max(measured.values()), trials=result.trials,
+            quantized, max_drop_pp, max(measured.values()), trials=result.trials, ranking=result.ranking,
             float_layers=_float_layer_records(layers, floating, chosen, recovered),
             float_macs_share=sum(layer.macs for layer in layers if layer.node in floating) / total_macs,
         )
