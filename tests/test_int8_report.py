@@ -30,6 +30,7 @@ class Net(nn.Module):
         self.conv2 = nn.Conv2d(16, 32, 3, 2, 1)
         self.conv3 = nn.Conv2d(32, 32, 3, 2, 1)
         self.conv4 = nn.Conv2d(32, 64, 3, 2, 1)
+        self.gate = nn.Conv2d(64, 64, 1)  # a squeeze-excite gate: its sigmoid and multiply are matched too
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,6 +38,7 @@ class Net(nn.Module):
         x = torch.relu(self.conv2(x))
         x = torch.relu(self.conv3(x))
         x = torch.relu(self.conv4(x))
+        x = x * torch.sigmoid(self.gate(x.mean((2, 3), keepdim=True)))
         return self.fc(x.mean((2, 3)))
 
 
@@ -112,7 +114,9 @@ def test_the_planted_layer_is_ranked_first_and_named_with_its_fix(artifacts: dic
     assert worst["onnx"]["alone"]["sqnr_db"] - _own_db(worst) > 15
     # every layer compared in both files: the two converters' INT8 files agree layer by layer
     both = [row for row in report["layers"] if row.get("onnx") and row.get("tflite")]
-    assert {row["layer"] for row in both} >= {"conv1", "conv2", "conv3", "conv4", "fc"}
+    assert {row["layer"] for row in both} >= {"conv1", "conv2", "conv3", "conv4", "gate", "fc"}
+    assert [row["layer"] for row in report["layers"] if row not in both] == ["input"]  # TFLite has no input op
+    assert report["unmatched"] == {"onnx": 0, "tflite": 0}
     for row in both:
         onnx, tflite = row["onnx"]["accumulated"], row["tflite"]["accumulated"]
         if onnx["channel_sqnr_db"] is not None and onnx["channel_sqnr_db"] < 60:

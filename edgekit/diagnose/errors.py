@@ -127,8 +127,10 @@ def weight_spread(weights: np.ndarray) -> float | None:
 
 
 def representable(scale: float, zero_point: int, dtype: np.dtype) -> tuple[float, float]:
+    """The values a quantized tensor rounds to rather than clips: its range, widened by half a step (a sigmoid's
+    0.999 in a [0, 255/256] tensor is rounded, not clipped)."""
     info = np.iinfo(dtype)
-    return (info.min - zero_point) * scale, (info.max - zero_point) * scale
+    return (info.min - zero_point - 0.5) * scale, (info.max - zero_point + 0.5) * scale
 
 
 # The ops both files share under different names, for layers named by kind (no module path recorded).

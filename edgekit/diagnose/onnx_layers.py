@@ -132,6 +132,7 @@ class _Matcher:
         for node in fp32.model.graph.node:
             if node.op_type in WEIGHTED and (found := _weight(fp32, node)) is not None:
                 self.by_weight[found[0]] = node
+        self.fp32_by_scope, self.int8_by_scope = _by_scope(fp32.model), _by_scope(int8.model)
 
     def gain(self, name: str, gains: dict[str, np.ndarray | None]) -> np.ndarray | None:
         """Per output channel, how much larger the INT8 layer producing `name` computes than its FP32 twin (see
@@ -151,6 +152,14 @@ class _Matcher:
         input_gain = gains.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
         return channel_gain(found[1], theirs[1], input_gain)
 
+    @staticmethod
+    def _same_op(ours: onnx.NodeProto | None, theirs: onnx.NodeProto | None) -> bool:
+        """A tensor of the same name is the same value when the same op of the same module made it (the INT8
+        graph decomposes some ops, hard-sigmoid into add and mul, which shifts the numbering of the rest)."""
+        if ours is None or theirs is None:
+            return ours is None and theirs is None  # both graph inputs
+        return ours.op_type == theirs.op_type and _module(ours) == _module(theirs)
+
     def reference(self, name: str, depth: int = 0) -> str | None:
         producer = self.int8.producer.get(name)
         if producer is not None and producer.op_type in WEIGHTED and (found := _weight(self.int8, producer)):
@@ -164,13 +173,30 @@ class _Matcher:
                 while len(users := self.fp32.consumers.get(out, [])) == 1 and users[0].op_type in CLAMPS:
                     out = users[0].output[0]
             return out
-        if name in self.fp32.values:
+        if name in self.fp32.values and self._same_op(producer, self.fp32.producer.get(name)):
             return name
+        if producer is not None and (module := _module(producer)):
+            # the k-th op of its kind in its module, where both files have as many of them (SiLU and hard-sigmoid
+            # are decomposed in one file and not named alike in the other)
+            key = (module, producer.op_type)
+            ours, theirs = self.int8_by_scope.get(key, []), self.fp32_by_scope.get(key, [])
+            if len(ours) == len(theirs) and name in ours:
+                return theirs[ours.index(name)]
         if producer is not None and producer.op_type == "DequantizeLinear" and depth < 8:
             upstream = self.int8.producer.get(producer.input[0])
             if upstream is not None and upstream.op_type == "QuantizeLinear":
                 return self.reference(upstream.input[0], depth + 1)
         return None
+
+
+def _by_scope(model: onnx.ModelProto) -> dict[tuple[str, str], list[str]]:
+    """Each (module path, op type) with the outputs of its nodes, in file order."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for node in model.graph.node:
+        module = _module(node)
+        if module and node.output:
+            found.setdefault((module, node.op_type), []).append(node.output[0])
+    return found
 
 
 def quantized_points(fp32_model: onnx.ModelProto, int8_model: onnx.ModelProto, equalized: bool = False
@@ -301,9 +327,18 @@ def onnx_layer_errors(fp32_path: Path, int8_path: Path, images: Iterator[np.ndar
     if not points:
         raise EdgekitError(f"{int8_path} has no quantized layers to report on: give an INT8 file "
                            "(edgekit export ... --int8 writes model_int8.onnx).")
-    references = sorted({p.reference for p in points})
-    fp32 = _session(_with_outputs(fp32_model, references), threads)
+    images = list(images)
+    fp32 = _session(_with_outputs(fp32_model, sorted({p.reference for p in points})), threads)
     int8 = _session(_with_outputs(int8_model, [p.quantized for p in points]), threads)
+    if images:  # a twin must have the tensor's shape: else the two files name different values alike
+        first = np.ascontiguousarray(images[0][None] if images[0].ndim == 3 else images[0], dtype=np.float32)
+        shapes = dict(zip([o.name for o in fp32.get_outputs()],
+                          [v.shape for v in fp32.run(None, {fp32.get_inputs()[0].name: first})], strict=True))
+        ours = dict(zip([o.name for o in int8.get_outputs()],
+                        [v.shape for v in int8.run(None, {int8.get_inputs()[0].name: first})], strict=True))
+        kept = [p for p in points if shapes[p.reference] == ours[p.quantized]]
+        unmatched += len(points) - len(kept)
+        points = kept
     alone = _session(_isolated(int8_model, points), threads)
     fp32_names = [o.name for o in fp32.get_outputs()]
     int8_names = [o.name for o in int8.get_outputs()]

@@ -27,6 +27,7 @@ DEFAULT_IMAGES = 100
 KERNELS = {"onnx": "ONNX Runtime CPU provider, its fused QLinear kernels (the session edgekit benches with)",
            "tflite": "TFLite built-in kernels (a delegate such as XNNPACK keeps no intermediate tensors)"}
 # Hints for the worst layers, from the figures that point at each cause.
+HINT_BELOW_DB = 30.0  # a layer's own SQNR under which it is worth a hint (INT8's rounding alone gives about 40)
 CLIPPED_HINT = 0.005  # share of float values outside the representable range
 OUTLIER_GAP_DB = 15.0  # tensor SQNR above the channel median by this much: a few wide channels set the scale
 
@@ -82,8 +83,11 @@ def _score(row: dict[str, Any]) -> float | None:
 
 
 def _hint(row: dict[str, Any]) -> str:
+    """The likely cause, for a layer whose own error is large enough to matter."""
     figures = row.get("onnx") or row.get("tflite") or {}
     own = figures.get("alone") or figures.get("accumulated") or {}
+    if row["score_db"] is None or row["score_db"] >= HINT_BELOW_DB:
+        return ""
     if own.get("clipped", 0.0) > CLIPPED_HINT:
         return "clips: its calibrated range is too narrow (--calib-method minmax, or more representative --calib)"
     tensor, channel = own.get("sqnr_db"), own.get("channel_sqnr_db")
@@ -189,3 +193,14 @@ def _share_names(found: dict[str, list[LayerErrors]]) -> None:
     if len(onnx) == len(tflite):
         for ours, theirs in zip(tflite, onnx, strict=True):
             ours.name = theirs.name
+    # An op with a fused activation is named after the activation's module in TFLite (`stage2.1.relu (add)`)
+    # and after its own in ONNX (`stage2.1 (add)`): a TFLite name without an ONNX twin takes its parent's.
+    free = {e.name for e in found["onnx"]} - {e.name for e in found["tflite"]}
+    for layer in found["tflite"]:
+        module, bracket, kind = layer.name.partition(" (")
+        if not bracket or layer.name in {e.name for e in found["onnx"]}:
+            continue
+        parent = f"{module.rpartition('.')[0]} ({kind}"
+        if parent in free:
+            layer.name = parent
+            free.discard(parent)
