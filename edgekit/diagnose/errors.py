@@ -44,6 +44,9 @@ class TensorError:
         q = np.asarray(quantized, dtype=np.float64)
         if channels_last and ref.ndim == 4:  # TFLite's NHWC: channels on the last axis
             ref, q = np.moveaxis(ref, -1, 1), np.moveaxis(q, -1, 1)
+        finite = np.isfinite(ref) & np.isfinite(q)
+        if not finite.all():  # an FP32 value that overflowed float32 compares with nothing
+            ref, q = np.where(finite, ref, 0.0), np.where(finite, q, 0.0)
         err = ref - q
         self.signal += float((ref * ref).sum())
         self.noise += float((err * err).sum())
