@@ -127,7 +127,7 @@ def test_the_planted_layer_is_ranked_first_and_named_with_its_fix(artifacts: dic
 def test_the_tflite_file_alone_finds_the_planted_layer(artifacts: dict[str, Path]) -> None:
     report = _report(artifacts["planted"], "--format", "tflite")
     assert report["layers"][0]["layer"] == "conv2", [row["layer"] for row in report["layers"]]
-    assert all(row["onnx"] is None if "onnx" in row else True for row in report["layers"])
+    assert all("onnx" not in row and row["tflite"] for row in report["layers"])
     assert "built-in kernels" in report["kernels"]["tflite"]
 
 

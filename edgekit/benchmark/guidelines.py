@@ -219,13 +219,9 @@ def slowdowns(cases: list[GuidelineCase]) -> dict[str, float]:
 
 def plot(cases: list[GuidelineCase], path: Path, title: str) -> None:
     """One panel per guideline: each variant's throughput relative to the first variant, per size and width."""
-    import matplotlib
+    from edgekit.core.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgekit.core.files import atomic_file
-
+    plt = pyplot()
     experiments = [e for e in EXPERIMENTS if any(c.experiment == e.key for c in cases)]
     fig, axes = plt.subplots(1, len(experiments), figsize=(4.2 * len(experiments), 4.2), squeeze=False)
     loss = slowdowns(cases)
@@ -246,11 +242,7 @@ def plot(cases: list[GuidelineCase], path: Path, title: str) -> None:
         ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    try:
-        with atomic_file(path, binary=True) as f:
-            fig.savefig(f, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 @dataclass

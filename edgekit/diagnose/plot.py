@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekit.core.files import atomic_file
+from edgekit.core.figures import pyplot, save_png
 
 MARKED = 3  # the worst layers, labelled
 
@@ -13,11 +13,7 @@ MARKED = 3  # the worst layers, labelled
 def depth_plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     """Own SQNR (ONNX) and accumulated SQNR (each format) by depth, with the worst `MARKED` layers (the first
     rows, which are ranked worst first) circled and named. Written to `path` whole or not at all."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ordered = sorted(rows, key=lambda row: row["depth"])
     fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
     series = [("onnx", "alone", "own error (ONNX)")] + [
@@ -41,8 +37,4 @@ def depth_plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_file(path, binary=True) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    save_png(fig, path)

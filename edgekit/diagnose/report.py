@@ -195,10 +195,11 @@ def _share_names(found: dict[str, list[LayerErrors]]) -> None:
             ours.name = theirs.name
     # An op with a fused activation is named after the activation's module in TFLite (`stage2.1.relu (add)`)
     # and after its own in ONNX (`stage2.1 (add)`): a TFLite name without an ONNX twin takes its parent's.
-    free = {e.name for e in found["onnx"]} - {e.name for e in found["tflite"]}
+    onnx_names = {e.name for e in found["onnx"]}
+    free = onnx_names - {e.name for e in found["tflite"]}
     for layer in found["tflite"]:
         module, bracket, kind = layer.name.partition(" (")
-        if not bracket or layer.name in {e.name for e in found["onnx"]}:
+        if not bracket or layer.name in onnx_names:
             continue
         parent = f"{module.rpartition('.')[0]} ({kind}"
         if parent in free:

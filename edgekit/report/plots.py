@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from edgekit.core.files import atomic_file
+from edgekit.core.figures import pyplot, save_png
 from edgekit.report.collect import Row
 
 
@@ -23,11 +23,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def scatter_plot(rows: list[Row], x_of: Callable[[Row], float | None], y_of: Callable[[Row], float | None],
                  x_label: str, y_label: str, title: str, path: Path, log_x: bool = False) -> int:
     """Draw the plot to `path` (whole or not at all); returns how many artifacts it shows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     points = [(row, x_of(row), y_of(row)) for row in rows]
     points = [(row, x, y) for row, x, y in points if x is not None and y is not None]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
@@ -57,9 +53,5 @@ def scatter_plot(rows: list[Row], x_of: Callable[[Row], float | None], y_of: Cal
     else:
         ax.text(0.5, 0.5, "no artifact has both figures", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    try:
-        with atomic_file(path, binary=True) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    save_png(fig, path)
     return len(points)
