@@ -168,7 +168,7 @@ def evaluate(artifact: ArtifactLike, data: Data | None = None, *, format: str | 
 def bench(artifact: ArtifactLike, device: str | Sequence[str] = "local", *, runtime: str = "auto",
           threads: Sequence[int] | None = None, warmup_runs: int | None = None, warmup_seconds: float | None = None,
           runs: int | None = None, min_seconds: float | None = None, cores: str | None = None,
-          op_profile: bool = False, stable: bool = False) -> list[DeviceRun]:
+          op_profile: bool = False, stable: bool = False, processes: int | None = None) -> list[DeviceRun]:
     """Latency of every file of an artifact (or one model file) on device profiles ("local", "rpi4", a .yaml, or
     several), as `edgekit bench`, keyword for flag; the figures are also appended to the manifest. A value left
     None takes the default (BenchOptions). Raises EdgekitError when a device could not be benchmarked."""
@@ -176,7 +176,8 @@ def bench(artifact: ArtifactLike, device: str | Sequence[str] = "local", *, runt
     from edgekit.devices.profiles import load_profile
 
     options = bench_options(runtime=runtime, threads=threads, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds,
-                            runs=runs, min_seconds=min_seconds, cores=cores, op_profile=op_profile, stable=stable)
+                            runs=runs, min_seconds=min_seconds, cores=cores, op_profile=op_profile, stable=stable,
+                            processes=processes)
     names = [device] if isinstance(device, str) else list(device)
     runs_done, failures = bench_target(_target(artifact), [load_profile(name) for name in names], options)
     if failures:

@@ -110,6 +110,7 @@ class BenchSection:
     runs: int | None = field(default=None, metadata=_range(1))
     min_seconds: float | None = field(default=None, metadata=_range(0.0))
     warmup_seconds: float | None = field(default=None, metadata=_range(0.0))
+    processes: int | None = field(default=None, metadata=_range(1))  # default: bench's (BenchOptions checks)
 
 
 # A recipe's name becomes a directory (runs/NAME): one path component, no separators, no leading dot or dash.

@@ -296,6 +296,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("bench-zero-threads", ["bench", "art", "--threads", "0"]),
     ("bench-bad-threads", ["bench", "art", "--threads", "1,many"]),
     ("bench-zero-runs", ["bench", "art", "--runs", "0"]),
+    ("bench-zero-processes", ["bench", "art", "--processes", "0"]),
     ("bench-bad-cores", ["bench", "art", "--cores", "zz"]),
     ("bench-unknown-runtime", ["bench", "art", "--runtime", "tensorrt"]),
     ("bench-no-manifest-spec", ["bench", "art-no-spec"]),

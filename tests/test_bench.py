@@ -15,7 +15,8 @@ from edgekit.devices.profiles import find_profiles, load_profile, read_profile
 from edgekit.runtime import harness
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0"]
+WINDOWS = ["--runs", "5", "--min-seconds", "0", "--warmup-seconds", "0"]
+FAST = [*WINDOWS, "--processes", "2"]
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
     work = tmp_path / "a"
     shutil.copytree(artifact, work)
     before = json.loads((work / "manifest.json").read_text())
-    done = edgekit_cli("bench", str(work), "--threads", "1,2", *FAST, "--json")
+    done = edgekit_cli("bench", str(work), "--threads", "1,2", *WINDOWS, "--json")  # 6 processes
     assert done.returncode == 0, done.stderr
     runs = json.loads(done.stdout)["runs"]
     results = runs[0]["results"]
@@ -92,9 +93,11 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
         (f, t) for f in ("model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite") for t in (1, 2)}
     for r in results:
         assert r["vs_this_machine"]["matches"] and r["steady"]["count"] >= 5
-        rep = r["repeat"]  # 5 rounds of one run each: an interval of 93.75% from the slowest to the fastest round
-        assert rep["rounds"] == 5 and rep["p50_ci_ms"] == [min(rep["round_p50_ms"]), max(rep["round_p50_ms"])]
-        assert rep["ci_level"] == 0.9375 and rep["repeatable"] == (rep["noise_pct"] <= 5)
+        rep = r["repeat"]  # 6 processes: an interval of 96.9% from the slowest to the fastest process's median
+        assert rep["unit"] == "process" and rep["count"] == 6 and len(rep["p50s_ms"]) == 6
+        assert rep["p50_ci_ms"] == [min(rep["p50s_ms"]), max(rep["p50s_ms"])]
+        assert rep["ci_level"] == 0.9688 and rep["repeatable"] == (rep["noise_pct"] <= 5)
+        assert r["steady"]["count"] == 6  # --runs 5 over 6 processes: one run each
     after = json.loads((work / "manifest.json").read_text())
     assert {k: v for k, v in after.items() if k != "bench"} == before
     assert len(after["bench"]) == 8
@@ -144,6 +147,7 @@ def test_bench_op_profile_sums_onnx_nodes_by_type(artifact: Path, edgekit_cli, t
     (["{artifact}", "--threads", "0"], "--threads"),
     (["{artifact}", "--runtime", "tvm"], "--runtime"),
     (["{artifact}", "--cores", "zz"], "not a CPU mask"),
+    (["{artifact}", "--processes", "0"], "--processes 0: give 1 to 100"),
     (["{corrupt}"], "cannot be loaded"),
 ])
 def test_bench_bad_input_is_one_line_exit_2_and_changes_nothing(artifact, tmp_path, edgekit_cli, args, message):

@@ -18,7 +18,8 @@ from tests.conftest import run_edgekit
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / ".cache" / "arm-device" / "root"
-FAST = ["--runs", "3", "--min-seconds", "0", "--warmup-seconds", "0"]
+WINDOWS = ["--runs", "3", "--min-seconds", "0", "--warmup-seconds", "0"]
+FAST = [*WINDOWS, "--processes", "2"]  # two harness processes on the device, one after another
 pytestmark = pytest.mark.slow
 
 
@@ -104,6 +105,7 @@ def test_bench_over_ssh_and_adb_matches_this_machine(device, artifact, tmp_path)
         for r in run["results"]:
             s = r["steady"]
             assert s["count"] >= 3 and 0 < s["min_ms"] <= s["p50_ms"] <= s["max_ms"] and r["load_ms"] > 0
+            assert r["repeat"]["unit"] == "process" and len(r["repeat"]["p50s_ms"]) == 2  # two device processes
             # The aarch64 kernels compute what the x86 ones do, on a real digits sample.
             assert r["vs_this_machine"]["matches"] and r["vs_this_machine"]["argmax_matches"], r
             if r["runtime_kind"] == "tflite":
@@ -245,7 +247,7 @@ def test_bench_guidelines_over_ssh(device, tmp_path):
     """The guideline models travel to the aarch64 board and back like any bench (plumbing: timings are emulated)."""
     _, _, env = device
     done = run_edgekit("guidelines", "--device", "emulated-ssh", "--only", "G2", "--size", "28",
-                       "--channel-scale", "0.25", *FAST, "--out", str(tmp_path / "g"), "--json", env=env)
+                       "--channel-scale", "0.25", *WINDOWS, "--out", str(tmp_path / "g"), "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["device"]["info"]["arch"] == "aarch64"
@@ -258,7 +260,7 @@ def test_predictor_verbs_over_ssh(device, tmp_path):
     _, _, env = device
     env = {**env, "EDGEKIT_HOME": str(tmp_path / "home")}
     grid = ["--family", "mobilenet_v2", "--width", "0.35", "--resolution", "32"]
-    done = run_edgekit("latency", "calibrate", "--device", "emulated-ssh", *grid, *FAST, "--json", env=env)
+    done = run_edgekit("latency", "calibrate", "--device", "emulated-ssh", *grid, *WINDOWS, "--json", env=env)
     assert done.returncode == 0, done.stderr
     calibration = json.loads(done.stdout)
     assert calibration["device"] == "emulated-ssh" and calibration["units"] >= 15

@@ -120,6 +120,19 @@ def test_the_harness_runs_as_a_plain_script(tmp_path):
     results = json.loads(done.stdout)["results"]
     assert [r["runtime"] for r in results] == ["onnxruntime", "ai-edge-litert"]
     assert results[0]["output"][0] == 1.0 and results[1]["output"][0] == pytest.approx(0.3)  # 0.75 -> 2 steps (even)
+    # In fresh processes, one after another, the copy runs itself: every run pooled, each process's median kept.
+    done = subprocess.run([sys.executable, "-I", str(copy), "--model", str(onnx_path), "--input", "x.npy",
+                           "--model", str(tflite_path), "--input", "y.npy", "--runs", "6", "--rounds", "3",
+                           "--min-seconds", "0", "--warmup-seconds", "0", "--processes", "3"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["processes"] == 3
+    for r, single in zip(report["results"], results, strict=True):
+        assert r["output"] == single["output"] and len(r["process_p50_ms"]) == 3
+        assert r["steady"]["count"] == 6 and len(r["round_p50_ms"]) == 3  # 2 runs in 1 round per process
+        assert min(r["process_p50_ms"]) <= r["steady"]["p50_ms"] <= max(r["process_p50_ms"])
+        assert "times_ms" not in r
 
 
 # --- one quantize/dequantize ----------------------------------------------------------------------------------------

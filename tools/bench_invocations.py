@@ -2,10 +2,10 @@
 
     python tools/bench_invocations.py [--invocations 5] [--out bench_invocations.json] [-- BENCH FLAGS...]
 
-Exports four small models (MobileNetV2 x0.5 at 128 px, MobileNetV3-Small at 160, ShuffleNetV2 x0.5 at 160,
-EfficientNet-Lite0 x0.5 at 128; random weights, FP32 and INT8, ONNX and TFLite: 16 files of 1-4 ms here) into a
-cache folder, then runs `edgekit bench DIR --threads 1` once per artifact directory, round after round (the four
-directories one after another, then again). For every pair of invocations it counts the files whose two p50s are
+Exports four models at 224 px (MobileNetV2, MobileNetV3-Small, ShuffleNetV2 x1.0, EfficientNet-Lite0; random
+weights, FP32 and INT8, ONNX and TFLite: 16 files of 1.5-7 ms on a 2-core x86 VM) into a cache folder, then runs
+`edgekit bench DIR --threads 1` once per artifact directory, round after round (the four directories one after
+another, then again). For every pair of invocations it counts the files whose two p50s are
 within 5% and whose two printed intervals overlap (issue 40's goals: 95% of files each). It also prints each
 file's p50 divided by the geometric mean of the p50s of the other files timed in the same invocation: when the
 whole machine slows down for a while (a shared VM), every file of an invocation moves together, and that ratio
@@ -24,13 +24,14 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 MODELS = [
-    ("mobilenet_v2", ["--width", "0.5", "--resolution", "128"]),
-    ("mobilenet_v3_small", ["--resolution", "160"]),
-    ("shufflenet_v2_x0_5", ["--resolution", "160"]),
-    ("efficientnet_lite0", ["--width", "0.5", "--resolution", "128"]),
+    ("mobilenet_v2", ["--resolution", "224"]),
+    ("mobilenet_v3_small", ["--resolution", "224"]),
+    ("shufflenet_v2_x1_0", ["--resolution", "224"]),
+    ("efficientnet_lite0", ["--resolution", "224"]),
 ]
 EDGEKIT = [sys.executable, "-m", "edgekit"]
 
@@ -103,16 +104,20 @@ def main() -> int:
     args = parser.parse_args()
     directories = export_all(args.cache)
     invocations: list[dict[str, tuple[float, float, float]]] = []
+    seconds = []
     for round_ in range(args.invocations):
         figures: dict[str, tuple[float, float, float]] = {}
         for directory in directories:
+            start = time.perf_counter()
             figures.update(bench_once(directory, args.flags))
+            seconds.append(time.perf_counter() - start)
         invocations.append(figures)
         print(f"round {round_ + 1}/{args.invocations} done", file=sys.stderr)
     absolute, scaled = agreement(invocations), agreement(relative(invocations))
     print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; edgekit bench --threads 1 "
           f"{' '.join(args.flags)}")
-    print(f"{len(invocations[0])} files, {args.invocations} invocations each ({absolute['pairs']} file pairs)")
+    print(f"{len(invocations[0])} files, {args.invocations} invocations each ({absolute['pairs']} file pairs); "
+          f"one invocation (4 files) took {statistics.median(seconds):.1f} s (median)")
     for label, figures in (("p50", absolute), ("p50 / same invocation's mean", scaled)):
         print(f"  {label}: within 5% {figures['within_5pct']:.0%}, intervals overlap "
               f"{figures['intervals_overlap']:.0%}, worst {figures['worst']:.1%}")

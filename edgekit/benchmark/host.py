@@ -20,7 +20,13 @@ import numpy as np
 
 from edgekit.artifact import verify_files
 from edgekit.benchmark import benchmark_model
-from edgekit.benchmark.repeat import repeat_warning, repeatability
+from edgekit.benchmark.repeat import (
+    DEFAULT_PROCESSES,
+    MAX_PROCESSES,
+    STABLE_PROCESSES,
+    repeat_warning,
+    repeatability,
+)
 from edgekit.core.errors import EdgekitError
 from edgekit.core.files import sha256_file
 from edgekit.core.optional import installed
@@ -36,7 +42,9 @@ from edgekit.runtime.runners import file_runner
 class BenchOptions:
     """How `edgekit bench` times the files: the runtime (auto: each file's own), thread counts (None: the device
     profile's), warm-up and timed runs (each at least so many and at least so many seconds), interleaved rounds,
-    the cores to pin to, per-operator profiling, and --stable (1-thread runs timed by the thread's CPU time)."""
+    the fresh harness processes they run in one after another (each with its share of the runs: the interval is
+    over their medians, docs/bench.md), the cores to pin to, per-operator profiling, and --stable (1-thread runs
+    timed by the thread's CPU time)."""
 
     runtime: str = "auto"
     threads: tuple[int, ...] | None = None  # None: the device profile's
@@ -45,6 +53,7 @@ class BenchOptions:
     runs: int = 50
     min_seconds: float = 1.0
     rounds: int = 5
+    processes: int = DEFAULT_PROCESSES
     cores: str | None = None  # None: the device profile's
     op_profile: bool = False
     all_nodes: bool = False  # with op_profile: every node's time in run order, not only the slowest (ONNX Runtime)
@@ -58,6 +67,9 @@ class BenchOptions:
     def __post_init__(self) -> None:
         if self.runtime != "auto" and self.runtime not in RUNTIMES:
             raise EdgekitError(f"--runtime {self.runtime!r}: use {', '.join(RUNTIMES)} or auto.")
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise EdgekitError(f"--processes {self.processes}: give 1 to {MAX_PROCESSES} (each process takes its "
+                               "share of --runs; 1 times every file in one process, whose interval covers only it).")
         if self.runs < 1 or self.warmup_runs < 0 or self.min_seconds < 0 or self.warmup_seconds < 0:
             raise EdgekitError("a run count or time is out of range: give --runs >= 1, and --warmup, "
                                "--warmup-seconds, --min-seconds >= 0.")
@@ -67,12 +79,14 @@ class BenchOptions:
 
 def bench_options(*, runtime: str = "auto", threads: tuple[int, ...] | None = None, warmup_runs: int | None = None,
                   warmup_seconds: float | None = None, runs: int | None = None, min_seconds: float | None = None,
-                  cores: str | int | None = None, op_profile: bool = False, stable: bool = False) -> BenchOptions:
+                  cores: str | int | None = None, op_profile: bool = False, stable: bool = False,
+                  processes: int | None = None) -> BenchOptions:
     """BenchOptions from `edgekit bench`'s flags or the API's keywords: a value not given (None) keeps
     BenchOptions' default, which lives there only; `stable` raises the run counts (stable_options)."""
     from edgekit.devices.profiles import parse_cores
 
-    given = {"warmup_runs": warmup_runs, "warmup_seconds": warmup_seconds, "runs": runs, "min_seconds": min_seconds}
+    given = {"warmup_runs": warmup_runs, "warmup_seconds": warmup_seconds, "runs": runs, "min_seconds": min_seconds,
+             "processes": processes}
     options = BenchOptions(runtime=runtime, threads=tuple(threads) if threads is not None else None,
                            cores=parse_cores(cores), op_profile=op_profile,
                            **{k: v for k, v in given.items() if v is not None})
@@ -87,9 +101,11 @@ STABLE_ROUNDS = 80
 
 def stable_options(options: BenchOptions) -> BenchOptions:
     """`options` for figures that repeat on a shared machine: the thread's CPU time at one thread, and at least
-    STABLE_RUNS runs in STABLE_ROUNDS rounds."""
+    STABLE_RUNS runs in STABLE_ROUNDS rounds over STABLE_PROCESSES processes (fewer when the user asked for
+    fewer: one process stays one)."""
+    processes = options.processes if options.processes != DEFAULT_PROCESSES else STABLE_PROCESSES
     return dataclasses.replace(options, stable=True, runs=max(options.runs, STABLE_RUNS),
-                               rounds=max(options.rounds, STABLE_ROUNDS))
+                               rounds=max(options.rounds, STABLE_ROUNDS), processes=processes)
 
 
 @dataclass
@@ -224,7 +240,8 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
         argv += ["--threads", ",".join(map(str, threads)), "--warmup-runs", str(options.warmup_runs),
                  "--warmup-seconds", str(options.warmup_seconds), "--runs", str(options.runs),
                  "--min-seconds", str(options.min_seconds), "--rounds", str(options.rounds),
-                 "--clock", options.clock, *(["--keep-times"] if options.keep_times else [])]
+                 "--processes", str(options.processes), "--clock", options.clock,
+                 *(["--keep-times"] if options.keep_times else [])]
         if cores:
             argv += ["--cores", cores]
         if options.op_profile:
@@ -253,8 +270,11 @@ def _finish(result: dict[str, Any], f: ModelFile, profiled: bool) -> dict[str, A
         result["vs_this_machine"] = {"max_abs_diff": diff, "tolerance": tolerance, "matches": diff <= tolerance,
                                      "argmax_matches": bool(output.argmax() == reference.argmax())}
     result.update(file=f.label, sha256=sha256_file(f.path), runtime_kind=f.runtime, profiled=profiled)
-    if "round_p50_ms" in result:  # the harness's rounds (benchmark_model gives one pooled figure)
-        result["repeat"] = repeatability(result.pop("round_p50_ms"), result["steady"]["p50_ms"])
+    processes, rounds = result.pop("process_p50_ms", None), result.pop("round_p50_ms", None)
+    if processes and len(processes) > 1:  # the harness's looks (benchmark_model gives one pooled figure)
+        result["repeat"] = repeatability(processes, result["steady"]["p50_ms"], unit="process")
+    elif rounds:
+        result["repeat"] = repeatability(rounds, result["steady"]["p50_ms"], unit="round")
     return result
 
 
@@ -380,7 +400,8 @@ def record(runs: list[DeviceRun], options: BenchOptions) -> list[Path]:
             entry = {"time": when, "device": device, "cores_pinned": run.info.get("cores_pinned"),
                      "settings": {"warmup_runs": options.warmup_runs, "warmup_seconds": options.warmup_seconds,
                                   "runs": options.runs, "min_seconds": options.min_seconds,
-                                  "rounds": options.rounds, "clock": options.clock},
+                                  "rounds": options.rounds, "processes": options.processes,
+                                  "clock": options.clock},
                      **r, "warnings": run.warnings + r.get("warnings", [])}
             artifact = r.get("_artifact")
             if artifact is not None:

@@ -1,13 +1,16 @@
-"""How far a latency figure can be trusted: the agreement of its interleaved rounds, and what a gate may conclude.
+"""How far a latency figure can be trusted: the agreement of its independent looks, and what a gate may conclude.
 
-A bench's steady-state runs go in rounds, every configuration taking its share of each (edgekit/runtime/harness.py).
-Each round's median is one independent-ish look at the configuration's latency; their spread is the noise a rerun
-would see. From them:
+A bench times every file in several fresh harness processes, one after another, each taking its share of the runs
+in interleaved rounds (edgekit/runtime/harness.py, --processes). The process is the unit of variation: two
+invocations of `edgekit bench` on the same files differ by more than the rounds inside one process do (its memory
+layout, the core it lands on, the machine's state while it runs), so each process's median is one independent
+look at the configuration's latency. With one process, its rounds' medians are the looks instead (narrower: they
+describe that process only). From the looks:
 
-- `spread_pct`: (largest - smallest round median) / the p50, in percent;
-- `p50_ci_ms`: a distribution-free confidence interval for the median of the round medians: the k-th smallest
-  and k-th largest of n, with coverage 1 - 2 * P(Binomial(n, 1/2) < k) (no assumption on the shape of the noise;
-  the coverage is at least CI_LEVEL when n allows, else that of the widest interval, min to max, and says so);
+- `spread_pct`: (largest - smallest look) / the p50, in percent;
+- `p50_ci_ms`: a distribution-free confidence interval for the median of the looks: the k-th smallest and k-th
+  largest of n, with coverage 1 - 2 * P(Binomial(n, 1/2) < k) (no assumption on the shape of the noise; the
+  coverage is at least CI_LEVEL when n allows, else that of the widest interval, min to max, and says so);
 - `noise_pct`: the interval's larger half-width against the p50, in percent; a figure is `repeatable` when it is
   within REPEATABLE_PCT.
 
@@ -27,6 +30,12 @@ CI_LEVEL = 0.95
 REPEATABLE_PCT = 5.0  # the interval's half-width, percent of the p50, beyond which a figure is too noisy to compare
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+# Fresh harness processes per bench (BenchOptions.processes). Each process's median is one look at a file's
+# latency, and the interval is over them: 6 give min..max at 96.9%, 10 (--stable) the 2nd..9th at 97.9%.
+DEFAULT_PROCESSES = 6
+STABLE_PROCESSES = 10
+MAX_PROCESSES = 100
 
 
 def _binomial_half_pmf(n: int, i: int) -> float:
@@ -51,18 +60,22 @@ def median_interval(values: Sequence[float], level: float = CI_LEVEL) -> tuple[f
     return ordered[k - 1], ordered[n - k], 1.0 - 2.0 * below
 
 
-def repeatability(round_p50_ms: Sequence[float], p50_ms: float) -> dict[str, Any]:
-    """The record's `repeat` block for one configuration (see the module docstring)."""
-    rounds = [float(v) for v in round_p50_ms]
-    if len(rounds) < 2 or p50_ms <= 0:
-        return {"rounds": len(rounds), "round_p50_ms": rounds, "repeatable": False,
-                "why": "fewer than 2 rounds: nothing to tell its noise from"}
-    low, high, coverage = median_interval(rounds)
-    # The pooled p50 may sit just outside the rounds' interval: the interval always holds the figure it qualifies.
+def plural(unit: str, count: int) -> str:
+    return unit if count == 1 else unit + ("es" if unit.endswith("s") else "s")
+
+
+def repeatability(looks_ms: Sequence[float], p50_ms: float, unit: str = "process") -> dict[str, Any]:
+    """The record's `repeat` block for one configuration (see the module docstring): `looks_ms` are its
+    per-process p50s (unit "process") or, from a single process, its rounds' (unit "round")."""
+    looks = [float(v) for v in looks_ms]
+    block: dict[str, Any] = {"unit": unit, "count": len(looks), "p50s_ms": looks}
+    if len(looks) < 2 or p50_ms <= 0:
+        return {**block, "repeatable": False, "why": f"fewer than 2 {plural(unit, 2)}: nothing to tell its noise from"}
+    low, high, coverage = median_interval(looks)
+    # The pooled p50 may sit just outside the looks' interval: the interval always holds the figure it qualifies.
     low, high = min(low, p50_ms), max(high, p50_ms)
     noise = max(p50_ms - low, high - p50_ms) / p50_ms * 100
-    return {"rounds": len(rounds), "round_p50_ms": rounds,
-            "spread_pct": (max(rounds) - min(rounds)) / p50_ms * 100,
+    return {**block, "spread_pct": (max(looks) - min(looks)) / p50_ms * 100,
             "p50_ci_ms": [low, high], "ci_level": round(coverage, 4), "noise_pct": noise,
             "repeatable": noise <= REPEATABLE_PCT}
 
@@ -75,8 +88,8 @@ def repeat_warning(result: dict[str, Any]) -> str | None:
     low, high = rep["p50_ci_ms"]
     return (f"not repeatable enough to compare: p50 {result['steady']['p50_ms']:.3g} ms, {rep['ci_level']:.0%} "
             f"interval {low:.3g}-{high:.3g} ms (+-{rep['noise_pct']:.1f}%, over {REPEATABLE_PCT:g}%; its "
-            f"{rep['rounds']} rounds spread {rep['spread_pct']:.0f}%): give it more --runs, use --stable, or "
-            "quieten the device.")
+            f"{rep['count']} {plural(rep['unit'], rep['count'])} spread {rep['spread_pct']:.0f}%): give it more "
+            "--processes, use --stable, or quieten the device.")
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,7 @@ class Figure:
     value: float
     low: float
     high: float
-    repeatable: bool | None  # None: no rounds recorded (benchmark_model, an older edgekit)
+    repeatable: bool | None  # None: no looks recorded (benchmark_model, an older edgekit)
 
     @classmethod
     def of(cls, entry: dict[str, Any]) -> Figure:

@@ -20,8 +20,12 @@ WARMUP_HELP = "Warm-up runs at least, and at least --warmup-seconds (default 1).
 WARMUP_SECONDS_HELP = "Warm-up time at least, per configuration (default 1 s)."
 RUNS_HELP = "Timed runs at least, and at least --min-seconds (default 50, as benchmark_model)."
 MIN_SECONDS_HELP = "Timed seconds at least, per configuration (default 1 s)."
-STABLE_HELP = ("Figures that repeat on a shared machine: at least 400 runs in 80 rounds, and 1-thread runs timed "
-               "by the thread's CPU time, not the wall clock (time other processes hold the core is left out).")
+STABLE_HELP = ("Figures that repeat on a shared machine: at least 400 runs in 80 rounds over 10 processes, and "
+               "1-thread runs timed by the thread's CPU time, not the wall clock (time other processes hold the "
+               "core is left out).")
+PROCESSES_HELP = ("Fresh harness processes per bench, one after another, each with its share of the runs (default 6, "
+                  "10 with --stable): the p50's interval is over their medians, so it covers a rerun. 1: one "
+                  "process, its interval over its rounds (covers that process only).")
 
 
 def device_profiles(device: str) -> list[Any]:
@@ -33,13 +37,14 @@ def device_profiles(device: str) -> list[Any]:
 
 def bench_options(runtime: Runtime, threads: str | None, warmup: int | None = None,
                   warmup_seconds: float | None = None, runs: int | None = None, min_seconds: float | None = None,
-                  cores: str | None = None, op_profile: bool = False, stable: bool = False) -> Any:
+                  cores: str | None = None, op_profile: bool = False, stable: bool = False,
+                  processes: int | None = None) -> Any:
     """BenchOptions from the timing flags (benchmark.host.bench_options holds the defaults and rules)."""
     from edgekit.benchmark.host import bench_options as options_from
 
     return options_from(runtime=runtime.value, threads=parse_list(threads, "--threads", int, "1,2,4", lo=1, hi=1024),
                         warmup_runs=warmup, warmup_seconds=warmup_seconds, runs=runs, min_seconds=min_seconds,
-                        cores=cores, op_profile=op_profile, stable=stable)
+                        cores=cores, op_profile=op_profile, stable=stable, processes=processes)
 
 
 @user_errors
@@ -60,12 +65,14 @@ def bench(
     op_profile: Annotated[bool, typer.Option(
         "--op-profile", help="Per-operator times (ONNX Runtime's profiler; benchmark_model's op profiling).")] = False,
     stable: Annotated[bool, typer.Option("--stable", help=STABLE_HELP)] = False,
+    processes: Annotated[int | None, typer.Option(help=PROCESSES_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Latency on a device, measured like TFLite's benchmark_model: load, first run, warm-up, then steady state.
 
-    Configurations (files x thread counts) run interleaved in rounds, so drift hits all alike; the rounds' medians
-    give each p50 a confidence interval ("p50 CI", "+-%"), and a figure too noisy to compare is warned about. The
+    Configurations (files x thread counts) run interleaved in rounds, so drift hits all alike, in several fresh
+    processes one after another; the processes' medians give each p50 a confidence interval ("p50 CI", "+-%") that
+    covers a rerun, and a figure too noisy to compare is warned about. The
     figures are appended to the artifact's manifest.json. Exit code 1 when a device could not be benchmarked.
 
     `edgekit guidelines` measures ShuffleNetV2's speed guidelines on a device; `edgekit latency calibrate` builds the
@@ -73,7 +80,8 @@ def bench(
     """
     from edgekit.benchmark.host import bench_target
 
-    options = bench_options(runtime, threads, warmup, warmup_seconds, runs, min_seconds, cores, op_profile, stable)
+    options = bench_options(runtime, threads, warmup, warmup_seconds, runs, min_seconds, cores, op_profile, stable,
+                            processes)
     profiles = device_profiles(device)
     with status_line(err_console, f"benchmarking on {', '.join(p.name for p in profiles)}") as status:
         def done(outcome: Any, profile: Any) -> None:

@@ -72,8 +72,8 @@ def verdict(cases: list[Case]) -> Verdict:
     return Verdict([c for c in cases if c.verdict == FAIL], [c for c in cases if c.verdict == INCONCLUSIVE])
 
 
-NOISY_FIX = "the figure is noisier than its margin to the limit; rerun edgekit bench (more --runs, --stable, a " \
-            "quieter machine)"
+NOISY_FIX = "the figure is noisier than its margin to the limit; rerun edgekit bench (more --processes, --stable, " \
+            "a quieter machine)"
 
 
 def latency_case(model: str, fmt: str, metric: str, figure: Figure, limit: float, limit_text: str, detail: str,

@@ -205,7 +205,8 @@ def _accuracy_check(recipe: Recipe, report: RunReport, manifest: Manifest) -> li
 
 def _bench_options(recipe: Recipe) -> BenchOptions:
     b = recipe.bench
-    given = {"runs": b.runs, "min_seconds": b.min_seconds, "warmup_seconds": b.warmup_seconds}
+    given = {"runs": b.runs, "min_seconds": b.min_seconds, "warmup_seconds": b.warmup_seconds,
+             "processes": b.processes}
     return BenchOptions(threads=tuple(b.threads) if b.threads else None,
                         **{k: v for k, v in given.items() if v is not None})
 

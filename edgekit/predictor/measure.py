@@ -29,7 +29,7 @@ MIN_BATCH_BYTES = 256 * 2**20
 # The per-node profile only splits a model's measured time among its units, so a few runs are enough; it runs
 # apart from the timing, whose figures the profiler's own cost would raise.
 PROFILE_OPTIONS = {"op_profile": True, "all_nodes": True, "warmup_runs": 3, "warmup_seconds": 0.0, "runs": 20,
-                   "min_seconds": 0.0, "rounds": 1}
+                   "min_seconds": 0.0, "rounds": 1, "processes": 1}
 
 
 def _short_windows(options: Any) -> dict[str, Any]:
@@ -129,7 +129,9 @@ def time_on_device(units: Iterable[Unit], models: dict[str, nn.Module], profile:
     `profile_models`: model keys to run again under ONNX Runtime's per-node profiler, after the timing (other
     runtimes have no per-node profile in Python: their models get none).
     """
-    options = dataclasses.replace(options, runtime=runtime, **_short_windows(options))
+    # One process, whatever bench's default: hundreds of files loaded once, units and the models they predict timed
+    # side by side in it (a table's figures are relative; the interval across processes is bench's business).
+    options = dataclasses.replace(options, runtime=runtime, processes=1, **_short_windows(options))
     with tempfile.TemporaryDirectory(prefix="edgekit-predictor-") as tmp:
         folder = cache or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@ edgekit copies this file to the device (or runs it locally) and reads the JSON i
 edgekit, so it runs wherever python3 and numpy do. The measurement follows TFLite's benchmark_model: model load,
 first inference, warm-up (at least --warmup-runs and --warmup-seconds), then steady state (at least --runs and
 --min-seconds), with every configuration's steady-state runs interleaved in rounds so that drift (thermal
-throttling, a background job) hits all of them alike instead of the last one.
+throttling, a background job) hits all of them alike instead of the last one. With --processes N the timing runs in
+N fresh processes, one after another, each timing every configuration for its share of the runs: what varies from
+one invocation to the next is the process (its memory layout, the core it lands on, the machine's state while it
+runs), so each configuration's per-process medians are what an interval for it is built from.
 
     python3 harness.py --model m.tflite --input m.npy --threads 1,2 --json-out result.json
 """
@@ -17,12 +20,14 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-HARNESS_VERSION = 2
+HARNESS_VERSION = 3
 
 # The harness's own copy of edgekit's format table (edgekit/runtime/formats.py, which a test holds it to): it runs
 # where edgekit is not installed. Model file suffix -> runtime, and per runtime the (package, module) that provide it.
@@ -542,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="time in this many fresh processes, one after another, each with its share of the runs")
     parser.add_argument("--clock", default="wall", choices=CLOCKS,
                         help="time runs by the wall clock, or (at one thread) by the thread's CPU time")
     parser.add_argument("--keep-times", action="store_true", help="every run's times in the JSON")
@@ -566,6 +573,8 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """Measure every --model at every --threads count: the JSON main prints."""
     if len(args.input) != len(args.model):
         parser.error("give one --input per --model")
+    if args.processes > 1:
+        return _bench_in_processes(args)
     cores = _set_cores(args.cores)
     threads = [int(t) for t in args.threads.split(",")]
     configs = [{"model": m, "input": i, "runtime": args.runtime, "threads": t}
@@ -577,6 +586,67 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     return {"harness": HARNESS_VERSION, "arch": platform.machine(), "python": platform.python_version(),
             "cores_pinned": cores, "before": before, "after": device_state(),
             "peak_rss_mb": _peak_rss_mb(), "results": results}
+
+
+def _child_argv(args: argparse.Namespace, profile: bool) -> list[str]:
+    """A child harness's command line: every setting, with its share of the warm-up and steady-state budget."""
+    share = args.processes
+    argv = [sys.executable, os.path.abspath(__file__), "--processes", "1", "--keep-times", "--runtime", args.runtime,
+            "--threads", args.threads, "--clock", args.clock, "--warmup-runs", str(args.warmup_runs),
+            "--warmup-seconds", str(args.warmup_seconds / share), "--runs", str(math.ceil(args.runs / share)),
+            "--min-seconds", str(args.min_seconds / share), "--rounds", str(math.ceil(args.rounds / share))]
+    for model, x in zip(args.model, args.input):  # noqa: B905 - runs on Pythons before 3.10
+        argv += ["--model", model, "--input", x]
+    if args.cores:
+        argv += ["--cores", args.cores]
+    if profile and args.op_profile:  # one process profiles: the profiler's cost stays out of the others' figures
+        argv += ["--op-profile", args.op_profile, *(["--all-nodes"] if args.all_nodes else [])]
+    return argv
+
+
+def _bench_in_processes(args: argparse.Namespace) -> dict:
+    """Run --processes child harnesses one after another and merge their reports (merge_processes)."""
+    reports = []
+    handle, path = tempfile.mkstemp(suffix=".json", prefix="edgekit-harness-")
+    os.close(handle)
+    try:
+        for k in range(args.processes):
+            done = subprocess.run([*_child_argv(args, profile=k == 0), "--json-out", path],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode != 0:  # the child's own message (a missing runtime, a bad file) is the one to show
+                sys.stderr.write(done.stderr)
+                raise SystemExit(done.returncode)
+            with open(path, encoding="utf-8") as f:
+                reports.append(json.load(f))
+    finally:
+        os.remove(path)
+    return merge_processes(reports, keep_times=args.keep_times)
+
+
+def merge_processes(reports: list[dict], keep_times: bool = False) -> dict:
+    """One report from the children's (each with --keep-times, the same configurations in the same order): every
+    run pooled into "steady" and the rounds, plus each configuration's per-process p50s ("process_p50_ms").
+    Load and first-inference times are the first process's; the device state is from before the first and after
+    the last."""
+    results = []
+    for parts in zip(*(report["results"] for report in reports)):  # noqa: B905
+        head = parts[0]
+        wall = [t for part in parts for t in part["times_ms"]]
+        cpu = [t for part in parts for t in part["cpu_times_ms"]]
+        warm = sum(part["warmup"]["count"] for part in parts)
+        merged = {k: v for k, v in head.items() if k not in ("times_ms", "cpu_times_ms", "runs_per_round")}
+        merged.update(
+            warmup={"count": warm,
+                    "mean_ms": sum(p["warmup"]["mean_ms"] * p["warmup"]["count"] for p in parts) / max(1, warm)},
+            steady=summarize(cpu if head["clock"] == "cpu" else wall),
+            round_p50_ms=[m for part in parts for m in part["round_p50_ms"]],
+            process_p50_ms=[part["steady"]["p50_ms"] for part in parts])
+        if keep_times:
+            merged.update(times_ms=wall, cpu_times_ms=cpu, runs_per_round=head["runs_per_round"])
+        results.append(merged)
+    first, last = reports[0], reports[-1]
+    return {**first, "after": last["after"], "peak_rss_mb": max(r["peak_rss_mb"] for r in reports),
+            "processes": len(reports), "results": results}
 
 
 if __name__ == "__main__":
