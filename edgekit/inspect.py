@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from edgekit.core.errors import EdgekitError
 from edgekit.runtime.formats import format_of
+from edgekit.runtime.harness import EXACT_INT8_METADATA
+
+EXACT_INT8_WHEN = ("x86 CPUs without VNNI (no avx512_vnni or avx_vnni flag), where ONNX Runtime's default U8S8 "
+                   "kernels saturate int8 products and the file computes a worse network")
 
 
 def inspect_file(path: Path) -> dict[str, Any]:
@@ -35,11 +40,17 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
         return {"name": v.name, "shape": dims, "dtype": elem(t.elem_type).lower()}
 
     initializers = {i.name for i in model.graph.initializer}
+    stated = {p.key: p.value for p in model.metadata_props}
+    needs = {}
+    if EXACT_INT8_METADATA in stated:  # an edgekit INT8 file: what a session needs where int8 products saturate
+        with contextlib.suppress(ValueError):
+            needs = {"when": EXACT_INT8_WHEN, "session_config": json.loads(stated[EXACT_INT8_METADATA])}
     return {
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "inputs": [tensor(v) for v in model.graph.input if v.name not in initializers],
         "outputs": [tensor(v) for v in model.graph.output],
         "ops": dict(Counter(n.op_type for n in model.graph.node).most_common()),
+        **({"onnxruntime_needs": needs} if needs else {}),
     }
 
 

@@ -218,6 +218,33 @@ def test_export_int8_from_checkpoint(digits_mobilenet_v2: Path, tmp_path: Path, 
     assert sum(sizes[w.name] for w in weights) > 0.9 * sum(sizes.values())  # no float copy of them left
     runner = OnnxRunner(out / "model_int8.onnx")
     assert runner.predict(np.zeros((1, 1, RESOLUTION, RESOLUTION), np.float32)).shape == (1, 10)
+    _a_plain_session_needs_only_what_the_file_states(out / "model_int8.onnx", section, edgekit_cli)
+
+
+def _a_plain_session_needs_only_what_the_file_states(path: Path, section: dict, edgekit_cli) -> None:
+    """The INT8 ONNX file states the session entry it needs where ORT's U8S8 kernels saturate (x86 without VNNI:
+    tests/test_int8_x86.py shows the damage under an emulated Haswell); the manifest and `edgekit inspect` show it.
+    A plain session given only that entry computes what edgekit's own session computes (to float rounding: the
+    thread counts differ)."""
+    import onnxruntime as ort
+
+    needs = inspect_file(path)["onnxruntime_needs"]
+    assert needs["session_config"] == {"session.x64quantprecision": "1"} and "without VNNI" in needs["when"]
+    assert section["graph"]["onnx"]["onnxruntime_needs"] == needs
+    shown = edgekit_cli("inspect", str(path))
+    assert shown.returncode == 0 and "session.x64quantprecision=1" in shown.stdout
+    x = np.random.default_rng(0).uniform(-1, 2, (4, 1, RESOLUTION, RESOLUTION)).astype(np.float32)
+    options = ort.SessionOptions()
+    for key, value in needs["session_config"].items():
+        options.add_session_config_entry(key, value)
+    ours = OnnxRunner(path, layout="nchw")
+    stated = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for sample in x:
+        expected = ours.run(sample[None])
+        np.testing.assert_allclose(stated.run(None, {"input": sample[None]})[0], expected, rtol=0, atol=1e-5)
+        if not harness.int8_products_saturate():  # a VNNI or ARM CPU: exact with ORT's defaults too
+            np.testing.assert_allclose(plain.run(None, {"input": sample[None]})[0], expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("args, message", [

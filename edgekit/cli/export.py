@@ -230,7 +230,12 @@ def inspect_cmd(
         console.print(f"TFLite metadata: {meta['name']} {meta['version']}, input {meta['resolution']} px x "
                       f"{meta['channels']}, normalization (x - {list(meta['mean'])}) / {list(meta['std'])} on "
                       f"[0, 255], labels: {shown}", highlight=False)
-    ops = Table(title="ops")
+    needs = info.get("onnxruntime_needs")
+    if needs:
+        entries = ", ".join(f"{k}={v}" for k, v in needs["session_config"].items())
+        console.print(f"ONNX Runtime: on {needs['when']}, open it with the session config entry {entries} "
+                      "(SessionOptions.add_session_config_entry); edgekit's own sessions add it.", highlight=False)
+        ops = Table(title="ops")
     ops.add_column("op")
     ops.add_column("count", justify="right")
     for op, n in info["ops"].items():

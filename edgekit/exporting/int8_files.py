@@ -3,6 +3,7 @@ and what the TFLite graph holds (full integer? activations fused?)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from edgekit.exporting.converters import ONNX_OPSET, tflite_ready
 from edgekit.exporting.onnx_qdq import tidy_qdq
 from edgekit.exporting.tflite_io import add_float_io
 from edgekit.quantization.ptq import QuantizedModel
+from edgekit.runtime.harness import EXACT_INT8_CONFIG, EXACT_INT8_METADATA
 from edgekit.runtime.runners import Runner
 
 
@@ -37,8 +39,9 @@ def write_onnx_int8(quantized: QuantizedModel, input_shape: tuple[int, ...], pat
     from edgekit.runtime.runners import OnnxRunner
 
     changes = export_int8_onnx(quantized, input_shape, path)
-    graph = {"histogram": inspect_file(path)["ops"], "tidy": changes,
-             "onnxruntime_fused": ort_fused_histogram(path)}
+    info = inspect_file(path)
+    graph = {"histogram": info["ops"], "tidy": changes, "onnxruntime_fused": ort_fused_histogram(path),
+             "onnxruntime_needs": info["onnxruntime_needs"]}
     return Int8File(OnnxRunner(path), graph)
 
 
@@ -65,9 +68,18 @@ def export_int8_onnx(quantized: QuantizedModel, input_shape: tuple[int, ...], pa
         )
     model = program.model_proto
     changes = tidy_qdq(model)
+    state_exact_int8_config(model)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return changes
+
+
+def state_exact_int8_config(model: onnx.ModelProto) -> None:
+    """Write into the file the session config entry it needs on x86 CPUs without VNNI, where ORT's default U8S8
+    kernels saturate int8 products (docs/int8.md): whoever opens it with their own session can read it there
+    (`edgekit inspect` shows it). ORT itself does not apply it: a session must add the entry."""
+    entry = next((p for p in model.metadata_props if p.key == EXACT_INT8_METADATA), None) or model.metadata_props.add()
+    entry.key, entry.value = EXACT_INT8_METADATA, json.dumps(EXACT_INT8_CONFIG)
 
 
 def export_int8_tflite(quantized: QuantizedModel, input_shape: tuple[int, ...], path: Path, *,

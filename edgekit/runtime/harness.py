@@ -318,6 +318,12 @@ def int8_products_saturate() -> bool:
     return flags is None or not {"avx512_vnni", "avx_vnni"} & flags
 
 
+# The session config entry that keeps ORT's int8 products exact on those CPUs (the slower U8U8 path for weights
+# outside [-64, 64]). edgekit's INT8 ONNX files carry it in their metadata (EXACT_INT8_METADATA) for other runners.
+EXACT_INT8_CONFIG = {"session.x64quantprecision": "1"}
+EXACT_INT8_METADATA = "onnxruntime_session_config_x86_without_vnni"
+
+
 def ort_session_options(threads: int, exact_int8: bool | None = None):  # noqa: ANN201 (ort.SessionOptions)
     """Session options edgekit runs every ONNX model with: on CPUs whose int8 products saturate (`exact_int8`,
     read from the CPU when not given), ORT's exact (slower) U8U8 path for weights outside [-64, 64]."""
@@ -328,7 +334,8 @@ def ort_session_options(threads: int, exact_int8: bool | None = None):  # noqa: 
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     if int8_products_saturate() if exact_int8 is None else exact_int8:
-        options.add_session_config_entry("session.x64quantprecision", "1")
+        for key, value in EXACT_INT8_CONFIG.items():
+            options.add_session_config_entry(key, value)
     return options
 
 
