@@ -22,7 +22,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -612,21 +611,15 @@ def _child_argv(args: argparse.Namespace, profile: bool) -> list[str]:
 
 
 def _bench_in_processes(args: argparse.Namespace) -> dict:
-    """Run --processes child harnesses one after another and merge their reports (merge_processes)."""
+    """Run --processes child harnesses one after another and merge their reports (merge_processes). Each child
+    prints its JSON as its last line of stdout (no temp file: a phone's shell may have no writable /tmp)."""
     reports = []
-    handle, path = tempfile.mkstemp(suffix=".json", prefix="edgekit-harness-")
-    os.close(handle)
-    try:
-        for k in range(args.processes):
-            done = subprocess.run([*_child_argv(args, profile=k == 0), "--json-out", path],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if done.returncode != 0:  # the child's own message (a missing runtime, a bad file) is the one to show
-                sys.stderr.write(done.stderr)
-                raise SystemExit(done.returncode)
-            with open(path, encoding="utf-8") as f:
-                reports.append(json.load(f))
-    finally:
-        os.remove(path)
+    for k in range(args.processes):
+        done = subprocess.run(_child_argv(args, profile=k == 0), capture_output=True, text=True)
+        if done.returncode != 0:  # the child's own message (a missing runtime, a bad file) is the one to show
+            sys.stderr.write(done.stderr)
+            raise SystemExit(done.returncode)
+        reports.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return merge_processes(reports, keep_times=args.keep_times)
 
 
