@@ -10,6 +10,7 @@ import pytest
 from conftest import run_edgekit_without_torch
 
 from edgekit.benchmark import benchmark_model
+from edgekit.benchmark.host import result_warnings, vs_this_machine
 from edgekit.core.errors import EdgekitError
 from edgekit.devices.profiles import find_profiles, load_profile, read_profile
 from edgekit.runtime import harness
@@ -92,7 +93,8 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
     assert {(r["file"], r["threads"]) for r in results} == {
         (f, t) for f in ("model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite") for t in (1, 2)}
     for r in results:
-        assert r["vs_this_machine"]["matches"] and r["steady"]["count"] >= 5
+        check = r["vs_this_machine"]  # the outputs of 8 digits validation images, against this machine's
+        assert check["inputs"] == 8 and check["matches"] and check["argmax_agree"] == 8 and r["steady"]["count"] >= 5
         rep = r["repeat"]  # 6 processes: an interval of 96.9% from the slowest to the fastest process's median
         assert rep["unit"] == "process" and rep["count"] == 6 and len(rep["p50s_ms"]) == 6
         assert rep["p50_ci_ms"] == [min(rep["p50s_ms"]), max(rep["p50s_ms"])]
@@ -112,6 +114,19 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
     bench = json.loads((work / "manifest.json").read_text())["bench"]
     assert len(bench) == 9 and bench[-1]["clock"] == "cpu" and bench[-1]["settings"]["clock"] == "cpu"
     assert all(e["settings"]["clock"] == "wall" and e["clock"] == "wall" for e in bench[:8])
+
+
+def test_a_device_that_computes_something_else_is_caught_on_its_check_inputs():
+    references = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]], np.float32)
+    same = vs_this_machine([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]], references, step=0.0)
+    assert same["matches"] and same["argmax_agree"] == 2 and same["inputs"] == 2
+    # within one INT8 output step of the host: still the same computation
+    assert vs_this_machine([[0.1, 0.9, 0.0], [0.8, 0.1, 0.104]], references, step=0.004)["matches"]
+    other = vs_this_machine([[0.1, 0.9, 0.0], [0.1, 0.8, 0.1]], references, step=0.004)
+    assert not other["matches"] and other["argmax_agree"] == 1 and not other["argmax_matches"]
+    result = {"runtime_kind": "onnxruntime", "steady": {"p50_ms": 1.0}, "vs_this_machine": other}
+    warning = " ".join(result_warnings(result))
+    assert "differ from this machine's on the same 2 inputs" in warning and "same on 1 of 2" in warning
 
 
 # A lean install, without torch: the interpreter is told that torch does not exist, as it would be without the package.

@@ -108,6 +108,7 @@ def test_bench_over_ssh_and_adb_matches_this_machine(device, artifact, tmp_path)
             assert r["repeat"]["unit"] == "process" and len(r["repeat"]["p50s_ms"]) == 2  # two device processes
             # The aarch64 kernels compute what the x86 ones do, on a real digits sample.
             assert r["vs_this_machine"]["matches"] and r["vs_this_machine"]["argmax_matches"], r
+            assert r["vs_this_machine"]["inputs"] == 8  # eight digits validation images, each compared
             if r["runtime_kind"] == "tflite":
                 assert r["delegation"]["delegated"] == r["delegation"]["nodes"]
     manifest = json.loads((work / "manifest.json").read_text())

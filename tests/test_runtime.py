@@ -120,10 +120,14 @@ def test_the_harness_runs_as_a_plain_script(tmp_path):
     results = json.loads(done.stdout)["results"]
     assert [r["runtime"] for r in results] == ["onnxruntime", "ai-edge-litert"]
     assert results[0]["output"][0] == 1.0 and results[1]["output"][0] == pytest.approx(0.3)  # 0.75 -> 2 steps (even)
-    # In fresh processes, one after another, the copy runs itself: every run pooled, each process's median kept.
+    # In fresh processes, one after another, the copy runs itself: every run pooled, each process's median kept;
+    # the first process also returns the outputs of the check inputs (stacked on axis 0).
+    np.save(tmp_path / "cx.npy", np.stack([np.full((1, 3, 4, 4), v, np.float32) for v in (0.75, 0.25)]))
+    np.save(tmp_path / "cy.npy", np.stack([np.full((1, 4, 4, 3), v, np.float32) for v in (0.26, 0.0)]))
     done = subprocess.run([sys.executable, "-I", str(copy), "--model", str(onnx_path), "--input", "x.npy",
                            "--model", str(tflite_path), "--input", "y.npy", "--runs", "6", "--rounds", "3",
-                           "--min-seconds", "0", "--warmup-seconds", "0", "--processes", "3"],
+                           "--min-seconds", "0", "--warmup-seconds", "0", "--processes", "3",
+                           "--check-input", "cx.npy", "--check-input", "cy.npy"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -133,6 +137,8 @@ def test_the_harness_runs_as_a_plain_script(tmp_path):
         assert r["steady"]["count"] == 6 and len(r["round_p50_ms"]) == 3  # 2 runs in 1 round per process
         assert min(r["process_p50_ms"]) <= r["steady"]["p50_ms"] <= max(r["process_p50_ms"])
         assert "times_ms" not in r
+        assert len(r["check_outputs"]) == 2 and r["check_outputs"][0] == single["output"]
+        assert r["check_outputs"][1] != r["check_outputs"][0]  # each input ran on its own
 
 
 # --- one quantize/dequantize ----------------------------------------------------------------------------------------

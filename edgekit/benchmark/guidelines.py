@@ -195,7 +195,7 @@ def measure(cases: list[GuidelineCase], models: Path, profile: Any, options: Any
     """Time every case on the device with the bench machinery; fills each case's p50 and returns the device info."""
     from edgekit.benchmark.host import bench_device, model_files
 
-    files = [f for case in cases for f in model_files(models / case.file)]
+    files = [f for case in cases for f in model_files(models / case.file, checks=1)]
     run = bench_device(profile, files, options)
     p50 = {r["file"]: r["steady"]["p50_ms"] for r in run.results}
     for case in cases:

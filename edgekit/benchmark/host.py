@@ -108,12 +108,17 @@ def stable_options(options: BenchOptions) -> BenchOptions:
                                rounds=max(options.rounds, STABLE_ROUNDS), processes=processes)
 
 
+# Inputs whose outputs each device returns, to compare with this machine's (the first is also the timed one).
+CHECK_IMAGES = 8
+
+
 @dataclass
 class ModelFile:
     path: Path
     runtime: str
-    input: np.ndarray
-    reference: np.ndarray  # this machine's output for `input`, to check the device computes the same
+    input: np.ndarray  # the timed input: checks[0]
+    checks: np.ndarray  # CHECK_IMAGES inputs stacked on axis 0, whose outputs the device returns
+    references: np.ndarray  # this machine's outputs for `checks`, to check the device computes the same
     output_step: float  # about one quantization step of the output for INT8 graphs, 0 for float ones
     artifact: Path | None = None
 
@@ -134,8 +139,9 @@ class DeviceRun:
 # --- what to run ------------------------------------------------------------------------------------------------
 
 
-def _input_for(path: Path, manifest: Manifest | None, shape: tuple[int, ...]) -> np.ndarray:
-    """One input in the file's own layout: a real preprocessed sample when the manifest names a dataset."""
+def _inputs_for(path: Path, manifest: Manifest | None, shape: tuple[int, ...], count: int) -> np.ndarray:
+    """`count` inputs in the file's own layout, stacked on axis 0: real preprocessed validation samples when the
+    manifest names a dataset, else random values in the model's input range."""
     record = manifest.input if manifest is not None else None
     nhwc = layout_of(path, manifest) == "nhwc" or (
         record is None and len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3))
@@ -145,11 +151,11 @@ def _input_for(path: Path, manifest: Manifest | None, shape: tuple[int, ...]) ->
 
         pre = record.preprocessing()
         images = load_split(DataSource.parse(record.data), "val", pre.resolution, pre.channels,
-                            preprocess=pre).images[:1]
+                            preprocess=pre).images[:count]
         x = pre(images)
     else:
         rng = np.random.default_rng(0)
-        nchw = (shape[0], shape[3], shape[1], shape[2]) if nhwc else tuple(shape)
+        nchw = (count * shape[0], shape[3], shape[1], shape[2]) if nhwc else (count * shape[0], *shape[1:])
         if preprocess:  # the range of a normalised [0, 1] image, per channel
             mean = np.asarray(preprocess["mean"], np.float32).reshape(1, -1, 1, 1)
             std = np.asarray(preprocess["std"], np.float32).reshape(1, -1, 1, 1)
@@ -157,11 +163,13 @@ def _input_for(path: Path, manifest: Manifest | None, shape: tuple[int, ...]) ->
         else:
             x = rng.uniform(-1.0, 1.0, nchw).astype(np.float32)
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x, dtype=np.float32)
-    return x
+    x = x[: max(1, len(x) // shape[0]) * shape[0]]
+    return x.reshape(-1, shape[0], *x.shape[1:])  # each input with the file's own batch
 
 
-def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
-    """The files to benchmark: every .tflite/.onnx of an artifact directory, or the one file given."""
+def model_files(target: Path, runtime: str = "auto", checks: int = CHECK_IMAGES) -> list[ModelFile]:
+    """The files to benchmark: every .tflite/.onnx of an artifact directory, or the one file given, each with
+    `checks` inputs whose outputs the device returns (1 where only timing matters: calibration units)."""
     if target.is_dir():
         manifest = read_manifest(target)
         verify_files(target, manifest)  # a listed file missing or changed: the artifact is broken as a whole
@@ -189,11 +197,11 @@ def model_files(target: Path, runtime: str = "auto") -> list[ModelFile]:
             verify_files(path.parent, manifest, only=path)
         runner = file_runner(path)
         shape = tuple(int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in runner.input_shape)
-        x = _input_for(path, manifest, shape)
-        reference = runner.run(x)  # in the file's own layout, as the harness runs it on the device
+        inputs = _inputs_for(path, manifest, shape, checks)
+        references = np.stack([runner.run(x) for x in inputs])  # in the file's own layout, as on the device
         # INT8 graphs: x86 and ARM kernels may round a step apart, so outputs are compared to a step.
-        step = 2 * float(np.abs(reference).max()) / 255 if runner.quantized else 0.0
-        files.append(ModelFile(path, format_of(path).runtime, x, reference, step, artifact))
+        step = 2 * float(np.abs(references).max()) / 255 if runner.quantized else 0.0
+        files.append(ModelFile(path, format_of(path).runtime, inputs[0], inputs, references, step, artifact))
     return files
 
 
@@ -232,9 +240,12 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
             for i, f in enumerate(usable):
                 remote_model = f"{workdir}/m{i}{format_of(f.path).suffix}"
                 np.save(Path(local) / f"i{i}.npy", f.input)
+                np.save(Path(local) / f"c{i}.npy", f.checks)
                 transport.push(f.path, remote_model)
-                transport.push(Path(local) / f"i{i}.npy", f"{workdir}/i{i}.npy")
-                argv += ["--model", remote_model, "--input", f"{workdir}/i{i}.npy"]
+                for name in (f"i{i}.npy", f"c{i}.npy"):
+                    transport.push(Path(local) / name, f"{workdir}/{name}")
+                argv += ["--model", remote_model, "--input", f"{workdir}/i{i}.npy",
+                         "--check-input", f"{workdir}/c{i}.npy"]
         threads = options.threads or profile.threads
         cores = options.cores if options.cores is not None else profile.cores
         argv += ["--threads", ",".join(map(str, threads)), "--warmup-runs", str(options.warmup_runs),
@@ -262,13 +273,10 @@ def run_harness(profile: DeviceProfile, transport: Transport, files: list[ModelF
 
 
 def _finish(result: dict[str, Any], f: ModelFile, profiled: bool) -> dict[str, Any]:
-    output = np.asarray(result.pop("output", []), dtype=np.float32)
-    reference = f.reference.reshape(-1)[: output.size]
-    if output.size:
-        diff = float(np.abs(output - reference).max())
-        tolerance = max(2 * f.output_step, 1e-3 * float(np.abs(reference).max()), 1e-5)
-        result["vs_this_machine"] = {"max_abs_diff": diff, "tolerance": tolerance, "matches": diff <= tolerance,
-                                     "argmax_matches": bool(output.argmax() == reference.argmax())}
+    output = result.pop("output", [])
+    outputs = result.pop("check_outputs", None) or ([output] if output else [])  # benchmark_model returns none
+    if outputs:
+        result["vs_this_machine"] = vs_this_machine(outputs, f.references, f.output_step)
     result.update(file=f.label, sha256=sha256_file(f.path), runtime_kind=f.runtime, profiled=profiled)
     processes, rounds = result.pop("process_p50_ms", None), result.pop("round_p50_ms", None)
     if processes and len(processes) > 1:  # the harness's looks (benchmark_model gives one pooled figure)
@@ -276,6 +284,21 @@ def _finish(result: dict[str, Any], f: ModelFile, profiled: bool) -> dict[str, A
     elif rounds:
         result["repeat"] = repeatability(rounds, result["steady"]["p50_ms"], unit="round")
     return result
+
+
+def vs_this_machine(outputs: list[list[float]], references: np.ndarray, step: float) -> dict[str, Any]:
+    """How the device's outputs for the check inputs compare with this machine's: the largest difference against a
+    tolerance (about a quantization step for INT8 graphs, whose x86 and ARM kernels may round a step apart), and
+    on how many inputs the top class agrees."""
+    diffs, agree = [], 0
+    for output, reference in zip(outputs, references):  # noqa: B905 - the device may return fewer
+        got = np.asarray(output, dtype=np.float32)
+        want = reference.reshape(-1)[: got.size]
+        diffs.append(float(np.abs(got - want).max()))
+        agree += int(got.argmax() == want.argmax())
+    tolerance = max(2 * step, 1e-3 * float(np.abs(references).max()), 1e-5)
+    return {"inputs": len(diffs), "max_abs_diff": max(diffs), "tolerance": tolerance,
+            "matches": max(diffs) <= tolerance, "argmax_agree": agree, "argmax_matches": agree == len(diffs)}
 
 
 def run_benchmark_model(profile: DeviceProfile, transport: Transport, files: list[ModelFile],
@@ -377,8 +400,9 @@ def result_warnings(r: dict[str, Any]) -> list[str]:
         warnings.append(noisy)
     check = r.get("vs_this_machine")
     if check and not check["matches"]:
-        warnings.append(f"the device's output differs from this machine's on the same input (max abs diff "
-                        f"{check['max_abs_diff']:.3g} > {check['tolerance']:.3g}): check the runtime versions.")
+        warnings.append(f"the device's outputs differ from this machine's on the same {check['inputs']} inputs (max "
+                        f"abs diff {check['max_abs_diff']:.3g} > {check['tolerance']:.3g}; top class the same on "
+                        f"{check['argmax_agree']} of {check['inputs']}): check the runtime versions.")
     return warnings
 
 

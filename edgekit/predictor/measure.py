@@ -190,7 +190,7 @@ def _bench_in_batches(profile: Any, folder: Path, names: list[str], options: Any
         size += file_size
     merged = None
     for batch in batches:
-        run = bench_device(profile, [f for name in batch for f in model_files(folder / name)], options)
+        run = bench_device(profile, [f for name in batch for f in model_files(folder / name, checks=1)], options)
         if merged is None:
             merged = run
         else:

@@ -504,7 +504,21 @@ def measure(configs: list[dict], warmup_runs: int, warmup_seconds: float, runs: 
             result["times_ms"], result["cpu_times_ms"], result["runs_per_round"] = wall, cpu, per_round
         if profile_dir and isinstance(model, OnnxModel):
             result["op_profile"] = _onnx_op_profile(model.session.end_profiling(), all_nodes=all_nodes)
+    for config, model, result in zip(configs, models, results):  # noqa: B905
+        if config.get("checks"):  # after the timing, which they would disturb
+            result["check_outputs"] = check_outputs(model, np.load(config["checks"]))
     return results
+
+
+def check_outputs(model: object, inputs: np.ndarray) -> list[list[float]]:
+    """The model's output (its first 1000 values) for each input stacked along axis 0, to compare with the host's:
+    whether this device's kernels compute what the host's do, on several real images."""
+    outputs = []
+    for x in inputs:
+        model.set_input(x)
+        model.invoke()
+        outputs.append(model.output_value().reshape(-1)[:1000].tolist())
+    return outputs
 
 
 def _onnx_op_profile(path: str, top: int = 10, all_nodes: bool = False) -> dict:
@@ -546,6 +560,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe", action="store_true", help="print what this device has and exit")
     parser.add_argument("--model", action="append", default=[], help="a .tflite or .onnx file (repeatable)")
     parser.add_argument("--input", action="append", default=[], help="an .npy input per --model, in its layout")
+    parser.add_argument("--check-input", action="append", default=[],
+                        help="an .npy of inputs stacked on axis 0 per --model: their outputs come back to compare")
     parser.add_argument("--runtime", default="auto", choices=["auto", *RUNTIME_PACKAGES])
     parser.add_argument("--threads", default="1", help="comma-separated thread counts")
     parser.add_argument("--warmup-runs", type=int, default=1)
@@ -577,14 +593,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """Measure every --model at every --threads count: the JSON main prints."""
-    if len(args.input) != len(args.model):
-        parser.error("give one --input per --model")
+    if len(args.input) != len(args.model) or args.check_input and len(args.check_input) != len(args.model):
+        parser.error("give one --input (and --check-input, if any) per --model")
     if args.processes > 1:
         return _bench_in_processes(args)
     cores = _set_cores(args.cores)
     threads = [int(t) for t in args.threads.split(",")]
-    configs = [{"model": m, "input": i, "runtime": args.runtime, "threads": t}
-               for m, i in zip(args.model, args.input) for t in threads]  # noqa: B905
+    checks = args.check_input or [None] * len(args.model)
+    configs = [{"model": m, "input": i, "checks": c, "runtime": args.runtime, "threads": t}
+               for m, i, c in zip(args.model, args.input, checks) for t in threads]  # noqa: B905
     before = device_state()
     results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
                       args.rounds, args.op_profile, keep_times=args.keep_times, all_nodes=args.all_nodes,
@@ -594,8 +611,9 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
             "peak_rss_mb": _peak_rss_mb(), "results": results}
 
 
-def _child_argv(args: argparse.Namespace, profile: bool) -> list[str]:
-    """A child harness's command line: every setting, with its share of the warm-up and steady-state budget."""
+def _child_argv(args: argparse.Namespace, first: bool) -> list[str]:
+    """A child harness's command line: every setting, with its share of the warm-up and steady-state budget; the
+    first child also profiles and computes the check outputs."""
     share = args.processes
     argv = [sys.executable, os.path.abspath(__file__), "--processes", "1", "--keep-times", "--runtime", args.runtime,
             "--threads", args.threads, "--clock", args.clock, "--warmup-runs", str(args.warmup_runs),
@@ -605,8 +623,11 @@ def _child_argv(args: argparse.Namespace, profile: bool) -> list[str]:
         argv += ["--model", model, "--input", x]
     if args.cores:
         argv += ["--cores", args.cores]
-    if profile and args.op_profile:  # one process profiles: the profiler's cost stays out of the others' figures
+    if first and args.op_profile:  # one process profiles: the profiler's cost stays out of the others' figures
         argv += ["--op-profile", args.op_profile, *(["--all-nodes"] if args.all_nodes else [])]
+    if first:  # and computes the check outputs (merge_processes keeps the first process's)
+        for x in args.check_input:
+            argv += ["--check-input", x]
     return argv
 
 
@@ -615,7 +636,7 @@ def _bench_in_processes(args: argparse.Namespace) -> dict:
     prints its JSON as its last line of stdout (no temp file: a phone's shell may have no writable /tmp)."""
     reports = []
     for k in range(args.processes):
-        done = subprocess.run(_child_argv(args, profile=k == 0), capture_output=True, text=True)
+        done = subprocess.run(_child_argv(args, first=k == 0), capture_output=True, text=True)
         if done.returncode != 0:  # the child's own message (a missing runtime, a bad file) is the one to show
             sys.stderr.write(done.stderr)
             raise SystemExit(done.returncode)
