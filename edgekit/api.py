@@ -210,16 +210,18 @@ def check(artifact: ArtifactLike | None = None, data: str | None = None, *, samp
 
 def int8_report(artifact: ArtifactLike, data: str | None = None, *, images: int = 100,
                 formats: Sequence[str] | str | None = None, layer: str | None = None,
-                plot: str | Path | None = None) -> Int8LayerReport:
+                plot: str | Path | None = None, device: str | None = None) -> Int8LayerReport:
     """Where the artifact's INT8 files lose accuracy, as `edgekit int8 report`, keyword for flag: every quantized
     layer's error against the FP32 file of the same format (SQNR median over channels, cosine, clipped share), of
     the layer alone and accumulated up to it, on `images` images of `data` (default: the calibration data).
     `.rows()` ranks the layers worst first; `.to_dict()` is the `--json` output; `plot` (a .png path, or later
-    `.plot(path)`) draws SQNR along depth. Reads the files, writes nothing else."""
-    from edgekit.diagnose.report import int8_layer_report
+    `.plot(path)`) draws SQNR along depth; `device` (a profile name) computes the TFLite files' layers on that
+    device's kernels. Reads the files, writes nothing else."""
+    from edgekit.benchmark.kept_tensors import int8_report_on
 
     chosen = formats.split(",") if isinstance(formats, str) else formats
-    return int8_layer_report(_target(artifact), data, images=images, formats=chosen, layer=layer, plot=_path(plot))
+    return int8_report_on(device, _target(artifact), data=data, images=images, formats=chosen, layer=layer,
+                          plot=_path(plot))
 
 
 def train(recipe: str | Path | dict[str, Any], out: str | Path | None = None, *, epochs: int | None = None,

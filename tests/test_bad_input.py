@@ -494,6 +494,8 @@ CASES: list[tuple[str, list[str]]] = [
         ("data-folder-without-images", ["art", "--data", "no-images"]),
         ("plot-folder-missing", ["art", "--plot", "nowhere/layers.png"]),
         ("plot-not-png", ["art", "--plot", "layers.jpg"]),
+        ("device-onnx", ["art", "--device", "local", "--format", "onnx"]),
+        ("unknown-device", ["art", "--device", "pi-zero", "--images", "4"]),
     )],
 ]
 

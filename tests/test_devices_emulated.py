@@ -307,3 +307,32 @@ def test_run_measures_the_recipe_on_the_emulated_board_and_here(device, tmp_path
     assert second.returncode == 0, second.stderr[-3000:]
     assert {s["name"]: s["status"] for s in json.loads(second.stdout)["stages"]}["bench"] == "up to date"
     assert not _leftovers()
+
+
+@pytest.mark.parametrize("name", ["emulated-ssh", "emulated-adb"])
+def test_int8_report_on_the_device_agrees_with_the_host(device, artifact, tmp_path, name):
+    """The INT8 and FP32 TFLite files run on the aarch64 board's own kernels, their layers read back: the same
+    layers, with figures close to the host's; nothing is left on the device."""
+    _, _, env = device
+    here = run_edgekit("int8", "report", str(artifact), "--format", "tflite", "--images", "4", "--json", env=env)
+    there = run_edgekit("int8", "report", str(artifact), "--device", name, "--images", "4", "--json", env=env)
+    assert here.returncode == 0, here.stderr
+    assert there.returncode == 0, there.stderr
+    mine, theirs = json.loads(here.stdout), json.loads(there.stdout)
+    assert theirs["device"] == name and name in theirs["kernels"]["tflite"] and mine["device"] is None
+    by_layer = {row["layer"]: row["tflite"]["accumulated"] for row in theirs["layers"]}
+    assert len(by_layer) == len(mine["layers"]) > 20
+    for row in mine["layers"]:
+        # The board's kernels round a requantization a step apart from x86's in places (the bench's outputs agree
+        # to a step); over a layer's tensor that moves its SQNR by up to about 1 dB here. A kernel computing
+        # something else would be tens of dB off.
+        host, board = row["tflite"]["accumulated"], by_layer[row["layer"]]
+        assert board["cosine"] == pytest.approx(host["cosine"], abs=3e-3), row["layer"]
+        if host["sqnr_db"] is None:  # an exact layer (no error to measure) stays exact
+            assert board["sqnr_db"] is None, row["layer"]
+        else:
+            assert board["sqnr_db"] == pytest.approx(host["sqnr_db"], abs=1.5), row["layer"]
+    assert _leftovers() == []
+    refused = run_edgekit("int8", "report", str(artifact), "--device", name, "--format", "onnx", env=env)
+    assert refused.returncode == 2 and "give --format tflite" in refused.stderr
+    assert "Traceback" not in refused.stderr

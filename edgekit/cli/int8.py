@@ -42,6 +42,9 @@ def report(
     plot: Annotated[Path | None, typer.Option(
         help="Also draw SQNR along depth, per file, the worst layers circled, into this PNG.")] = None,
     top: Annotated[int, typer.Option(min=1, help="Rows shown, worst first (--json gives every layer).")] = 15,
+    device: Annotated[str | None, typer.Option(
+        "--device", "-d", help="Compute the TFLite files' layers on this device profile's kernels (ssh, adb, local) "
+                               "instead of here; compare with the report without it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Per-layer error of the INT8 files against their FP32 twins, worst layer first.
@@ -52,7 +55,7 @@ def report(
     spread of its weights across output channels and the range its output can represent. Layers are named by
     their PyTorch module path. Reads the files only: nothing is written but the --plot picture.
     """
-    from edgekit.diagnose.report import int8_layer_report
+    from edgekit.benchmark.kept_tensors import int8_report_on
 
     formats = parse_list(format, "--format", str, "onnx,tflite", what="formats")
     with progress_bar(TextColumn("comparing {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -64,8 +67,8 @@ def report(
                 tasks[fmt] = bar.add_task(f"{fmt} layers", total=total)
             bar.update(tasks[fmt], completed=done)
 
-        result = int8_layer_report(artifact, data, images=images, formats=formats, layer=layer, plot=plot,
-                                   progress=advance)
+        result = int8_report_on(device, artifact, data=data, images=images, formats=formats, layer=layer, plot=plot,
+                                progress=advance)
     if as_json:
         print_json(result.to_dict())
         return

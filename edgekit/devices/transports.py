@@ -43,6 +43,8 @@ class Transport(Protocol):
 
     def push(self, local: Path, remote: str) -> None: ...
 
+    def pull(self, remote: str, local: Path) -> None: ...
+
     def remove_dir(self, remote: str) -> None: ...
 
 
@@ -75,6 +77,9 @@ class LocalTransport:
 
     def push(self, local: Path, remote: str) -> None:
         shutil.copyfile(local, remote)
+
+    def pull(self, remote: str, local: Path) -> None:
+        shutil.copyfile(remote, local)
 
     def remove_dir(self, remote: str) -> None:
         shutil.rmtree(remote, ignore_errors=True)
@@ -156,6 +161,13 @@ class SshTransport:
         if done.returncode != 0:
             raise DeviceError(f"copying {local.name} to {self.where} failed: {done.stderr.strip()} "
                               "(is the device's disk full?)")
+
+    def pull(self, remote: str, local: Path) -> None:
+        port = ["-P", str(self.target.port)] if self.target.port else []
+        done = self._checked(["scp", "-q", *_ssh_options(self.target), *port, "--", f"{self.destination}:{remote}",
+                              str(local)], 600)
+        if done.returncode != 0:
+            raise DeviceError(f"copying {Path(remote).name} back from {self.where} failed: {done.stderr.strip()}")
 
     def remove_dir(self, remote: str) -> None:
         if remote.startswith("/tmp/edgekit-bench."):
@@ -241,6 +253,12 @@ class AdbTransport:
         if done.returncode != 0:
             raise DeviceError(f"adb push of {local.name} to {self.where} failed: "
                               f"{(done.stderr or done.stdout).strip()} (is the device's storage full?)")
+
+    def pull(self, remote: str, local: Path) -> None:
+        done = _run([*self._adb(), "pull", remote, str(local)], 600, self.where)
+        if done.returncode != 0:
+            raise DeviceError(f"adb pull of {Path(remote).name} from {self.where} failed: "
+                              f"{(done.stderr or done.stdout).strip()}")
 
     def remove_dir(self, remote: str) -> None:
         if remote.startswith(f"{self.base_dir}/run."):

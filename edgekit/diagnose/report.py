@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from edgekit.diagnose.errors import LayerErrors
 from edgekit.exporting.calibration import calibration_data, calibration_set
 from edgekit.manifest import Manifest, read_manifest
 from edgekit.runtime.formats import FORMATS
+
+if TYPE_CHECKING:
+    from edgekit.diagnose.tflite_layers import DeviceTensors
 
 DEFAULT_IMAGES = 100
 KERNELS = {"onnx": "ONNX Runtime CPU provider, its fused QLinear kernels (the session edgekit benches with)",
@@ -39,10 +42,12 @@ class Int8LayerReport:
     images: int
     layers: dict[str, list[LayerErrors]]  # by format, in file order
     unmatched: dict[str, int] = field(default_factory=dict)
+    device: str | None = None  # where the files ran (int8 report --device), None: here
 
     @property
     def kernels(self) -> dict[str, str]:
-        return {fmt: KERNELS[fmt] for fmt in self.layers}
+        where = f" on {self.device}" if self.device else ""
+        return {fmt: KERNELS[fmt] + where for fmt in self.layers}
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per layer (the formats' figures side by side, by layer name), worst first."""
@@ -67,7 +72,8 @@ class Int8LayerReport:
         return target
 
     def to_dict(self) -> dict[str, Any]:
-        return {"artifact": str(self.artifact), "data": self.data, "images": self.images, "kernels": self.kernels,
+        return {"artifact": str(self.artifact), "data": self.data, "images": self.images, "device": self.device,
+                "kernels": self.kernels,
                 "unmatched": self.unmatched, "ranking": "own error (alone), median channel SQNR, worst first",
                 "layers": [{k: v for k, v in row.items() if k != "activation_range"} for row in self.rows()]}
 
@@ -139,11 +145,13 @@ def _images(manifest: Manifest, data: str | None, count: int, directory: Path) -
 
 def int8_layer_report(artifact: Path, data: str | None = None, *, images: int = DEFAULT_IMAGES,
                       formats: Sequence[str] | None = None, layer: str | None = None, plot: Path | None = None,
-                      progress: Callable[[str, int, int], None] | None = None) -> Int8LayerReport:
+                      progress: Callable[[str, int, int], None] | None = None,
+                      device: tuple[str, DeviceTensors] | None = None) -> Int8LayerReport:
     """Each quantized layer's error in the artifact's INT8 files against their FP32 twins, on `images` images
     drawn (seeded) from `data` (default: the data the artifact was calibrated on). `layer` keeps that layer only
     (its module path, as the report names it); `plot` a PNG path for the picture (the only file written).
-    `progress(format, images done, images)` follows the work."""
+    `progress(format, images done, images)` follows the work. `device`: (its name, a runner of .tflite files
+    there, benchmark.kept_tensors.tensors_on): the TFLite files run on that device instead of here."""
     from edgekit.diagnose.onnx_layers import onnx_layer_errors
     from edgekit.diagnose.tflite_layers import tflite_layer_errors
 
@@ -151,9 +159,12 @@ def int8_layer_report(artifact: Path, data: str | None = None, *, images: int = 
         raise EdgekitError(f"--images {images}: give at least 1 image (100 is typical).")
     if plot is not None:
         _plot_path(plot)
+    if device is not None and formats and "onnx" in formats:
+        raise EdgekitError("--device reads the TFLite files' layers on the device (ONNX Runtime keeps no "
+                           "intermediate tensors there): give --format tflite, or leave --format out.")
     directory = locate_artifact(Path(artifact))
     manifest = read_manifest(directory)
-    pairs = _pairs(directory, manifest, formats)
+    pairs = _pairs(directory, manifest, ["tflite"] if device is not None else formats)
     verify_files(directory, manifest)
     batch, source = _images(manifest, data, images, directory)
     found: dict[str, list[LayerErrors]] = {}
@@ -167,8 +178,12 @@ def int8_layer_report(artifact: Path, data: str | None = None, *, images: int = 
             if progress is not None:
                 progress(fmt, done[0], len(batch))
 
-        measure = onnx_layer_errors if fmt == "onnx" else tflite_layer_errors
-        found[fmt], unmatched[fmt] = measure(fp32, int8, list(batch), equalized=equalized, on_image=advance)
+        if fmt == "onnx":
+            found[fmt], unmatched[fmt] = onnx_layer_errors(fp32, int8, list(batch), equalized=equalized,
+                                                           on_image=advance)
+        else:
+            found[fmt], unmatched[fmt] = tflite_layer_errors(fp32, int8, list(batch), equalized=equalized,
+                                                             on_image=advance, device=device[1] if device else None)
     _share_names(found)
     if layer is not None:
         known = {entry.name for layers in found.values() for entry in layers}
@@ -177,7 +192,7 @@ def int8_layer_report(artifact: Path, data: str | None = None, *, images: int = 
             raise EdgekitError(f"--layer {layer}: no quantized layer of that name; this artifact's include "
                                f"{', '.join(close)} (`edgekit int8 report {directory}` lists them all).")
         found = {fmt: [entry for entry in layers if entry.name == layer] for fmt, layers in found.items()}
-    result = Int8LayerReport(directory, source, len(batch), found, unmatched)
+    result = Int8LayerReport(directory, source, len(batch), found, unmatched, device[0] if device else None)
     if plot is not None:
         result.plot(plot)
     return result

@@ -10,7 +10,7 @@ accumulated error is measured: the interpreter cannot be fed a float value in th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,36 @@ def _input_gain(op: dict, ops_by_output: dict[int, dict], gains: dict[int, np.nd
     return None
 
 
+# Runs a .tflite file on a device: (path, tensor indices, inputs stacked on axis 0) -> {index: values stacked alike}.
+DeviceTensors = Callable[[Path, list[int], np.ndarray], dict[int, np.ndarray]]
+
+
+def _run_here(fp32: Any, int8: Any, f_input: dict, q_input: dict, inputs: list[np.ndarray]
+              ) -> Iterator[tuple[Callable[[int], np.ndarray], Callable[[int], np.ndarray]]]:
+    for x in inputs:
+        fp32.set_tensor(f_input["index"], x)
+        int8.set_tensor(q_input["index"], harness.quantize(x, q_input))
+        fp32.invoke()
+        int8.invoke()
+        yield fp32.get_tensor, int8.get_tensor
+
+
+def _run_there(device: DeviceTensors, fp32_path: Path, int8_path: Path, inputs: list[np.ndarray],
+               pairs: list) -> Iterator[tuple[Callable[[int], np.ndarray], Callable[[int], np.ndarray]]]:
+    stacked = np.stack(inputs)
+    f_values = device(fp32_path, sorted({entry[1] for entry in pairs}), stacked)
+    q_values = device(int8_path, sorted({entry[2] for entry in pairs}), stacked)
+    for k in range(len(inputs)):
+        yield (lambda i, k=k: f_values[i][k]), (lambda i, k=k: q_values[i][k])
+
+
 def tflite_layer_errors(fp32_path: Path, int8_path: Path, images: Iterable[np.ndarray], equalized: bool = False,
-                        on_image: Callable[[], None] = lambda: None) -> tuple[list[LayerErrors], int]:
+                        on_image: Callable[[], None] = lambda: None,
+                        device: DeviceTensors | None = None) -> tuple[list[LayerErrors], int]:
     """The accumulated error of each quantized op of `int8_path` against `fp32_path` over `images` (NCHW,
-    batch 1 each); `equalized`: the export rescaled convolution pairs, which the FP32 file did not. Returns the
-    layers in execution order and the count of quantized ops with no FP32 twin."""
+    batch 1 each); `equalized`: the export rescaled convolution pairs, which the FP32 file did not. `device`: the
+    files run there (their tensors read back) instead of here. Returns the layers in execution order and the
+    count of quantized ops with no FP32 twin."""
     fp32, int8 = _open(fp32_path), _open(int8_path)
     f_tensors = {t["index"]: t for t in fp32.get_tensor_details()}
     q_tensors = {t["index"]: t for t in int8.get_tensor_details()}
@@ -153,17 +178,20 @@ def tflite_layer_errors(fp32_path: Path, int8_path: Path, images: Iterable[np.nd
 
     name_unnamed([entry[0] for entry in pairs], unnamed)
     f_input, q_input = fp32.get_input_details()[0], int8.get_input_details()[0]
+    inputs = []
     for image in images:
         image = image[None] if image.ndim == 3 else image
         if list(f_input["shape"][1:]) != list(image.shape[1:]):  # a channels-last file (--nhwc)
             image = image.transpose(0, 2, 3, 1)
-        fp32.set_tensor(f_input["index"], np.ascontiguousarray(image, dtype=np.float32))
-        int8.set_tensor(q_input["index"], harness.quantize(np.ascontiguousarray(image), q_input))
-        fp32.invoke()
-        int8.invoke()
+        inputs.append(np.ascontiguousarray(image, dtype=np.float32))
+    if device is None:
+        values = _run_here(fp32, int8, f_input, q_input, inputs)
+    else:
+        values = _run_there(device, fp32_path, int8_path, inputs, pairs)
+    for get_fp32, get_int8 in values:
         for layer, reference, quantized, detail, gain in pairs:
-            expected = fp32.get_tensor(reference) * (gain if gain is not None else 1.0)  # channels last
-            layer.accumulated.add(expected, harness.dequantize(int8.get_tensor(quantized), detail),
+            expected = get_fp32(reference) * (gain if gain is not None else 1.0)  # channels last
+            layer.accumulated.add(expected, harness.dequantize(get_int8(quantized), detail),
                                   layer.activation_range, channels_last=True)
         on_image()
     # A converter may fuse a neighbour into one file's op and not the other's (the FP32 file folds hard-sigmoid's

@@ -236,6 +236,22 @@ def load_tflite(path: str, threads: int, xnnpack: bool = True, keep_tensors: boo
     return runtime, version, module.Interpreter(**kwargs)
 
 
+def kept_tensors(path: str, inputs: np.ndarray, indices: list[int]) -> tuple[dict[str, np.ndarray], str]:
+    """The values of a .tflite file's tensors `indices` for each input (stacked on axis 0, in the file's layout,
+    float), on TFLite's built-in kernels with every intermediate tensor kept (a delegate keeps none): arrays
+    "t<index>" stacked like the inputs, and the runtime that ran them."""
+    package, version, interpreter = load_tflite(path, threads=1, xnnpack=False, keep_tensors=True)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    values: dict[int, list] = {i: [] for i in indices}
+    for x in inputs:
+        interpreter.set_tensor(detail["index"], quantize(np.ascontiguousarray(x), detail))
+        interpreter.invoke()
+        for i in indices:
+            values[i].append(np.array(interpreter.get_tensor(i)))
+    return {f"t{i}": np.stack(v) for i, v in values.items()}, f"{package} {version}, built-in kernels"
+
+
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     """A float array as the value of a tensor described by `detail` (TFLite's {"dtype", "quantization": (scale,
     zero_point)}): cast for a float tensor, else round(x / scale) + zero_point, rounding half to even as ONNX's
@@ -578,9 +594,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--op-profile", help="directory for ONNX Runtime's per-operator profile")
     parser.add_argument("--all-nodes", action="store_true", help="the profile lists every node, in run order")
     parser.add_argument("--json-out", help="write the JSON here instead of stdout")
+    parser.add_argument("--kept-tensors", metavar="NPZ",
+                        help="instead of timing: write the values of --tensor-ids of the one --model (a .tflite) "
+                             "for each of the --input's inputs (stacked on axis 0) into this .npz")
+    parser.add_argument("--tensor-ids", default="", help="comma-separated tensor indices, with --kept-tensors")
     args = parser.parse_args(argv)
     try:
-        report = probe() if args.probe else _bench(parser, args)
+        report = probe() if args.probe else _kept(parser, args) if args.kept_tensors else _bench(parser, args)
     except NoRuntime as exc:
         raise SystemExit(str(exc)) from None
     text = json.dumps(report)
@@ -589,6 +609,15 @@ def main(argv: list[str] | None = None) -> None:
             f.write(text)
     else:
         print(text)
+
+
+def _kept(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    if len(args.model) != 1 or len(args.input) != 1:
+        parser.error("--kept-tensors takes one --model and one --input")
+    indices = [int(i) for i in args.tensor_ids.split(",") if i]
+    arrays, kernels = kept_tensors(args.model[0], np.load(args.input[0]), indices)
+    np.savez(args.kept_tensors, **arrays)
+    return {"harness": HARNESS_VERSION, "arch": platform.machine(), "kernels": kernels, "tensors": len(arrays)}
 
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
