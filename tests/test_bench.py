@@ -93,8 +93,11 @@ def test_bench_local_records_every_file_in_the_manifest(artifact: Path, tmp_path
     assert {(r["file"], r["threads"]) for r in results} == {
         (f, t) for f in ("model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite") for t in (1, 2)}
     for r in results:
-        check = r["vs_this_machine"]  # the outputs of 8 digits validation images, against this machine's
-        assert check["inputs"] == 8 and check["matches"] and check["argmax_agree"] == 8 and r["steady"]["count"] >= 5
+        # the outputs of 8 digits validation images against this machine's, once per file (at its first thread
+        # count); its other thread counts compare their timed input
+        check, compared = r["vs_this_machine"], 8 if r["threads"] == 1 else 1
+        assert check["inputs"] == compared and check["matches"] and check["argmax_agree"] == compared
+        assert r["steady"]["count"] >= 5
         rep = r["repeat"]  # 6 processes: an interval of 96.9% from the slowest to the fastest process's median
         assert rep["unit"] == "process" and rep["count"] == 6 and len(rep["p50s_ms"]) == 6
         assert rep["p50_ci_ms"] == [min(rep["p50s_ms"]), max(rep["p50s_ms"])]

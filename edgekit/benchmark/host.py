@@ -116,11 +116,15 @@ CHECK_IMAGES = 8
 class ModelFile:
     path: Path
     runtime: str
-    input: np.ndarray  # the timed input: checks[0]
     checks: np.ndarray  # CHECK_IMAGES inputs stacked on axis 0, whose outputs the device returns
     references: np.ndarray  # this machine's outputs for `checks`, to check the device computes the same
     output_step: float  # about one quantization step of the output for INT8 graphs, 0 for float ones
     artifact: Path | None = None
+
+    @property
+    def input(self) -> np.ndarray:
+        """The timed input: the first of the checks."""
+        return self.checks[0]
 
     @property
     def label(self) -> str:
@@ -201,7 +205,7 @@ def model_files(target: Path, runtime: str = "auto", checks: int = CHECK_IMAGES)
         references = np.stack([runner.run(x) for x in inputs])  # in the file's own layout, as on the device
         # INT8 graphs: x86 and ARM kernels may round a step apart, so outputs are compared to a step.
         step = 2 * float(np.abs(references).max()) / 255 if runner.quantized else 0.0
-        files.append(ModelFile(path, format_of(path).runtime, inputs[0], inputs, references, step, artifact))
+        files.append(ModelFile(path, format_of(path).runtime, inputs, references, step, artifact))
     return files
 
 

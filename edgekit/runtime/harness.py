@@ -236,11 +236,11 @@ def load_tflite(path: str, threads: int, xnnpack: bool = True, keep_tensors: boo
     return runtime, version, module.Interpreter(**kwargs)
 
 
-def kept_tensors(path: str, inputs: np.ndarray, indices: list[int]) -> tuple[dict[str, np.ndarray], str]:
+def kept_tensors(path: str, inputs: np.ndarray, indices: list[int]) -> dict[str, np.ndarray]:
     """The values of a .tflite file's tensors `indices` for each input (stacked on axis 0, in the file's layout,
     float), on TFLite's built-in kernels with every intermediate tensor kept (a delegate keeps none): arrays
-    "t<index>" stacked like the inputs, and the runtime that ran them."""
-    package, version, interpreter = load_tflite(path, threads=1, xnnpack=False, keep_tensors=True)
+    "t<index>" stacked like the inputs."""
+    _, _, interpreter = load_tflite(path, threads=1, xnnpack=False, keep_tensors=True)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     values: dict[int, list] = {i: [] for i in indices}
@@ -249,7 +249,7 @@ def kept_tensors(path: str, inputs: np.ndarray, indices: list[int]) -> tuple[dic
         interpreter.invoke()
         for i in indices:
             values[i].append(np.array(interpreter.get_tensor(i)))
-    return {f"t{i}": np.stack(v) for i, v in values.items()}, f"{package} {version}, built-in kernels"
+    return {f"t{i}": np.stack(v) for i, v in values.items()}
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -615,9 +615,9 @@ def _kept(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     if len(args.model) != 1 or len(args.input) != 1:
         parser.error("--kept-tensors takes one --model and one --input")
     indices = [int(i) for i in args.tensor_ids.split(",") if i]
-    arrays, kernels = kept_tensors(args.model[0], np.load(args.input[0]), indices)
+    arrays = kept_tensors(args.model[0], np.load(args.input[0]), indices)
     np.savez(args.kept_tensors, **arrays)
-    return {"harness": HARNESS_VERSION, "arch": platform.machine(), "kernels": kernels, "tensors": len(arrays)}
+    return {"harness": HARNESS_VERSION, "arch": platform.machine(), "tensors": len(arrays)}
 
 
 def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
@@ -629,7 +629,8 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     cores = _set_cores(args.cores)
     threads = [int(t) for t in args.threads.split(",")]
     checks = args.check_input or [None] * len(args.model)
-    configs = [{"model": m, "input": i, "checks": c, "runtime": args.runtime, "threads": t}
+    # A file's check outputs once, at its first thread count: its other configurations compare their timed input.
+    configs = [{"model": m, "input": i, "checks": c if t == threads[0] else None, "runtime": args.runtime, "threads": t}
                for m, i, c in zip(args.model, args.input, checks) for t in threads]  # noqa: B905
     before = device_state()
     results = measure(configs, args.warmup_runs, args.warmup_seconds, args.runs, args.min_seconds,
